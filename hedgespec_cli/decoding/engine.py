@@ -1,0 +1,337 @@
+"""The multi-drafter speculative decoding engine (DESIGN.md sections 3 and 5).
+
+One loop serves every method. Per round: the chooser picks drafter i, i drafts
+k tokens (chain), the target verifies them in one forward, the verified tokens
+are appended and every cache is rolled back to the verified prefix. With
+full-information feedback the verified tokens are then prefilled into every
+drafter (each needs them to draft next anyway), which yields every drafter's
+`gamma` at every verified position without another target call.
+
+Cache invariant: between rounds every up-to-date model has seen all committed
+tokens but the last, so a round feeds `x[L-1]` plus its drafts. A drafter
+that fell behind (bandit methods do not evaluate the drafters they did not
+choose) catches up in the same forward as its first draft step.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from hedgespec_cli.decoding.verify import (
+    gamma_greedy,
+    gamma_sampling,
+    process_logits,
+    verify_greedy,
+    verify_sampling,
+)
+from hedgespec_cli.errors import ConfigError, WorkloadError
+from hedgespec_cli.models import KVCache, Pool
+from hedgespec_cli.selection.feedback import BanditFeedback, Decision, FullFeedback
+
+PHASES = ("prefill", "draft", "verify", "evaluate", "learn", "other")
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """Decoding knobs, validated once."""
+
+    K: int = 5
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    stop_at_eos: bool = True
+
+    def __post_init__(self) -> None:
+        if self.K < 1:
+            raise ConfigError(f"K must be at least 1 (got {self.K}); pass -K 1 or more")
+        if self.temperature < 0:
+            raise ConfigError(f"temperature must be >= 0 (got {self.temperature}); 0 means greedy")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1] (got {self.top_p})")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be at least 1 (got {self.max_new_tokens})")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+class Chooser(Protocol):
+    """What the loop needs from a selector: a choice per round, feedback after it."""
+
+    needs_full_feedback: bool
+
+    def choose(self, position: int) -> Decision: ...
+
+    def update(self, feedback: FullFeedback | BanditFeedback) -> None: ...
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One round. drafter is None for plain decoding; a = accepted draft tokens."""
+
+    drafter: int | None
+    n: int
+    drafted: int
+    accepted: int
+    draft_ns: int
+    verify_ns: int
+    evaluate_ns: int
+    learn_ns: int
+    other_ns: int
+
+    @property
+    def accept_flags(self) -> list[bool]:
+        """Per drafted position: kept or not (positions after the first rejection are absent)."""
+        return [True] * self.accepted + ([False] if self.accepted < self.drafted else [])
+
+
+@dataclass
+class QueryRecord:
+    """Everything measured while decoding one prompt."""
+
+    prompt_len: int
+    output_ids: list[int]
+    rounds: list[RoundRecord]
+    gamma: np.ndarray | None  # (L, N) per generated token, full-information runs only
+    phase_ns: dict[str, int] = field(default_factory=dict)
+    wall_ns: int = 0
+    stop: str = "length"
+
+    @property
+    def new_tokens(self) -> int:
+        return count_new_tokens(self.rounds)
+
+    @property
+    def mat(self) -> float:
+        """Mean accepted tokens per round, bonus included (MAT; 1.0 for plain decoding)."""
+        return self.new_tokens / len(self.rounds)
+
+    @property
+    def tokens_per_s(self) -> float:
+        """New tokens over the whole query's wall time, prefill included."""
+        return self.new_tokens / (self.wall_ns / 1e9)
+
+
+def count_new_tokens(rounds: list[RoundRecord]) -> int:
+    """The one token count used for every method: tokens appended, after EOS/length cuts."""
+    return sum(r.n for r in rounds)
+
+
+class _Clock:
+    """perf_counter_ns, synchronised with the device first when it is a GPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self._device = device if device.type == "cuda" else None
+
+    def __call__(self) -> int:
+        if self._device is not None:
+            torch.cuda.synchronize(self._device)
+        return time.perf_counter_ns()
+
+
+class Engine:
+    """Decodes prompts with the target and a drafter pool; one instance per loaded pool."""
+
+    def __init__(self, pool: Pool, settings: DecodeSettings, *, seed: int = 0) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.device = pool.target.device
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.eos = pool.tokenizer.eos_token_id if settings.stop_at_eos else None
+        self._now = _Clock(self.device)
+
+    @property
+    def n_drafters(self) -> int:
+        return len(self.pool.drafters)
+
+    def decode(
+        self, prompt_ids: list[int], chooser: Chooser | None = None, *, record_gamma: bool = False
+    ) -> QueryRecord:
+        """Decode one prompt. chooser None is plain autoregressive decoding (`ar`).
+
+        record_gamma forces full-information evaluation (for traces) even when
+        the chooser is a bandit; its cost is then part of the measured time.
+        """
+        s, pool, now = self.settings, self.pool, self._now
+        self._check_prompt(prompt_ids)
+        spec = chooser is not None
+        full = spec and (record_gamma or chooser.needs_full_feedback)
+        P = len(prompt_ids)
+        x = torch.zeros(P + s.max_new_tokens + s.K + 1, dtype=torch.long, device=self.device)
+        x[:P] = torch.tensor(prompt_ids, dtype=torch.long)
+
+        t_start = now()
+        t_cache = pool.target.new_cache()
+        pool.target.forward(x[: P - 1], t_cache) if P > 1 else None
+        d_caches = [lm.new_cache() for lm in pool.drafters]
+        if full:  # bandit methods prefill a drafter only when they first choose it
+            for lm, cache in zip(pool.drafters, d_caches):
+                lm.forward(x[: P - 1], cache) if P > 1 else None
+        phase = dict.fromkeys(PHASES, 0)
+        t0 = now()  # end of the previous step: `other` is the gap since then
+        phase["prefill"] = t0 - t_start
+
+        L, rounds, gammas, stop = P, [], [], "length"
+        while L - P < s.max_new_tokens:
+            k = min(s.K, s.max_new_tokens - (L - P) - 1) if spec else 0
+            arm = chooser.choose(L - P).arm if spec else None
+            t1 = now()
+            draft = x.new_empty(0)
+            q_logits = None
+            if k:
+                draft, q_logits = self._draft(arm, d_caches[arm], x, L, k)
+                x[L : L + k] = draft  # scratch: overwritten by the verified tokens below
+            t2 = now()
+            p_logits = pool.target.forward(x[L - 1 : L + k], t_cache).logits  # (k + 1, V)
+            tokens, a = self._verify(draft, q_logits, p_logits)
+            tokens, stop = self._cut(tokens, s.max_new_tokens - (L - P))
+            n = tokens.numel()
+            x[L : L + n] = tokens
+            L += n
+            t_cache.crop(L - 1)
+            t3 = now()
+            gamma = None
+            if full:
+                gamma = self._evaluate(arm, d_caches, q_logits, p_logits[:n], x, L, n)
+                gammas.append(gamma)
+            elif spec:
+                d_caches[arm].crop(min(d_caches[arm].length, L - 1))
+            t4 = now()
+            if spec:
+                chooser.update(self._feedback(chooser, arm, gamma, n, k, q_logits, p_logits))
+            t5 = now()
+            rounds.append(RoundRecord(arm, n, k, a, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t1 - t0))
+            t0 = t5
+            if stop == "eos":
+                break
+
+        wall = now() - t_start
+        for r in rounds:
+            phase["draft"] += r.draft_ns
+            phase["verify"] += r.verify_ns
+            phase["evaluate"] += r.evaluate_ns
+            phase["learn"] += r.learn_ns
+        phase["other"] = wall - sum(phase.values())
+        gamma_all = np.concatenate(gammas) if full else None
+        return QueryRecord(P, x[P:L].tolist(), rounds, gamma_all, phase, wall, stop)
+
+    # -- the steps of a round -------------------------------------------------
+
+    def _draft(
+        self, i: int, cache: KVCache, x: torch.Tensor, L: int, k: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Chain-draft k tokens with drafter i -> draft (k,), q logits (k, V).
+
+        The first forward also feeds whatever committed tokens the drafter has
+        not seen (one batched catch-up, not token by token).
+        """
+        lm, s = self.pool.drafters[i], self.settings
+        logits = lm.forward(x[cache.length : L], cache).logits[-1]  # (V,) q at position L
+        tokens, rows = [], []
+        for step in range(k):
+            if s.greedy:
+                tok = logits.argmax().view(1)
+            else:
+                law = process_logits(logits.view(1, -1), s.temperature, s.top_p)[0]
+                tok = torch.multinomial(law, 1, generator=self.generator)
+            tokens.append(tok)
+            rows.append(logits)
+            if step < k - 1:
+                logits = lm.forward(tok, cache).logits[-1]
+        return torch.cat(tokens), torch.stack(rows)
+
+    def _verify(
+        self, draft: torch.Tensor, q_logits: torch.Tensor | None, p_logits: torch.Tensor
+    ) -> tuple[torch.Tensor, int]:
+        s = self.settings
+        if s.greedy:
+            verdict = verify_greedy(draft, p_logits)
+        else:
+            p = process_logits(p_logits, s.temperature, s.top_p)
+            q = process_logits(q_logits, s.temperature, s.top_p) if q_logits is not None else p[:0]
+            verdict = verify_sampling(draft, q, p, self.generator)
+        return verdict.tokens, verdict.accepted
+
+    def _cut(self, tokens: torch.Tensor, remaining: int) -> tuple[torch.Tensor, str]:
+        """Stop at EOS (kept) and at max_new_tokens."""
+        if self.eos is not None:
+            hits = (tokens == self.eos).nonzero()
+            if hits.numel() and int(hits[0]) < remaining:
+                return tokens[: int(hits[0]) + 1], "eos"
+        return tokens[:remaining], "length"
+
+    def _evaluate(
+        self,
+        chosen: int,
+        caches: list[KVCache],
+        q_logits: torch.Tensor | None,
+        p_logits: torch.Tensor,
+        x: torch.Tensor,
+        L: int,
+        n: int,
+    ) -> np.ndarray:
+        """Prefill the n verified tokens into every drafter -> gamma (n, N).
+
+        Afterwards each drafter has seen x[:L-1], as the cache invariant wants.
+        The chosen drafter reuses the q rows it computed while drafting.
+        """
+        s, columns = self.settings, []
+        p = p_logits if s.greedy else process_logits(p_logits, s.temperature, s.top_p)
+        for j, (lm, cache) in enumerate(zip(self.pool.drafters, caches)):
+            known = q_logits[: min(n, len(q_logits))] if j == chosen and q_logits is not None else None
+            cache.crop(min(cache.length, L - 1))
+            fresh = lm.forward(x[cache.length : L - 1], cache).logits if cache.length < L - 1 else None
+            parts = [t for t in (known, fresh) if t is not None]
+            q_rows = torch.cat(parts)[-n:]  # (n, V): q_j at the n verified positions
+            if s.greedy:
+                columns.append(gamma_greedy(p, q_rows))
+            else:
+                columns.append(gamma_sampling(p, process_logits(q_rows, s.temperature, s.top_p)))
+        return torch.stack(columns, dim=1).cpu().numpy()
+
+    def _feedback(
+        self,
+        chooser: Chooser,
+        arm: int,
+        gamma: np.ndarray | None,
+        n: int,
+        k: int,
+        q_logits: torch.Tensor | None,
+        p_logits: torch.Tensor,
+    ) -> FullFeedback | BanditFeedback:
+        if chooser.needs_full_feedback:
+            return FullFeedback(gamma, arm, self.settings.K)
+        return BanditFeedback(arm, n, k, self.settings.K, self._block_reward(q_logits, p_logits, k))
+
+    def _block_reward(self, q_logits: torch.Tensor | None, p_logits: torch.Tensor, k: int) -> float:
+        """MetaSD's block divergence reward: (1/k) sum_k (1 - TV(p_k, q_k)) over drafted positions.
+
+        At T = 0 the distributions are the temperature-1 softmaxes (one-hot
+        processing would reduce the divergence to the acceptance indicator).
+        """
+        if not k:
+            return 0.0
+        t = self.settings.temperature or 1.0
+        top_p = self.settings.top_p if self.settings.temperature else 1.0
+        p = process_logits(p_logits[:k], t, top_p)
+        q = process_logits(q_logits, t, top_p)
+        return float(gamma_sampling(p, q).mean())
+
+    def _check_prompt(self, prompt_ids: list[int]) -> None:
+        if not prompt_ids:
+            raise WorkloadError("empty prompt: every prompt needs at least one token")
+        limits = [lm.max_positions for lm in (self.pool.target, *self.pool.drafters)]
+        limit = min((m for m in limits if m is not None), default=None)
+        need = len(prompt_ids) + self.settings.max_new_tokens + self.settings.K + 1
+        if limit is not None and need > limit:
+            raise WorkloadError(
+                f"prompt of {len(prompt_ids)} tokens + max_new_tokens {self.settings.max_new_tokens} "
+                f"+ K {self.settings.K} + 1 exceeds the models' context of {limit} tokens; "
+                "shorten the prompt or lower --max-new-tokens"
+            )

@@ -1,0 +1,179 @@
+"""Load a target and a pool of drafters from local Hugging Face checkpoints.
+
+Nothing here downloads: a path that is not a local checkpoint directory is a
+`CheckpointError`. Every drafter must speak the target's vocabulary, checked
+at load time, because the engine compares token ids across models.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from hedgespec_cli.errors import CheckpointError, ConfigError, VocabMismatchError
+from hedgespec_cli.models.causal_lm import CausalLM
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DEVICES = ("cpu", "cuda", "auto")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One checkpoint of a profile: where it is and what it is for."""
+
+    name: str
+    path: Path
+    kind: str = "lm"
+    domain: str | None = None
+    role: str | None = None
+
+
+@dataclass
+class Pool:
+    """A target, its drafters (index order is the selectors' arm order) and the shared tokenizer."""
+
+    target: CausalLM
+    drafters: list[CausalLM]
+    tokenizer: PreTrainedTokenizerBase
+    specs: list[ModelSpec]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.specs)
+
+    @property
+    def domains(self) -> tuple[str | None, ...]:
+        return tuple(s.domain for s in self.specs)
+
+
+def load_pool(
+    target: ModelSpec,
+    drafters: list[ModelSpec],
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    tokenizer_path: Path | None = None,
+) -> Pool:
+    """Load everything a run needs; raises with a fix-it message on any problem."""
+    torch_dtype = _resolve_dtype(dtype)
+    placement = _resolve_device(device)
+    tokenizer = load_tokenizer(tokenizer_path or target.path, target.name)
+    target_lm = CausalLM(target.name, _load_model(target, torch_dtype, placement))
+    # Drafters are small: they live on the target's first device, never sharded.
+    drafter_device = target_lm.device
+    pool_drafters = []
+    for spec in drafters:
+        if spec.kind != "lm":
+            raise ConfigError(
+                f"drafter {spec.name!r} has kind {spec.kind!r}; supported kinds: lm"
+            )
+        lm = CausalLM(spec.name, _load_model(spec, torch_dtype, {"device_map": None}).to(drafter_device))
+        check_compatible(target_lm, tokenizer, lm, spec)
+        pool_drafters.append(lm)
+    return Pool(target_lm, pool_drafters, tokenizer, list(drafters))
+
+
+def load_tokenizer(path: Path, owner: str) -> PreTrainedTokenizerBase:
+    _require_checkpoint_dir(path, owner)
+    try:
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise CheckpointError(
+            f"no usable tokenizer for {owner!r} in {path} ({_first_line(err)}); "
+            "save one there with tokenizer.save_pretrained(DIR) or set the profile's tokenizer path"
+        ) from None
+
+
+def check_compatible(
+    target: CausalLM, tokenizer: PreTrainedTokenizerBase, drafter: CausalLM, spec: ModelSpec
+) -> None:
+    """Drafter and target must map the same ids to the same tokens."""
+    if drafter.vocab_size != target.vocab_size:
+        raise VocabMismatchError(
+            f"drafter {spec.name!r} has vocab size {drafter.vocab_size}, the target "
+            f"{target.vocab_size}; use a drafter trained with the target's tokenizer"
+        )
+    if not _has_tokenizer(spec.path):
+        return  # weights-only checkpoint: the logit width is all we can check
+    theirs = load_tokenizer(spec.path, spec.name)
+    for attr in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id"):
+        if getattr(theirs, attr) != getattr(tokenizer, attr):
+            raise VocabMismatchError(
+                f"drafter {spec.name!r} has {attr}={getattr(theirs, attr)}, the target "
+                f"{getattr(tokenizer, attr)}; use a drafter trained with the target's tokenizer"
+            )
+    ours, other = tokenizer.get_vocab(), theirs.get_vocab()
+    differing = sorted(
+        (i, tok) for tok, i in ours.items() if other.get(tok) != i
+    )
+    if differing or len(ours) != len(other):
+        sample = ", ".join(f"{i}:{tok!r}" for i, tok in differing[:5])
+        raise VocabMismatchError(
+            f"drafter {spec.name!r} tokenizer differs from the target's "
+            f"({len(other)} vs {len(ours)} tokens; target ids mapped differently: {sample or 'none'}); "
+            "use a drafter trained with the target's tokenizer"
+        )
+
+
+def _load_model(spec: ModelSpec, dtype: torch.dtype, placement: dict):
+    _require_checkpoint_dir(spec.path, spec.name)
+    if not (spec.path / "config.json").is_file():
+        raise CheckpointError(
+            f"{spec.name!r}: {spec.path} is not a checkpoint (no config.json); "
+            "point the profile at a directory written by save_pretrained"
+        )
+    device_map = placement.get("device_map")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(spec.path), dtype=dtype, local_files_only=True, device_map=device_map
+        )
+    except (OSError, ValueError, KeyError) as err:
+        raise CheckpointError(
+            f"cannot load {spec.name!r} from {spec.path}: {_first_line(err)}"
+        ) from None
+    if device_map is None and placement.get("device"):
+        model = model.to(placement["device"])
+    return model
+
+
+def _resolve_dtype(dtype: str) -> torch.dtype:
+    if dtype not in DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _resolve_device(device: str) -> dict:
+    """Placement kwargs: a device for single-device runs, device_map for `auto`."""
+    if device not in DEVICES:
+        raise ConfigError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but no CUDA device is visible; use --device cpu")
+    if device == "auto":
+        if importlib.util.find_spec("accelerate") is None:
+            raise ConfigError(
+                "device 'auto' shards the target with accelerate, which is not installed; "
+                "pip install 'hedgespec-cli[multi-gpu]' or use --device cuda/cpu"
+            )
+        # transformers places layers over the visible GPUs (CPU when there are none).
+        return {"device_map": "auto"}
+    return {"device": device, "device_map": None}
+
+
+def _require_checkpoint_dir(path: Path, owner: str) -> None:
+    if not Path(path).is_dir():
+        raise CheckpointError(
+            f"{owner!r}: checkpoint directory {path} does not exist; "
+            "fix the path (models are never downloaded)"
+        )
+
+
+def _has_tokenizer(path: Path) -> bool:
+    return any((Path(path) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -1,0 +1,78 @@
+"""What a selector learns from, one type per information regime.
+
+HedgeSpec (arXiv 2510.20064) rests on the difference between these two types:
+full-information feedback carries every drafter's per-position acceptance
+probability `gamma`, bandit feedback only the chosen drafter's round outcome.
+A bandit selector is handed a `BanditFeedback` and so cannot see the drafters
+it did not run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FullFeedback:
+    """Full information for the `n` positions verified in one round.
+
+    gamma: (n, N) float64, `gamma[s, j]` = drafter j's acceptance probability
+        at the s-th newly verified position (DESIGN.md section 5): the argmax
+        indicator at T = 0, `sum min(p, q_j)` at T > 0.
+    chosen: the drafter that drafted this round.
+    K: draft length of the round.
+    """
+
+    gamma: np.ndarray
+    chosen: int
+    K: int
+
+
+@dataclass(frozen=True)
+class BanditFeedback:
+    """The chosen drafter's round outcome and nothing else.
+
+    n: tokens appended this round (accepted drafts + correction/bonus), 1..K+1.
+    drafted: draft tokens proposed this round (K unless cut by the length cap).
+    block_reward: MetaSD's block divergence reward of the chosen drafter,
+        `(1/drafted) sum_k (1 - TV(p_k, q_k))` over its drafted positions.
+    """
+
+    arm: int
+    n: int
+    drafted: int
+    K: int
+    block_reward: float
+
+
+Feedback = FullFeedback | BanditFeedback
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A selector's choice for one round and the distribution it was drawn from.
+
+    probs: (N,) float64, sums to 1; a deterministic rule puts mass 1 on `arm`.
+    """
+
+    arm: int
+    probs: np.ndarray
+
+
+@dataclass(frozen=True)
+class QueryContext:
+    """What a selector may know about a query before decoding it.
+
+    domain: the prompt's domain label (only `router` uses it).
+    drafter_names / drafter_domains: the pool, in index order.
+    hindsight_gamma: (L, N) gamma of the whole query, for the hindsight
+        references `oracle` and `oracle-round` only; None for online methods.
+    """
+
+    domain: str | None
+    drafter_names: tuple[str, ...]
+    drafter_domains: tuple[str | None, ...]
+    K: int
+    hindsight_gamma: np.ndarray | None = None

@@ -1,0 +1,99 @@
+"""Tiny random Llama checkpoints built inside the tests and loaded through the real loaders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ALPHABET = "abcdefghijklmnopqrstuvwxyz .,"
+
+
+def make_tokenizer(chars: str = ALPHABET):
+    """A character-level tokenizer with BOS/EOS/UNK, in Hugging Face format."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for ch in chars:
+        vocab.setdefault(ch, len(vocab))
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
+def make_llama(path: Path, tokenizer, *, hidden: int, layers: int, seed: int, sharpen: float = 1.0):
+    """Save a random LlamaForCausalLM (+ tokenizer) at path; sharpen scales the output logits."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(sharpen)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def make_near_copy(src: Path, dst: Path, tokenizer, *, noise: float, seed: int) -> Path:
+    """A drafter that agrees with the target often but not always: target weights + noise."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(src)
+    with torch.no_grad():
+        for w in model.parameters():
+            w.add_(noise * w.std() * torch.randn_like(w))
+    model.save_pretrained(dst)
+    tokenizer.save_pretrained(dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Target, an exact copy, two noisy copies and a random (terrible) drafter."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("tiny")
+    tok = make_tokenizer()
+    target = make_llama(root / "target", tok, hidden=64, layers=2, seed=0, sharpen=8.0)
+    copy = root / "copy"
+    shutil.copytree(target, copy)
+    return {
+        "target": target,
+        "copy": copy,
+        "near": make_near_copy(target, root / "near", tok, noise=0.3, seed=1),
+        "far": make_near_copy(target, root / "far", tok, noise=1.0, seed=2),
+        "random": make_llama(root / "random", tok, hidden=32, layers=1, seed=3),
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_pool(tiny_models):
+    from hedgespec_cli.models import ModelSpec, load_pool
+
+    names = ["copy", "near", "far", "random"]
+    return load_pool(
+        ModelSpec("target", tiny_models["target"]),
+        [ModelSpec(n, tiny_models[n]) for n in names],
+    )

@@ -1,0 +1,192 @@
+"""The engine on tiny random checkpoints: lossless, full-information gamma, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hedgespec_cli.decoding.engine import DecodeSettings, Engine
+from hedgespec_cli.errors import CheckpointError, ConfigError, VocabMismatchError, WorkloadError
+from hedgespec_cli.models import ModelSpec, load_pool
+from hedgespec_cli.selection.feedback import BanditFeedback, Decision, FullFeedback
+
+from conftest import make_llama, make_tokenizer
+
+PROMPTS = ["the cat sat on", "a, b. c", "zzz", "hello world and more words here"]
+
+
+class Fixed:
+    """A chooser that always plays one drafter and records what it was told."""
+
+    def __init__(self, arm: int, n: int, full: bool = True) -> None:
+        self.arm, self.n, self.needs_full_feedback = arm, n, full
+        self.seen: list = []
+
+    def choose(self, position: int) -> Decision:
+        return Decision(self.arm, np.eye(self.n)[self.arm])
+
+    def update(self, feedback) -> None:
+        self.seen.append(feedback)
+
+
+class Cycle(Fixed):
+    """Switches drafter every round, to exercise caches that fall behind."""
+
+    def choose(self, position: int) -> Decision:
+        self.arm = (self.arm + 1) % self.n
+        return super().choose(position)
+
+
+def reference_greedy(model, prompt_ids: list[int], steps: int, eos: int | None) -> list[int]:
+    """Target-only greedy decoding without any cache: the ground truth."""
+    ids = list(prompt_ids)
+    with torch.inference_mode():
+        for _ in range(steps):
+            nxt = int(model(torch.tensor([ids])).logits[0, -1].argmax())
+            ids.append(nxt)
+            if nxt == eos:
+                break
+    return ids[len(prompt_ids) :]
+
+
+@pytest.mark.parametrize("K", [1, 3, 6])
+def test_greedy_output_equals_target_greedy(tiny_pool, K):
+    # The random target often says EOS early; decode through it to test long outputs.
+    engine = Engine(tiny_pool, DecodeSettings(K=K, max_new_tokens=30, stop_at_eos=False))
+    tok, N = tiny_pool.tokenizer, engine.n_drafters
+    for prompt in PROMPTS:
+        ids = tok(prompt)["input_ids"]
+        want = reference_greedy(tiny_pool.target.model, ids, 30, None)
+        assert engine.decode(ids).output_ids == want
+        for arm in range(N):  # exact copy, near copy, far copy, random weights
+            for full in (True, False):
+                assert engine.decode(ids, Fixed(arm, N, full)).output_ids == want, (prompt, arm)
+        assert engine.decode(ids, Cycle(0, N, full=False)).output_ids == want
+
+
+def test_eos_stops_decoding_like_the_target(tiny_pool):
+    engine = Engine(tiny_pool, DecodeSettings(K=3, max_new_tokens=30))
+    eos = tiny_pool.tokenizer.eos_token_id
+    ids = tiny_pool.tokenizer("the cat")["input_ids"]  # the random target answers EOS here
+    want = reference_greedy(tiny_pool.target.model, ids, 30, eos)
+    rec = engine.decode(ids, Fixed(0, 4))
+    assert rec.output_ids == want and want[-1] == eos and rec.stop == "eos"
+
+
+def test_exact_copy_accepts_everything(tiny_pool):
+    engine = Engine(tiny_pool, DecodeSettings(K=4, max_new_tokens=20, stop_at_eos=False))
+    rec = engine.decode(tiny_pool.tokenizer("the cat")["input_ids"], Fixed(0, 4))
+    assert rec.mat == pytest.approx(5.0)  # 20 tokens in 4 rounds of K + 1
+    assert rec.gamma[:, 0].tolist() == [1.0] * 20
+
+
+def replay_n(gamma_col: np.ndarray, s: int, K: int, max_new: int) -> int:
+    """Tokens a chain drafter gets in a round starting at s, predicted from its gamma (T = 0)."""
+    k = min(K, max_new - s - 1)
+    a = 0
+    while a < k and s + a < len(gamma_col) and gamma_col[s + a] == 1.0:
+        a += 1
+    return min(a + 1, len(gamma_col) - s)
+
+
+def test_full_information_gamma_predicts_other_drafters_exactly(tiny_pool):
+    """Gamma recorded while drafter A drafts predicts B's real acceptance, round by round."""
+    K, max_new = 3, 40
+    engine = Engine(tiny_pool, DecodeSettings(K=K, max_new_tokens=max_new, stop_at_eos=False))
+    for prompt in PROMPTS:
+        ids = tiny_pool.tokenizer(prompt)["input_ids"]
+        trace = engine.decode(ids, Fixed(3, 4))  # the random drafter chooses; all are scored
+        for arm in (0, 1, 2):
+            live = engine.decode(ids, Fixed(arm, 4, full=False))
+            s = 0
+            for r in live.rounds:
+                assert r.n == replay_n(trace.gamma[:, arm], s, K, max_new), (prompt, arm, s)
+                s += r.n
+
+
+def test_feedback_types_follow_the_chooser(tiny_pool):
+    engine = Engine(tiny_pool, DecodeSettings(K=2, max_new_tokens=10))
+    ids = tiny_pool.tokenizer("abc")["input_ids"]
+    full, bandit = Fixed(1, 4, full=True), Fixed(1, 4, full=False)
+    engine.decode(ids, full)
+    rec = engine.decode(ids, bandit)
+    assert all(isinstance(f, FullFeedback) and f.gamma.shape[1] == 4 for f in full.seen)
+    assert all(isinstance(f, BanditFeedback) for f in bandit.seen)
+    assert [f.n for f in bandit.seen] == [r.n for r in rec.rounds]
+    assert all(0.0 <= f.block_reward <= 1.0 for f in bandit.seen)
+    assert rec.gamma is None
+
+
+def test_records_account_for_time_and_tokens(tiny_pool):
+    engine = Engine(tiny_pool, DecodeSettings(K=3, max_new_tokens=17, stop_at_eos=False))
+    rec = engine.decode(tiny_pool.tokenizer("abc")["input_ids"], Fixed(1, 4))
+    assert rec.new_tokens == len(rec.output_ids) == 17
+    assert sum(rec.phase_ns.values()) == rec.wall_ns
+    assert all(1 <= r.n <= r.drafted + 1 for r in rec.rounds)
+    assert rec.rounds[-1].drafted <= 3 and rec.tokens_per_s > 0
+
+
+def test_sampling_matches_target_distribution(tiny_models):
+    """First two tokens at T = 1: SD with a poor drafter vs the exact target law (chi-square)."""
+    chars = "abcde"
+    tok = make_tokenizer(chars)
+    root = tiny_models["target"].parent / "small_vocab"
+    target = make_llama(root / "t", tok, hidden=32, layers=1, seed=5, sharpen=6.0)
+    drafter = make_llama(root / "d", tok, hidden=16, layers=1, seed=6, sharpen=6.0)
+    pool = load_pool(ModelSpec("t", target), [ModelSpec("d", drafter)])
+    settings = DecodeSettings(K=2, temperature=1.0, max_new_tokens=2, stop_at_eos=False)
+    engine = Engine(pool, settings, seed=0)
+    prompt = tok("ab")["input_ids"]
+    V = pool.target.vocab_size
+    with torch.inference_mode():
+        p1 = torch.softmax(pool.target.model(torch.tensor([prompt])).logits[0, -1], -1)
+        law = torch.stack(
+            [p1[t] * torch.softmax(pool.target.model(torch.tensor([prompt + [t]])).logits[0, -1], -1) for t in range(V)]
+        ).flatten()  # (V * V,) joint law of the first two tokens
+    draws = 3000
+    counts = torch.zeros(V * V)
+    for _ in range(draws):
+        a, b = engine.decode(prompt, Fixed(0, 1)).output_ids
+        counts[a * V + b] += 1
+    expected = law * draws
+    keep = expected >= 5  # chi-square needs expected counts >= 5; pool the rest
+    chi2 = (((counts[keep] - expected[keep]) ** 2) / expected[keep]).sum()
+    rest_o, rest_e = counts[~keep].sum(), expected[~keep].sum()
+    if rest_e > 0:
+        chi2 += (rest_o - rest_e) ** 2 / rest_e
+    dof = int(keep.sum()) + int(rest_e > 0) - 1
+    # 99.9th percentile of chi-square(dof) via the Wilson-Hilferty approximation.
+    crit = dof * (1 - 2 / (9 * dof) + 3.09 * (2 / (9 * dof)) ** 0.5) ** 3
+    assert chi2 < crit, (float(chi2), crit, dof)
+
+
+def test_missing_checkpoint_is_a_clear_error(tiny_models, tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_pool(ModelSpec("target", tiny_models["target"]), [ModelSpec("gone", tmp_path / "nope")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        load_pool(ModelSpec("target", tiny_models["target"]), [ModelSpec("empty", tmp_path / "empty")])
+
+
+def test_tokenizer_mismatch_names_the_drafter(tiny_models, tmp_path):
+    other = make_tokenizer("zyxwvutsrqponmlkjihgfedcba .,")  # same size, ids permuted
+    make_llama(tmp_path / "odd", other, hidden=16, layers=1, seed=0)
+    with pytest.raises(VocabMismatchError, match=r"drafter 'odd' tokenizer differs.*ids mapped differently: 3:'a'"):
+        load_pool(ModelSpec("target", tiny_models["target"]), [ModelSpec("odd", tmp_path / "odd")])
+    small = make_tokenizer("abc")
+    make_llama(tmp_path / "small", small, hidden=16, layers=1, seed=0)
+    with pytest.raises(VocabMismatchError, match="drafter 'small' has vocab size 6, the target 32"):
+        load_pool(ModelSpec("target", tiny_models["target"]), [ModelSpec("small", tmp_path / "small")])
+
+
+def test_bad_settings_and_prompts(tiny_pool):
+    with pytest.raises(ConfigError, match="K must be at least 1"):
+        DecodeSettings(K=0)
+    with pytest.raises(ConfigError, match="temperature must be >= 0"):
+        DecodeSettings(temperature=-0.5)
+    engine = Engine(tiny_pool, DecodeSettings(max_new_tokens=200))
+    with pytest.raises(WorkloadError, match="empty prompt"):
+        engine.decode([])
+    with pytest.raises(WorkloadError, match="exceeds the models' context of 256"):
+        engine.decode([5] * 100)
