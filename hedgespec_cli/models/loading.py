@@ -14,22 +14,12 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from hedgespec_cli.config import ModelSpec
 from hedgespec_cli.errors import CheckpointError, ConfigError, VocabMismatchError
 from hedgespec_cli.models.causal_lm import CausalLM
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEVICES = ("cpu", "cuda", "auto")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One checkpoint of a profile: where it is and what it is for."""
-
-    name: str
-    path: Path
-    kind: str = "lm"
-    domain: str | None = None
-    role: str | None = None
 
 
 @dataclass
@@ -39,7 +29,7 @@ class Pool:
     target: CausalLM
     drafters: list[CausalLM]
     tokenizer: PreTrainedTokenizerBase
-    specs: list[ModelSpec]
+    specs: list[ModelSpec]  # the drafters' specs
 
     @property
     def names(self) -> tuple[str, ...]:
