@@ -15,7 +15,6 @@ choose) catches up in the same forward as its first draft step.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -32,6 +31,7 @@ from hedgespec_cli.decoding.verify import (
 from hedgespec_cli.errors import ConfigError, WorkloadError
 from hedgespec_cli.models import KVCache, Pool
 from hedgespec_cli.selection.feedback import BanditFeedback, Decision, FullFeedback
+from hedgespec_cli.telemetry.timers import PhaseTimer
 
 PHASES = ("prefill", "draft", "verify", "evaluate", "learn", "other")
 
@@ -123,18 +123,6 @@ def count_new_tokens(rounds: list[RoundRecord]) -> int:
     return sum(r.n for r in rounds)
 
 
-class _Clock:
-    """perf_counter_ns, synchronised with the device first when it is a GPU."""
-
-    def __init__(self, device: torch.device) -> None:
-        self._device = device if device.type == "cuda" else None
-
-    def __call__(self) -> int:
-        if self._device is not None:
-            torch.cuda.synchronize(self._device)
-        return time.perf_counter_ns()
-
-
 class Engine:
     """Decodes prompts with the target and a drafter pool; one instance per loaded pool."""
 
@@ -144,7 +132,8 @@ class Engine:
         self.device = pool.target.device
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.eos = pool.tokenizer.eos_token_id if settings.stop_at_eos else None
-        self._now = _Clock(self.device)
+        # perf_counter_ns, synchronised with the device first when it is a GPU.
+        self._now = PhaseTimer(self.device).now
 
     @property
     def n_drafters(self) -> int:

@@ -13,10 +13,14 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 from hedgespec_cli.config import ModelSpec
 from hedgespec_cli.errors import CheckpointError, ConfigError, VocabMismatchError
 from hedgespec_cli.models.causal_lm import CausalLM
+
+# Our own progress bars own the terminal; transformers' per-load bars would interleave.
+hf_logging.disable_progress_bar()
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEVICES = ("cpu", "cuda", "auto")

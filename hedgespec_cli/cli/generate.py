@@ -1,0 +1,65 @@
+"""`hedgespec generate`: decode one prompt with one method and show the numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("generate")(generate)
+
+
+def generate(
+    prompt: Annotated[str, typer.Argument(help="Prompt text.")],
+    profile: Annotated[str, typer.Option(help="Profile name or YAML path (ignored with --target).")] = "tiny",
+    target: Annotated[Optional[Path], typer.Option(help="Target checkpoint directory.")] = None,
+    drafter: Annotated[Optional[list[str]], typer.Option(help="Drafter as [NAME=]PATH; repeat for a pool.")] = None,
+    method: Annotated[Optional[str], typer.Option(help="ar, fixed:NAME, hedgespec, ucbspec, ... (default: fixed:<generic drafter>).")] = None,
+    K: Annotated[Optional[int], typer.Option("-K", "--K", help="Draft length per round.")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="0 = greedy.")] = None,
+    top_p: Annotated[Optional[float], typer.Option(help="Nucleus sampling mass (T > 0).")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option(help="Tokens to generate at most.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for sampling and randomised selectors.")] = 0,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda or auto.")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="float32, float16 or bfloat16.")] = None,
+    domain: Annotated[Optional[str], typer.Option(help="Domain label of the prompt (for router).")] = None,
+    trace: Annotated[Optional[Path], typer.Option(help="Write a replay trace (every drafter's gamma) here.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of text.")] = False,
+) -> None:
+    """Decode PROMPT and print the text, MAT and tokens/s."""
+    import json
+
+    from hedgespec_cli.runner import generate_once
+
+    payload = generate_once(
+        prompt=prompt, profile=profile, target=target, drafters=drafter or [], method=method,
+        K=K, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
+        device=device, dtype=dtype, domain=domain, trace=trace,
+    )
+    if json_out:
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    _render(payload)
+
+
+def _render(payload: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    typer.echo(payload["text"])
+    table = Table(title=f"{payload['method']} on {payload['profile']}", title_justify="left")
+    for col in ("new tokens", "rounds", "MAT (tokens/round)", "tokens/s", "wall (ms)", "stop"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        str(payload["new_tokens"]), str(payload["rounds"]), f"{payload['mat']:.2f}",
+        f"{payload['tokens_per_s']:.1f}", f"{payload['wall_ms']:.1f}", payload["stop"],
+    )
+    phases = "  ".join(f"{k} {v:.1f} ms" for k, v in payload["phase_ms"].items())
+    err = Console(stderr=True)
+    err.print(table)
+    err.print(f"time by phase: {phases}")
+    if payload.get("trace"):
+        err.print(f"trace written to {payload['trace']}")

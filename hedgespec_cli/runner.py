@@ -1,0 +1,147 @@
+"""Glue between a profile, the engine and a method: shared by `generate` and `bench`."""
+
+from __future__ import annotations
+
+
+
+import numpy as np
+
+from pathlib import Path
+
+from hedgespec_cli.config import ModelSpec, Profile
+from hedgespec_cli.decoding.engine import Engine, QueryRecord
+from hedgespec_cli.errors import ConfigError
+from hedgespec_cli.models import Pool, load_pool
+from hedgespec_cli.selection.feedback import QueryContext
+
+AR = "ar"
+
+
+def open_pool(profile: Profile, *, device: str | None = None, dtype: str | None = None) -> Pool:
+    """Load the profile's target and drafters once; every method shares them."""
+    return load_pool(
+        profile.target,
+        list(profile.drafters),
+        device=device or profile.device,
+        dtype=dtype or profile.dtype,
+        tokenizer_path=profile.tokenizer,
+    )
+
+
+def adhoc_profile(target: str, drafters: list[str]) -> Profile:
+    """A profile from `--target PATH --drafter [NAME=]PATH ...` flags."""
+    specs = []
+    for i, item in enumerate(drafters):
+        name, _, path = item.rpartition("=")
+        specs.append(ModelSpec(name or Path(path).name or f"drafter{i}", Path(path)))
+    return Profile(
+        name="adhoc",
+        description="models given on the command line",
+        source=Path("."),
+        target=ModelSpec("target", Path(target)),
+        drafters=tuple(specs),
+    )
+
+
+def context_for(pool: Pool, K: int, domain: str | None, hindsight: np.ndarray | None = None) -> QueryContext:
+    return QueryContext(domain, pool.names, pool.domains, K, hindsight)
+
+
+def run_query(
+    engine: Engine,
+    prompt_ids: list[int],
+    method: str,
+    *,
+    domain: str | None = None,
+    seed: int = 0,
+    selector=None,
+    hindsight: np.ndarray | None = None,
+    record_gamma: bool = False,
+) -> QueryRecord:
+    """Decode one prompt with one method: `ar` or any registered selector.
+
+    A persistent selector (reset: never) is passed in by the caller so it
+    keeps its state across queries; otherwise one is built here. Hindsight
+    references (`oracle`, `oracle-round`) need the query's gamma: when the
+    caller has none, an untimed full-information pass produces it first.
+    """
+    if method == AR:
+        return engine.decode(prompt_ids, record_gamma=False)
+    from hedgespec_cli.selection import REGISTRY, SelectorSpec, make_selector
+
+    spec = SelectorSpec.parse(method, seed=seed)
+    pool = engine.pool
+    if selector is None:
+        selector = make_selector(spec, len(pool.drafters), pool.names)
+    if REGISTRY[spec.name].kind == "reference" and hindsight is None:
+        probe = make_selector("fixed:" + pool.names[0], len(pool.drafters), pool.names)
+        probe.begin_query(context_for(pool, engine.settings.K, domain))
+        hindsight = engine.decode(prompt_ids, probe, record_gamma=True).gamma
+    selector.begin_query(context_for(pool, engine.settings.K, domain, hindsight))
+    record = engine.decode(prompt_ids, selector, record_gamma=record_gamma)
+    selector.end_query()
+    return record
+
+
+def generate_once(
+    *,
+    prompt: str,
+    profile: str,
+    target: Path | None,
+    drafters: list[str],
+    method: str | None,
+    K: int | None,
+    temperature: float | None,
+    top_p: float | None,
+    max_new_tokens: int | None,
+    seed: int,
+    device: str | None,
+    dtype: str | None,
+    domain: str | None,
+    trace: Path | None,
+) -> dict:
+    """`hedgespec generate`: load, decode one prompt, optionally save its trace -> payload."""
+    from hedgespec_cli.config import load_profile
+    from hedgespec_cli.decoding.engine import DecodeSettings
+
+    if target is not None:
+        if not drafters:
+            raise ConfigError("--target needs at least one --drafter [NAME=]PATH")
+        prof = adhoc_profile(str(target), drafters)
+    else:
+        prof = load_profile(profile)
+    d = prof.decoding
+    settings = DecodeSettings(
+        K=K if K is not None else d.get("K", 5),
+        temperature=temperature if temperature is not None else d.get("temperature", 0.0),
+        top_p=top_p if top_p is not None else d.get("top_p", 1.0),
+        max_new_tokens=max_new_tokens if max_new_tokens is not None else d.get("max_new_tokens", 128),
+    )
+    method = method or f"fixed:{prof.generic().name}"
+    pool = open_pool(prof, device=device, dtype=dtype)
+    engine = Engine(pool, settings, seed=seed)
+    ids = pool.tokenizer(prompt)["input_ids"]
+    record = run_query(
+        engine, ids, method, domain=domain, seed=seed, record_gamma=trace is not None
+    )
+    payload = {
+        "profile": prof.name,
+        "method": method,
+        "text": pool.tokenizer.decode(record.output_ids, skip_special_tokens=True),
+        "output_ids": record.output_ids,
+        "new_tokens": record.new_tokens,
+        "rounds": len(record.rounds),
+        "mat": record.mat,
+        "tokens_per_s": record.tokens_per_s,
+        "wall_ms": record.wall_ns / 1e6,
+        "phase_ms": {k: v / 1e6 for k, v in record.phase_ns.items()},
+        "stop": record.stop,
+        "trace": str(trace) if trace else None,
+    }
+    if trace is not None:
+        from hedgespec_cli.selection.trace import Trace, TraceQuery, write_trace
+
+        query = TraceQuery("prompt-0", domain, record.output_ids, record.gamma)
+        write_trace(trace, Trace(settings.K, settings.temperature, settings.max_new_tokens,
+                                 pool.names, pool.domains, [query]))
+    return payload
