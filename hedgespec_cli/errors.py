@@ -29,3 +29,7 @@ class WorkloadError(HedgespecError):
 
 class RunDirError(HedgespecError):
     """A run directory or results file is unusable."""
+
+
+class CorpusError(HedgespecError):
+    """A zoo corpus source cannot be fetched, unpacked or read."""

@@ -1,0 +1,135 @@
+"""`hedgespec zoo build | info`: build the built-in tiny model zoo and show what is in one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+zoo_app = typer.Typer(help="Build and inspect the built-in tiny model zoo.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(zoo_app, name="zoo")
+
+
+class _RichProgress:
+    """One rich progress bar per build stage, on stderr."""
+
+    def __init__(self):
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(
+            TextColumn("{task.description:<18}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(), TextColumn("{task.fields[note]}"),
+            console=Console(stderr=True),
+        )
+        self._tasks: dict[str, int] = {}
+
+    def __enter__(self):
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._bar.stop()
+
+    def start(self, stage: str) -> None:
+        self._tasks[stage] = self._bar.add_task(stage, total=1.0, note="")
+
+    def update(self, stage: str, frac: float, note: str) -> None:
+        self._bar.update(self._tasks[stage], completed=frac, note=note)
+
+    def finish(self, stage: str, note: str) -> None:
+        self._bar.update(self._tasks[stage], completed=1.0, note=note)
+
+
+@zoo_app.command("build")
+def build(
+    out: Annotated[Path, typer.Option(help="Zoo directory to write (a profile YAML is written next to it).")] = Path("profiles/tiny"),
+    seed: Annotated[int, typer.Option(help="Seed for initialisation, batch sampling and prompts.")] = 0,
+    time_budget: Annotated[float, typer.Option(help="Wall-clock budget in minutes for the whole build.")] = 45.0,
+    data_dir: Annotated[Path, typer.Option(help="Where raw downloads and cleaned corpora are cached.")] = Path("data"),
+    prompts_dir: Annotated[Optional[Path], typer.Option(help="Write held-out prompts <domain>.jsonl here.")] = Path("workloads/prompts"),
+    domains: Annotated[Optional[str], typer.Option(help="Comma-separated subset of domains (default: all).")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Cap on training steps per stage (a miniature build).")] = None,
+    max_chars: Annotated[int, typer.Option(help="Characters of text per domain at most.")] = 2_500_000,
+    batch_size: Annotated[int, typer.Option(help="Sequences per training batch.")] = 16,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the build manifest as JSON on stdout.")] = False,
+) -> None:
+    """Fetch the corpora, train the tokenizer, pretrain the target and distil the drafters."""
+    import json
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from hedgespec_cli.zoo.build import BuildSpec, build_zoo
+    from hedgespec_cli.zoo.corpora import DOMAINS
+
+    spec = BuildSpec(
+        out_dir=out, data_dir=data_dir, prompts_dir=prompts_dir,
+        domains=tuple(d.strip() for d in domains.split(",")) if domains else tuple(DOMAINS),
+        seed=seed, time_budget_s=time_budget * 60, max_steps=max_steps, max_chars=max_chars,
+        batch_size=batch_size,
+    )
+    with _RichProgress() as progress:
+        manifest = build_zoo(spec, progress)
+    if json_out:
+        typer.echo(json.dumps(manifest, indent=2))
+    else:
+        _render_losses(manifest)
+
+
+def _render_losses(manifest: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    domains = list(manifest["sources"])
+    table = Table(title=f"held-out loss (nats/token), built in {manifest['wall_s'] / 60:.1f} min",
+                  title_justify="left")
+    table.add_column("model")
+    for d in domains:
+        table.add_column(d, justify="right")
+    # Bold: the best drafter on each domain (the target is expected to beat them all).
+    best = {d: min(m["heldout_loss"][d] for n, m in manifest["models"].items() if n != "target")
+            for d in domains}
+    for name, entry in manifest["models"].items():
+        cells = [f"[bold]{entry['heldout_loss'][d]:.3f}[/]" if name != "target"
+                 and entry["heldout_loss"][d] == best[d] else f"{entry['heldout_loss'][d]:.3f}"
+                 for d in domains]
+        table.add_row(name, *cells)
+    Console(stderr=True).print(table)
+
+
+@zoo_app.command("info")
+def info(
+    zoo_dir: Annotated[Path, typer.Argument(help="A built zoo directory.")] = Path("profiles/tiny"),
+    json_out: Annotated[bool, typer.Option("--json", help="Print the payload as JSON.")] = False,
+) -> None:
+    """List the zoo's models: role, domain, parameters, dtype and size on disk."""
+    import json
+
+    from hedgespec_cli.zoo.info import zoo_info
+
+    payload = zoo_info(zoo_dir)
+    if json_out:
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"zoo {payload['zoo']} ({payload['total_size_bytes'] / 2**20:.1f} MiB)",
+                  title_justify="left")
+    for col, justify in (("model", "left"), ("role", "left"), ("domain", "left"), ("layers", "right"),
+                         ("hidden", "right"), ("params", "right"), ("dtype", "left"), ("size", "right")):
+        table.add_column(col, justify=justify)
+    for row in payload["models"]:
+        table.add_row(row["name"], row["role"], row["domain"] or "-", str(row["layers"]),
+                      str(row["hidden"]), f"{row['params'] / 1e6:.2f}M", row["dtype"],
+                      f"{row['size_bytes'] / 2**20:.1f} MiB")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    zoo_app()

@@ -1,0 +1,330 @@
+"""Build the tiny zoo end to end: corpora -> tokenizer -> target -> distilled drafters.
+
+`build_zoo(spec, progress)` is the one entry point (the CLI and the tests call
+it). The time budget is split across stages after the data stages have run:
+`TARGET_SHARE` of what is left pretrains the target, the rest is split evenly
+across the drafters (one expert per domain plus `generic`), so every drafter
+gets the same budget. Everything is written under `spec.out_dir`:
+
+    tokenizer/  target/  drafters/<name>/  build.json
+    ../<out name>.yaml      a profile pointing at the above (paths relative to it)
+    <prompts_dir>/<domain>.jsonl   held-out prompts, when `prompts_dir` is set
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from hedgespec_cli.errors import ConfigError
+from hedgespec_cli.zoo.corpora import DOMAINS, Corpus, load_corpus
+from hedgespec_cli.zoo.train import DRAFTER_SHAPE, TARGET_SHAPE, ModelShape
+
+TARGET_SHARE = 0.55
+EVAL_RESERVE = 0.04  # of the training budget, kept for held-out evaluation and saving
+SAVE_DTYPE = "float16"
+GENERIC = "generic"
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    out_dir: Path
+    data_dir: Path = Path("data")
+    prompts_dir: Path | None = None
+    domains: tuple[str, ...] = tuple(DOMAINS)
+    seed: int = 0
+    time_budget_s: float = 45 * 60
+    max_steps: int | None = None  # per training stage; caps a miniature build
+    max_chars: int = 2_500_000  # per domain
+    vocab_size: int = 4096
+    seq_len: int = 256
+    batch_size: int = 16
+    eval_windows: int = 24  # held-out windows of seq_len per domain
+    prompts_per_domain: int = 24
+    target_lr: float = 1.5e-3
+    drafter_lr: float = 3e-3
+    target_shape: ModelShape = TARGET_SHAPE
+    drafter_shape: ModelShape = DRAFTER_SHAPE
+    threads: int = 2
+
+    def __post_init__(self):
+        unknown = [d for d in self.domains if d not in DOMAINS]
+        if unknown:
+            raise ConfigError(f"unknown domain(s) {', '.join(unknown)}; choose from {', '.join(DOMAINS)}")
+        if len(set(self.domains)) < 2:
+            raise ConfigError("a zoo needs at least two domains; pass more with --domains")
+        if GENERIC in self.domains:
+            raise ConfigError(f"{GENERIC!r} is the mixture drafter's name, not a domain")
+        if self.time_budget_s <= 0 and self.max_steps is None:
+            raise ConfigError("give a positive --time-budget or a --max-steps cap")
+
+
+class Progress(Protocol):
+    """Per-stage progress; the CLI renders it with rich, library callers may pass `SilentProgress`."""
+
+    def start(self, stage: str) -> None: ...
+    def update(self, stage: str, frac: float, note: str) -> None: ...
+    def finish(self, stage: str, note: str) -> None: ...
+
+
+class SilentProgress:
+    def start(self, stage: str) -> None:
+        pass
+
+    def update(self, stage: str, frac: float, note: str) -> None:
+        pass
+
+    def finish(self, stage: str, note: str) -> None:
+        pass
+
+
+@dataclass
+class _Data:
+    """Token streams: per domain, a 1-D train tensor and (W, T+1) held-out windows."""
+
+    train: dict = field(default_factory=dict)
+    heldout: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+
+
+def _tokenize(corpora: dict[str, Corpus], tokenizer, spec: BuildSpec) -> _Data:
+    import torch
+
+    backend = tokenizer.backend_tokenizer
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    data = _Data()
+
+    def stream(docs):
+        ids: list[int] = []
+        for enc in backend.encode_batch([d.text for d in docs], add_special_tokens=False):
+            ids.extend([bos, *enc.ids, eos])  # every document is <s> text </s>
+        return torch.tensor(ids, dtype=torch.int32)
+
+    width = spec.seq_len + 1
+    for name, corpus in corpora.items():
+        train, held = stream(corpus.train), stream(corpus.heldout)
+        n_win = min(spec.eval_windows, len(held) // width)
+        if n_win < 1 or len(train) <= width:
+            raise ConfigError(f"domain {name!r} is too small for seq_len {spec.seq_len}; "
+                              "raise --max-chars")
+        data.train[name] = train
+        data.heldout[name] = held[: n_win * width].view(n_win, width).long()
+        data.stats[name] = {"train_tokens": len(train), "heldout_tokens": len(held),
+                            "eval_tokens": n_win * spec.seq_len}
+    return data
+
+
+def _sampler(data: _Data, domains: list[str], spec: BuildSpec, seed: int):
+    """Batches of random windows; a mixture draws each row's domain with p ~ sqrt(tokens)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    sizes = torch.tensor([float(len(data.train[d])) for d in domains])
+    weights = sizes.sqrt() / sizes.sqrt().sum()
+    width = spec.seq_len + 1
+
+    def sample():
+        rows = []
+        picks = torch.multinomial(weights, spec.batch_size, replacement=True, generator=gen)
+        for i in picks.tolist():
+            s = data.train[domains[i]]
+            off = int(torch.randint(0, len(s) - width + 1, (1,), generator=gen))
+            rows.append(s[off:off + width])
+        return torch.stack(rows).long()  # (B, T+1)
+
+    return sample, {d: round(float(w), 4) for d, w in zip(domains, weights)}
+
+
+def _evaluate(model, data: _Data) -> dict[str, float]:
+    from hedgespec_cli.zoo.train import heldout_loss
+
+    return {d: round(heldout_loss(model, w), 4) for d, w in data.heldout.items()}
+
+
+def _save(model, tokenizer, path: Path) -> None:
+    import torch
+
+    if path.exists():
+        shutil.rmtree(path)
+    model.to(getattr(torch, SAVE_DTYPE)).save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)  # every checkpoint is self-contained
+
+
+def _round_trip(model):
+    """Cast to the saved dtype and back, so held-out losses are those of the saved weights."""
+    import torch
+
+    return model.to(getattr(torch, SAVE_DTYPE)).float()
+
+
+def _model_entry(model, role: str, domain: str | None, stats: dict, losses: dict) -> dict:
+    from hedgespec_cli.zoo.train import count_params
+
+    total, non_emb = count_params(model)
+    cfg = model.config
+    return {"role": role, "domain": domain, "params": total, "non_embedding_params": non_emb,
+            "layers": cfg.num_hidden_layers, "hidden": cfg.hidden_size, **stats,
+            "heldout_loss": losses}
+
+
+def _write_prompts(corpora: dict[str, Corpus], tokenizer, spec: BuildSpec) -> dict[str, int]:
+    """`prompts_per_domain` prefixes (40-80 tokens) of held-out documents, starting at a line."""
+    spec.prompts_dir.mkdir(parents=True, exist_ok=True)
+    backend = tokenizer.backend_tokenizer
+    counts = {}
+    for name, corpus in corpora.items():
+        rng = random.Random(f"{spec.seed}-{name}")
+        docs = list(corpus.heldout)
+        rng.shuffle(docs)
+        rows, seen = [], set()
+        for attempt in range(spec.prompts_per_domain * 20):
+            if len(rows) == spec.prompts_per_domain:
+                break
+            text = docs[attempt % len(docs)].text
+            starts = [0] + [i + 1 for i, ch in enumerate(text[:-200])
+                            if ch == "\n" and text[i + 1] != "\n"]  # non-empty line starts
+            start = rng.choice(starts)
+            ids = backend.encode(text[start:start + 2_000], add_special_tokens=False).ids
+            n = rng.randint(40, 80)
+            if len(ids) < n + 16:
+                continue  # leave room for a held-out continuation
+            prompt = tokenizer.decode(ids[:n])
+            if "\ufffd" in prompt or prompt in seen or not prompt.strip():
+                continue  # cut inside a UTF-8 character, a repeat, or blank
+            seen.add(prompt)
+            rows.append({"id": f"{name}-{len(rows):04d}", "domain": name, "prompt": prompt})
+        with (spec.prompts_dir / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        counts[name] = len(rows)
+    return counts
+
+
+def _write_profile(spec: BuildSpec, drafters: list[tuple[str, str | None, str]]) -> Path:
+    import yaml
+
+    base = spec.out_dir.name
+    lines = [
+        f"name: {base}",
+        "description: Built-in tiny zoo (Llama target + one distilled drafter per domain + generic)",
+        f"target: {{path: {base}/target}}",
+        f"tokenizer: {base}/tokenizer",
+        "drafters:",
+    ]
+    for name, domain, role in drafters:
+        lines.append(f"  - {{name: {name}, kind: lm, path: {base}/drafters/{name}, "
+                     f"domain: {domain if domain else 'null'}, role: {role}}}")
+    lines += ["dtype: float32", "device: cpu",
+              "decoding: {K: 5, temperature: 0.0, max_new_tokens: 128}"]
+    path = spec.out_dir.parent / f"{base}.yaml"
+    text = "\n".join(lines) + "\n"
+    yaml.safe_load(text)  # the hand-written flow style must stay valid YAML
+    path.write_text(text)
+    return path
+
+
+def build_zoo(spec: BuildSpec, progress: Progress | None = None) -> dict:
+    """Build the zoo described by `spec`; returns the manifest also written to build.json."""
+    import tokenizers
+    import torch
+    import transformers
+
+    from hedgespec_cli.zoo.tokenizer import train_tokenizer
+    from hedgespec_cli.zoo.train import StageBudget, distill, make_model, pretrain
+
+    progress = progress or SilentProgress()
+    transformers.utils.logging.disable_progress_bar()  # our own bars only
+    torch.set_num_threads(spec.threads)
+    t0 = time.perf_counter()
+    stages: dict[str, float] = {}
+    spec.out_dir.mkdir(parents=True, exist_ok=True)
+
+    progress.start("corpora")
+    corpora = {}
+    for i, name in enumerate(spec.domains):
+        corpora[name] = load_corpus(name, spec.data_dir, spec.max_chars)
+        progress.update("corpora", (i + 1) / len(spec.domains), name)
+    stages["corpora"] = round(time.perf_counter() - t0, 1)
+    progress.finish("corpora", f"{len(corpora)} domains")
+
+    t = time.perf_counter()
+    progress.start("tokenizer")
+    tokenizer = train_tokenizer({n: (d.text for d in c.train) for n, c in corpora.items()},
+                                spec.vocab_size, spec.out_dir / "tokenizer")
+    data = _tokenize(corpora, tokenizer, spec)
+    prompt_counts = _write_prompts(corpora, tokenizer, spec) if spec.prompts_dir else {}
+    stages["tokenizer"] = round(time.perf_counter() - t, 1)
+    progress.finish("tokenizer", f"{len(tokenizer)} tokens")
+
+    # Split what is left of the budget: TARGET_SHARE to the target, the rest evenly to drafters.
+    train_s = max(spec.time_budget_s - (time.perf_counter() - t0), 0.0) * (1 - EVAL_RESERVE)
+    drafter_names = [GENERIC, *spec.domains]
+    target_budget = StageBudget(train_s * TARGET_SHARE, spec.max_steps)
+    drafter_budget = StageBudget(train_s * (1 - TARGET_SHARE) / len(drafter_names), spec.max_steps)
+    models: dict[str, dict] = {}
+    domains = list(spec.domains)
+
+    def on_step(stage):
+        return lambda frac, s: progress.update(
+            stage, frac, f"step {s['step']} loss {s['loss']:.3f} lr {s['lr']:.1e}")
+
+    t = time.perf_counter()
+    progress.start("target")
+    target = make_model(spec.target_shape, tokenizer, seed=spec.seed)
+    sample, mix = _sampler(data, domains, spec, seed=spec.seed)
+    stats = pretrain(target, sample, target_budget, spec.target_lr, on_step("target"))
+    target = _round_trip(target)
+    models["target"] = _model_entry(target, "target", None, stats, _evaluate(target, data))
+    _save(target, tokenizer, spec.out_dir / "target")
+    stages["target"] = round(time.perf_counter() - t, 1)
+    progress.finish("target", f"{stats['steps']} steps, loss {stats['train_loss']:.3f}")
+    for p in target.parameters():
+        p.requires_grad_(False)
+
+    for i, name in enumerate(drafter_names):
+        t = time.perf_counter()
+        stage = f"drafter {name}"
+        progress.start(stage)
+        drafter = make_model(spec.drafter_shape, tokenizer, seed=spec.seed + 1 + i)
+        # The generic drafter sees the target's mixture; an expert only its own domain.
+        sample, _ = _sampler(data, domains if name == GENERIC else [name], spec,
+                             seed=spec.seed + 1 + i)
+        stats = distill(drafter, target, sample, drafter_budget, spec.drafter_lr, on_step(stage))
+        drafter = _round_trip(drafter)
+        domain, role = (None, "generic") if name == GENERIC else (name, "expert")
+        models[name] = _model_entry(drafter, role, domain, stats, _evaluate(drafter, data))
+        _save(drafter, tokenizer, spec.out_dir / "drafters" / name)
+        stages[stage] = round(time.perf_counter() - t, 1)
+        progress.finish(stage, f"{stats['steps']} steps, KL {stats['train_loss']:.3f}")
+
+    profile = _write_profile(spec, [(n, models[n]["domain"], models[n]["role"])
+                                    for n in drafter_names])
+    manifest = {
+        "schema": "hedgespec.zoo/1",
+        "seed": spec.seed,
+        "spec": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(spec).items()},
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__,
+                     "tokenizers": tokenizers.__version__},
+        "saved_dtype": SAVE_DTYPE,
+        "vocab_size": len(tokenizer),
+        "sources": {n: {**c.provenance, "train_docs": len(c.train), "heldout_docs": len(c.heldout),
+                        "chars": c.n_chars, **data.stats[n]} for n, c in corpora.items()},
+        "mixture_weights": mix,
+        "prompts": prompt_counts,
+        "budget_s": {"total": spec.time_budget_s, "target": round(target_budget.seconds, 1),
+                     "per_drafter": round(drafter_budget.seconds, 1)},
+        "stages_wall_s": stages,
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "profile": profile.name,
+        "models": models,
+    }
+    text = json.dumps(manifest, indent=2) + "\n"
+    (spec.out_dir / "build.json").write_text(text)
+    return json.loads(text)  # exactly what is on disk (tuples become lists)

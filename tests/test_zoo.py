@@ -1,0 +1,147 @@
+"""A miniature zoo built through the real build code (local sources only, a few steps)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from hedgespec_cli.errors import ConfigError
+from hedgespec_cli.zoo.train import ModelShape, lr_at, StageBudget
+
+MINI_TARGET = ModelShape(hidden=64, layers=2, heads=2, kv_heads=2, intermediate=128,
+                         tie_embeddings=False)
+MINI_DRAFTER = ModelShape(hidden=32, layers=1, heads=2, kv_heads=2, intermediate=64,
+                          tie_embeddings=True)
+
+
+def _mini_spec(root, seed=0):
+    from hedgespec_cli.zoo.build import BuildSpec
+
+    return BuildSpec(
+        out_dir=root / "tiny", data_dir=root / "data", prompts_dir=root / "prompts",
+        domains=("code", "math"), seed=seed, time_budget_s=600, max_steps=3,
+        max_chars=60_000, vocab_size=400, seq_len=32, batch_size=2, eval_windows=2,
+        prompts_per_domain=3, target_shape=MINI_TARGET, drafter_shape=MINI_DRAFTER,
+    )
+
+
+@pytest.fixture(scope="module")
+def mini_zoo(tmp_path_factory):
+    from hedgespec_cli.zoo.build import build_zoo
+
+    root = tmp_path_factory.mktemp("zoo")
+    manifest = build_zoo(_mini_spec(root))
+    return root, manifest
+
+
+def test_checkpoints_load_with_auto_classes(mini_zoo):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root, _ = mini_zoo
+    tok = AutoTokenizer.from_pretrained(root / "tiny" / "tokenizer")
+    ids = tok("def f(x):\n    return x", return_tensors="pt").input_ids
+    assert ids[0, 0].item() == tok.bos_token_id  # prompts start like training documents
+    assert tok.decode(ids[0], skip_special_tokens=True) == "def f(x):\n    return x"
+    dirs = [root / "tiny" / "target"] + sorted((root / "tiny" / "drafters").iterdir())
+    assert [d.name for d in dirs[1:]] == ["code", "generic", "math"]
+    for path in dirs:
+        assert (path / "model.safetensors").exists()
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        assert model.config.vocab_size == len(tok)
+        assert len(AutoTokenizer.from_pretrained(path)) == len(tok)  # self-contained
+        assert model(input_ids=ids).logits.shape == (1, ids.shape[1], len(tok))
+
+
+def test_manifest_profile_and_prompts(mini_zoo):
+    root, manifest = mini_zoo
+    on_disk = json.loads((root / "tiny" / "build.json").read_text())
+    assert on_disk == manifest
+    assert set(manifest["models"]) == {"target", "generic", "code", "math"}
+    for name, entry in manifest["models"].items():
+        assert entry["steps"] == 3
+        assert set(entry["heldout_loss"]) == {"code", "math"}
+    assert manifest["sources"]["code"]["licence"] == "PSF-2.0"
+
+    profile = yaml.safe_load((root / "tiny.yaml").read_text())
+    assert profile["target"] == {"path": "tiny/target"}
+    assert profile["tokenizer"] == "tiny/tokenizer"
+    assert profile["drafters"][0] == {"name": "generic", "kind": "lm", "path": "tiny/drafters/generic",
+                                      "domain": None, "role": "generic"}
+    assert {d["name"] for d in profile["drafters"]} == {"generic", "code", "math"}
+    for d in profile["drafters"]:
+        assert (root / d["path"] / "config.json").exists()
+
+    for domain in ("code", "math"):
+        rows = [json.loads(x) for x in (root / "prompts" / f"{domain}.jsonl").read_text().splitlines()]
+        assert [r["id"] for r in rows] == [f"{domain}-{i:04d}" for i in range(3)]
+        assert all(r["domain"] == domain and r["prompt"].strip() for r in rows)
+
+
+def test_prompts_come_from_heldout_documents(mini_zoo):
+    from pathlib import Path
+
+    from hedgespec_cli.zoo.corpora import load_corpus
+
+    root, _ = mini_zoo
+    corpus = load_corpus("math", Path(root / "data"), 60_000)
+    train_text = "\n".join(d.text for d in corpus.train)
+    held_text = "\n".join(d.text for d in corpus.heldout)
+    rows = [json.loads(x) for x in (root / "prompts" / "math.jsonl").read_text().splitlines()]
+    for row in rows:
+        assert row["prompt"] in held_text
+    assert not {d.id for d in corpus.train} & {d.id for d in corpus.heldout}
+    assert train_text  # something left to train on
+
+
+def test_info_command(mini_zoo):
+    from typer.testing import CliRunner
+
+    from hedgespec_cli.cli.app import app
+
+    root, _ = mini_zoo
+    result = CliRunner().invoke(app, ["zoo", "info", str(root / "tiny"), "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    by_name = {m["name"]: m for m in payload["models"]}
+    assert by_name["target"]["role"] == "target"
+    assert by_name["generic"]["role"] == "generic" and by_name["generic"]["domain"] is None
+    assert by_name["code"]["role"] == "expert" and by_name["code"]["domain"] == "code"
+    assert by_name["target"]["dtype"] == "float16"
+    assert by_name["target"]["params"] > by_name["code"]["params"]
+    text = CliRunner().invoke(app, ["zoo", "info", str(root / "tiny")])
+    assert text.exit_code == 0 and "generic" in text.stdout
+
+
+def test_info_on_a_non_zoo_directory_is_a_clean_error(tmp_path):
+    from hedgespec_cli.errors import CheckpointError
+    from hedgespec_cli.zoo.info import zoo_info
+
+    with pytest.raises(CheckpointError, match="zoo build"):
+        zoo_info(tmp_path)
+
+
+def test_spec_rejects_unknown_domain(tmp_path):
+    from hedgespec_cli.zoo.build import BuildSpec
+
+    with pytest.raises(ConfigError, match="choose from"):
+        BuildSpec(out_dir=tmp_path, domains=("code", "poetry"))
+
+
+def test_lr_schedule_ends_low_whether_stopped_by_time_or_steps():
+    assert lr_at(0.0, 1.0) < 0.05
+    assert lr_at(0.03, 1.0) == pytest.approx(1.0)
+    assert lr_at(1.0, 1.0) == pytest.approx(0.1)
+    budget = StageBudget(seconds=100.0, max_steps=10)
+    assert budget.progress(5, 10.0) == 0.5
+    assert budget.progress(1, 90.0) == 0.9
+
+
+def test_math_generator_is_seeded():
+    from hedgespec_cli.zoo.mathgen import problem_sets
+
+    assert problem_sets(3, 5) == problem_sets(3, 5)
+    assert problem_sets(3, 5) != problem_sets(4, 5)
+    assert all(doc.count("The answer is") == 4 for doc in problem_sets(3, 5))
