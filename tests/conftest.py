@@ -9,6 +9,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tiny models gain nothing from intra-op threads, and on a busy 2-core machine
+# spinning OpenMP workers slow every matmul down by an order of magnitude.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz .,"
 
@@ -97,3 +100,28 @@ def tiny_pool(tiny_models):
         ModelSpec("target", tiny_models["target"]),
         [ModelSpec(n, tiny_models[n]) for n in names],
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_bench(tiny_models, tmp_path_factory) -> dict[str, str]:
+    """A profile over the tiny checkpoints and a two-domain workload, as YAML files."""
+    import json
+
+    root = tmp_path_factory.mktemp("bench")
+    (root / "profile.yaml").write_text(
+        "name: testpool\ndescription: tiny random models\n"
+        f"target: {{path: {tiny_models['target']}}}\n"
+        "drafters:\n"
+        f"  - {{name: near, path: {tiny_models['near']}, domain: alpha, role: generic}}\n"
+        f"  - {{name: far, path: {tiny_models['far']}, domain: beta}}\n"
+        f"  - {{name: rnd, path: {tiny_models['random']}}}\n"
+        "decoding: {K: 3, temperature: 0.0, max_new_tokens: 16}\n"
+    )
+    for domain, text in (("alpha", "the cat sat"), ("beta", "zz yy xx")):
+        rows = [{"id": f"{domain}-{i}", "domain": domain, "prompt": f"{text} {i}"} for i in range(3)]
+        (root / f"{domain}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "workload.yaml").write_text(
+        "name: testwl\ndescription: two domains\nschedule: mixed\nseed: 0\n"
+        "sources: [{path: alpha.jsonl}, {path: beta.jsonl}]\n"
+    )
+    return {"profile": str(root / "profile.yaml"), "workload": str(root / "workload.yaml"), "root": str(root)}

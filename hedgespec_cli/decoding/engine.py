@@ -73,7 +73,10 @@ class Chooser(Protocol):
 
 @dataclass(frozen=True)
 class RoundRecord:
-    """One round. drafter is None for plain decoding; a = accepted draft tokens."""
+    """One round. drafter is None for plain decoding; accepted = a, the draft tokens kept.
+
+    probs: (N,) the distribution the chooser drew `drafter` from (None for ar).
+    """
 
     drafter: int | None
     n: int
@@ -84,6 +87,7 @@ class RoundRecord:
     evaluate_ns: int
     learn_ns: int
     other_ns: int
+    probs: np.ndarray | None = None
 
     @property
     def accept_flags(self) -> list[bool]:
@@ -169,7 +173,8 @@ class Engine:
         L, rounds, gammas, stop = P, [], [], "length"
         while L - P < s.max_new_tokens:
             k = min(s.K, s.max_new_tokens - (L - P) - 1) if spec else 0
-            arm = chooser.choose(L - P).arm if spec else None
+            decision = chooser.choose(L - P) if spec else None
+            arm = decision.arm if spec else None
             t1 = now()
             draft = x.new_empty(0)
             q_logits = None
@@ -195,7 +200,8 @@ class Engine:
             if spec:
                 chooser.update(self._feedback(chooser, arm, gamma, n, k, q_logits, p_logits))
             t5 = now()
-            rounds.append(RoundRecord(arm, n, k, a, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t1 - t0))
+            probs = decision.probs if spec else None
+            rounds.append(RoundRecord(arm, n, k, a, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t1 - t0, probs))
             t0 = t5
             if stop == "eos":
                 break

@@ -1,0 +1,158 @@
+"""`hedgespec bench`: every method on the same prompts, measured and saved as it goes.
+
+Models are loaded once and shared by all methods. Prompts are served in the
+workload's order; for each prompt every method runs before the next prompt
+starts, so slow drift of the machine hits all methods alike. Results are
+appended per query and `results.json` is rewritten atomically after each
+prompt, so an interruption loses nothing that finished (`--resume DIR`).
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from hedgespec_cli.config import check_keys, load_profile, read_yaml
+from hedgespec_cli.errors import ConfigError, HedgespecError
+
+SCHEMA = "hedgespec.run/1"
+DEFAULT_ONLINE = ("ucbspec", "exp3spec", "metasd-ucb", "random", "router", "hedgespec")
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """Everything a run depends on; saved as `config.yaml`. None = take it from the profile/workload."""
+
+    profile: str = "tiny"
+    workload: str = "mixed-domain"
+    methods: tuple[str, ...] | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    K: int | None = None
+    max_new_tokens: int | None = None
+    prompts: int | None = None
+    repeats: int = 1
+    warmup: int = 1
+    seed: int = 0
+    device: str | None = None
+    dtype: str | None = None
+    out: str = "runs"
+    sample_interval: float = 0.1
+    min_tokens: int = 1000
+    max_repeat_cv: float = 0.05
+
+    def __post_init__(self) -> None:
+        for key in ("repeats", "prompts"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"{key} must be at least 1 (got {value})")
+        if self.warmup < 0:
+            raise ConfigError(f"warmup must be >= 0 (got {self.warmup})")
+        if self.sample_interval <= 0:
+            raise ConfigError(f"sample_interval must be positive (got {self.sample_interval})")
+
+
+class Progress(Protocol):
+    """Where the run reports progress (the CLI draws rich bars; tests pass nothing)."""
+
+    def start(self, methods: list[str], total: int) -> None: ...
+
+    def advance(self, method: str, query: dict) -> None:
+        """One query finished; `query` is its queries.jsonl record."""
+
+
+class _Silent:
+    def start(self, methods: list[str], total: int) -> None:
+        pass
+
+    def advance(self, method: str, query: dict) -> None:
+        pass
+
+
+class BenchInterrupted(HedgespecError):
+    """Ctrl-C or SIGTERM: the partial results are saved and resumable."""
+
+    exit_code = 130
+
+
+def resolve_settings(flags: dict[str, Any], config_file: Path | None) -> BenchSettings:
+    """Precedence: flag > config file > (profile/workload, applied at run time) > default."""
+    keys = {f.name for f in fields(BenchSettings)}
+    merged: dict[str, Any] = {}
+    if config_file is not None:
+        data = read_yaml(config_file, "config file")
+        check_keys(data, keys, f"config file {config_file}")
+        merged.update(data)
+    merged.update({k: v for k, v in flags.items() if v is not None})
+    if isinstance(merged.get("methods"), str):
+        from hedgespec_cli.selection.base import split_methods
+
+        merged["methods"] = split_methods(merged["methods"])
+    if merged.get("methods") is not None:
+        merged["methods"] = tuple(merged["methods"])
+    try:
+        return BenchSettings(**merged)
+    except TypeError as err:  # a wrongly typed value from the YAML file
+        raise ConfigError(f"bad setting: {err}") from None
+
+
+def default_methods(generic: str) -> tuple[str, ...]:
+    return ("ar", f"fixed:{generic}", *DEFAULT_ONLINE, "oracle")
+
+
+def run_bench(settings: BenchSettings, *, progress: Progress | None = None, resume: Path | None = None) -> dict:
+    """Run (or continue) a benchmark; returns the results payload. The run dir is payload['run_dir']."""
+    from hedgespec_cli.bench_loop import BenchRun
+
+    if resume is not None:
+        settings = _settings_of(resume)
+    run = BenchRun.open(settings, resume)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        run.execute(progress or _Silent())
+    except KeyboardInterrupt:
+        run.finish(complete=False)
+        raise BenchInterrupted(
+            f"interrupted after {run.done_queries} timed queries; partial results in {run.dir.path} "
+            f"(complete: false); continue with: hedgespec bench --resume {run.dir.path}"
+        ) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return run.finish(complete=True)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _settings_of(run_dir: Path) -> BenchSettings:
+    from hedgespec_cli.errors import RunDirError
+
+    cfg = Path(run_dir) / "config.yaml"
+    if not cfg.is_file():
+        raise RunDirError(f"cannot resume {run_dir}: no config.yaml there; pass a run directory made by bench")
+    data = read_yaml(cfg, "run config")
+    return resolve_settings(data.get("bench", {}), None)
+
+
+def settings_dict(settings: BenchSettings) -> dict[str, Any]:
+    out = asdict(settings)
+    out["methods"] = list(settings.methods) if settings.methods else None
+    return out
+
+
+def with_profile_defaults(settings: BenchSettings, profile_name: str) -> BenchSettings:
+    """Fill the decoding knobs the user left unset from the profile (then built-in defaults)."""
+    prof = load_profile(profile_name)
+    d = prof.decoding
+    return replace(
+        settings,
+        methods=settings.methods or default_methods(prof.generic().name),
+        K=settings.K if settings.K is not None else d.get("K", 5),
+        temperature=settings.temperature if settings.temperature is not None else d.get("temperature", 0.0),
+        top_p=settings.top_p if settings.top_p is not None else d.get("top_p", 1.0),
+        device=settings.device or prof.device,
+        dtype=settings.dtype or prof.dtype,
+    )

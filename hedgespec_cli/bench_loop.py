@@ -1,0 +1,203 @@
+"""The body of a `hedgespec bench` run: load once, loop prompts x methods, save as it goes."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from hedgespec_cli.bench import SCHEMA, BenchSettings, Progress, settings_dict, with_profile_defaults
+from hedgespec_cli.config import load_profile
+from hedgespec_cli.decoding.engine import DecodeSettings, Engine
+from hedgespec_cli.report import summary as S
+from hedgespec_cli.rundir import RunDir, env_fingerprint
+from hedgespec_cli.runner import AR, open_pool, run_query
+from hedgespec_cli.selection import REGISTRY, SelectorSpec, make_selector
+from hedgespec_cli.selection.trace import Trace, TraceQuery, read_trace, write_trace
+from hedgespec_cli.telemetry import TelemetrySampler
+from hedgespec_cli.workloads import load_workload
+
+FILES = {
+    "config": "config.yaml",
+    "env": "env.json",
+    "rounds": "rounds.jsonl",
+    "queries": "queries.jsonl",
+    "telemetry": "telemetry.jsonl",
+    "trace": "trace.jsonl",
+}
+
+
+class BenchRun:
+    """State of one run directory; `execute` fills it, `finish` summarises it."""
+
+    def __init__(self, settings: BenchSettings, run_dir: RunDir, lines: list[dict], trace: dict) -> None:
+        self.profile = load_profile(settings.profile)
+        self.workload = load_workload(settings.workload, limit=settings.prompts)
+        if settings.max_new_tokens is None:
+            budget = self.workload.max_new_tokens or self.profile.decoding.get("max_new_tokens", 128)
+            settings = replace(settings, max_new_tokens=int(budget))
+        self.settings = settings
+        for m in settings.methods:  # fail on a bad method before loading any model
+            if m != AR:
+                SelectorSpec.parse(m)
+        self.dir = run_dir
+        self.lines = lines
+        self.trace = trace  # (query_id, repeat) -> TraceQuery
+        self.pool = open_pool(self.profile, device=settings.device, dtype=settings.dtype)
+        self.engine = Engine(
+            self.pool,
+            DecodeSettings(
+                K=settings.K,
+                temperature=settings.temperature,
+                top_p=settings.top_p,
+                max_new_tokens=settings.max_new_tokens,
+            ),
+            seed=settings.seed,
+        )
+        self.sampler = TelemetrySampler(settings.sample_interval, sink=run_dir.file(FILES["telemetry"]))
+        self.env = env_fingerprint()
+        self.started = time.monotonic()
+        self.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    @classmethod
+    def open(cls, settings: BenchSettings, resume: Path | None) -> BenchRun:
+        settings = with_profile_defaults(settings, settings.profile)
+        if resume is None:
+            run_dir = RunDir.create(settings.out, settings.profile, settings.workload)
+            run = cls(settings, run_dir, [], {})
+            run_dir.write_yaml(FILES["config"], run.config())
+            run_dir.write_json(FILES["env"], run.env)
+            return run
+        run_dir = RunDir(Path(resume))
+        lines = run_dir.read_jsonl(FILES["queries"]) if run_dir.file(FILES["queries"]).exists() else []
+        trace = {}
+        if run_dir.file(FILES["trace"]).exists():
+            trace = {(q.id, 0): q for q in read_trace(run_dir.file(FILES["trace"])).queries}
+        return cls(settings, run_dir, lines, trace)
+
+    @property
+    def done_queries(self) -> int:
+        return sum(not q["warmup"] for q in self.lines)
+
+    def config(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "bench": settings_dict(s),
+            "profile": self.profile.to_dict(),
+            "workload": self.workload.to_dict(),
+            "methods": list(s.methods),
+            "K": s.K,
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "max_new_tokens": s.max_new_tokens,
+            "seed": s.seed,
+            "device": s.device,
+            "dtype": s.dtype,
+        }
+
+    def execute(self, progress: Progress) -> None:
+        s, prompts = self.settings, self.workload.prompts
+        done = {(q["method"], q["query_id"], q["repeat"]) for q in self.lines}
+        # References need the query's gamma, which a full-information method produces first.
+        order = sorted(s.methods, key=lambda m: m != AR and REGISTRY[SelectorSpec.parse(m).name].kind == "reference")
+        ids = [self.pool.tokenizer(p.text)["input_ids"] for p in prompts]
+        self.sampler.start()
+        for i, p in enumerate(prompts[: s.warmup]):  # untimed: first-call costs, allocator, caches
+            for m in order:
+                self._decode(m, ids[i], p, 0, i, selector=None, keep_trace=False)
+        progress.start(list(s.methods), len(prompts) * s.repeats)
+        for q in self.lines:
+            progress.advance(q["method"], q)
+        for r in range(s.repeats):
+            selectors = {m: self._selector(m, r) for m in order if m != AR}
+            for i, p in enumerate(prompts):
+                for m in order:
+                    if (m, p.id, r) in done:
+                        continue
+                    record = self._decode(m, ids[i], p, r, i, selectors.get(m))
+                    line = S.query_line(m, p.id, p.domain, r, False, record, s.K)
+                    self.dir.extend_jsonl(FILES["rounds"], S.round_lines(m, p.id, r, record), fsync=False)
+                    self.dir.append_jsonl(FILES["queries"], line)
+                    self.lines.append(line)
+                    progress.advance(m, line)
+                self.write_results(complete=False)
+
+    def _selector(self, method: str, repeat: int):
+        return make_selector(SelectorSpec.parse(method, seed=self.settings.seed + repeat), len(self.pool.drafters), self.pool.names)
+
+    def _decode(self, method: str, ids: list[int], prompt, repeat: int, index: int, selector, keep_trace=True):
+        # Common random numbers: every method sees the same sampling seed on a prompt.
+        self.engine.generator.manual_seed(self.settings.seed * 1_000_003 + repeat * 10_007 + index)
+        key = (prompt.id, repeat)
+        hindsight = self.trace[key].gamma if key in self.trace else None
+        needs = method != AR and REGISTRY[SelectorSpec.parse(method).name].kind == "reference"
+        if needs and hindsight is None:
+            hindsight = self._probe(ids, prompt, repeat)
+        record = run_query(
+            self.engine, ids, method, domain=prompt.domain, seed=self.settings.seed,
+            selector=selector, hindsight=hindsight,
+        )
+        if keep_trace and record.gamma is not None and key not in self.trace:
+            self.trace[key] = TraceQuery(prompt.id, prompt.domain, record.output_ids, record.gamma)
+        return record
+
+    def _probe(self, ids: list[int], prompt, repeat: int):
+        """Untimed full-information pass giving a reference method its hindsight gamma."""
+        first = "fixed:" + self.pool.names[0]
+        record = run_query(self.engine, ids, first, domain=prompt.domain, record_gamma=True)
+        self.trace[(prompt.id, repeat)] = TraceQuery(prompt.id, prompt.domain, record.output_ids, record.gamma)
+        return record.gamma
+
+    def payload(self, complete: bool) -> dict[str, Any]:
+        s, names = self.settings, list(self.pool.names)
+        methods = S.summarize_methods(self.lines, list(s.methods), names, seed=s.seed)
+        telemetry = self.sampler.summary()
+        return {
+            "schema": SCHEMA,
+            "run_id": self.dir.path.name,
+            "created_utc": self.created,
+            "complete": complete,
+            "elapsed_s": time.monotonic() - self.started,
+            "config": self.config(),
+            "env": self.env,
+            "validity": S.validity(
+                self.lines, temperature=s.temperature, warmup=s.warmup, min_tokens=s.min_tokens,
+                max_repeat_cv=s.max_repeat_cv, methods_payload=methods, telemetry=telemetry,
+            ),
+            "methods": methods,
+            "method_labels": {m: self._label(m) for m in s.methods},
+            "acceptance_matrix": S.acceptance_matrix(self._trace_queries(), names),
+            "telemetry": telemetry,
+            "artifacts": dict(FILES),
+        }
+
+    def _label(self, method: str) -> str:
+        if method == AR:
+            return "target only (plain autoregressive decoding)"
+        if method == f"fixed:{self.profile.generic().name}":
+            return "single generic drafter (the EAGLE-3-style single-drafter baseline)"
+        return REGISTRY[SelectorSpec.parse(method).name].summary
+
+    def _trace_queries(self) -> list[TraceQuery]:
+        return [q for (_, r), q in self.trace.items() if r == 0]
+
+    def write_results(self, complete: bool) -> dict[str, Any]:
+        s = self.settings
+        queries = self._trace_queries()
+        if queries:
+            write_trace(
+                self.dir.file(FILES["trace"]),
+                Trace(s.K, s.temperature, s.max_new_tokens, self.pool.names, self.pool.domains, queries),
+            )
+        payload = self.payload(complete)
+        self.dir.write_json("results.json", payload)
+        return payload
+
+    def finish(self, complete: bool) -> dict[str, Any]:
+        self.sampler.stop()
+        payload = self.write_results(complete)
+        self.dir.close()
+        payload["run_dir"] = str(self.dir.path)
+        return payload

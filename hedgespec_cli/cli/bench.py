@@ -1,0 +1,117 @@
+"""`hedgespec bench` and `hedgespec report`: run a benchmark, or re-render a saved one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+ADAPTIVE = ("hedgespec", "ucbspec", "exp3spec", "metasd-ucb")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench)
+    app.command("report")(report)
+
+
+def bench(
+    profile: Annotated[Optional[str], typer.Option(help="Profile name or YAML path [default: tiny].")] = None,
+    workload: Annotated[Optional[str], typer.Option(help="Workload name or YAML path [default: mixed-domain].")] = None,
+    methods: Annotated[Optional[str], typer.Option(help="Comma list, e.g. ar,fixed:generic,hedgespec,oracle [default: all].")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="0 = greedy [default: profile].")] = None,
+    top_p: Annotated[Optional[float], typer.Option(help="Nucleus mass at T > 0 [default: profile].")] = None,
+    K: Annotated[Optional[int], typer.Option("-K", "--K", help="Draft length [default: profile].")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option(help="Tokens per prompt [default: workload/profile].")] = None,
+    prompts: Annotated[Optional[int], typer.Option(help="Use the first N prompts of the workload.")] = None,
+    repeats: Annotated[Optional[int], typer.Option(help="Timed passes over the prompts [default: 1].")] = None,
+    warmup: Annotated[Optional[int], typer.Option(help="Untimed warm-up prompts per method [default: 1].")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Run seed [default: 0].")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda or auto [default: profile].")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="float32, float16 or bfloat16 [default: profile].")] = None,
+    out: Annotated[Optional[str], typer.Option(help="Folder for run directories [default: runs].")] = None,
+    sample_interval: Annotated[Optional[float], typer.Option(help="Telemetry interval in seconds [default: 0.1].")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML file with any of these keys (flags win).")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue an interrupted run directory.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the results JSON on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars or tables.")] = False,
+    plots: Annotated[Optional[Path], typer.Option(help="Also write PNG figures here (needs matplotlib).")] = None,
+) -> None:
+    """Run every method on the same prompts and report tokens/s, MAT, overhead and validity."""
+    from hedgespec_cli.bench import resolve_settings, run_bench
+
+    flags = dict(
+        profile=profile, workload=workload, methods=methods, temperature=temperature, top_p=top_p, K=K,
+        max_new_tokens=max_new_tokens, prompts=prompts, repeats=repeats, warmup=warmup, seed=seed,
+        device=device, dtype=dtype, out=out, sample_interval=sample_interval,
+    )
+    settings = resolve_settings(flags, config)
+    progress = None if quiet or json_out else _RichProgress()
+    try:
+        payload = run_bench(settings, progress=progress, resume=resume)
+    finally:
+        if progress is not None:
+            progress.close()
+    _emit(payload, json_out=json_out, quiet=quiet, plots=plots)
+
+
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by bench.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the results JSON on stdout.")] = False,
+    plots: Annotated[Optional[Path], typer.Option(help="Write PNG figures here (needs matplotlib).")] = None,
+) -> None:
+    """Re-render a saved run from its results.json."""
+    from hedgespec_cli.rundir import load_results
+
+    payload = load_results(Path(run_dir) / "results.json")
+    payload["run_dir"] = str(run_dir)
+    _emit(payload, json_out=json_out, quiet=False, plots=plots)
+
+
+def _emit(payload: dict, *, json_out: bool, quiet: bool, plots: Path | None) -> None:
+    from rich.console import Console
+
+    from hedgespec_cli.report.bench_tables import render_run
+    from hedgespec_cli.rundir import dumps_json
+
+    if json_out:
+        typer.echo(dumps_json(payload, indent=2))
+    elif not quiet:
+        render_run(payload, Console(), adaptive=ADAPTIVE)
+    if plots is not None:
+        from hedgespec_cli.report.plots import write_plots
+
+        written = write_plots(Path(payload["run_dir"]), plots)
+        Console(stderr=True).print(f"plots: {', '.join(str(p) for p in written)}")
+
+
+class _RichProgress:
+    """One bar per method: prompts done, tokens/s and MAT so far (on stderr)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(
+            TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[tps]:>9} tok/s  MAT {task.fields[mat]}"), TimeElapsedColumn(),
+            console=Console(stderr=True), transient=False,
+        )
+        self._tasks: dict[str, int] = {}
+        self._sums: dict[str, list[float]] = {}
+
+    def start(self, methods: list[str], total: int) -> None:
+        self._bar.start()
+        for m in methods:
+            self._tasks[m] = self._bar.add_task(m, total=total, tps="-", mat="-")
+            self._sums[m] = [0.0, 0.0, 0.0]  # tokens, seconds, rounds
+
+    def advance(self, method: str, query: dict) -> None:
+        s = self._sums[method]
+        s[0] += query["new_tokens"]
+        s[1] += query["wall_s"]
+        s[2] += query["rounds"]
+        self._bar.update(self._tasks[method], advance=1, tps=f"{s[0] / s[1]:,.0f}", mat=f"{s[0] / s[2]:.2f}")
+
+    def close(self) -> None:
+        self._bar.stop()

@@ -1,0 +1,153 @@
+"""Rich tables for a bench run, drawn from its results payload (nothing is computed here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+
+def _f(value: float | None, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def _speedup(s: dict | None) -> str:
+    if not s:
+        return "-"
+    lo, hi = s["ci95"]
+    return f"{s['geomean']:.2f}x [{lo:.2f}, {hi:.2f}]"
+
+
+def main_table(payload: dict[str, Any]) -> Table:
+    cfg = payload["config"]
+    t = Table(
+        title=(
+            f"{cfg['profile']['name']} / {cfg['workload']['name']}: K={cfg['K']}, T={cfg['temperature']}, "
+            f"max_new_tokens={cfg['max_new_tokens']}" + ("" if payload["complete"] else "  [INCOMPLETE]")
+        ),
+        title_justify="left",
+        caption=(
+            "tokens/s = new tokens / wall time (prefill included); speedup = paired per-prompt geomean vs ar "
+            "[bootstrap 95% CI]; MAT = tokens per round (bonus included); accept = accepted / drafted draft "
+            "tokens; eval = (evaluate + learn) / wall time; regret = MAT(oracle) - MAT (tokens/round)"
+        ),
+        caption_justify="left",
+    )
+    for col in ("method", "tokens/s", "speedup vs ar", "MAT", "accept", "eval %", "regret"):
+        t.add_column(col, justify="left" if col == "method" else "right")
+    t.add_column("what it is", style="dim")
+    for name, m in payload["methods"].items():
+        t.add_row(
+            name,
+            _f(m["tokens_per_s"], ",.1f"),
+            _speedup(m["speedup_vs_ar"]),
+            _f(m["mat"], ".2f"),
+            _f(m["acceptance_rate"], ".1%"),
+            _f(m["eval_overhead_frac"] * 100 if m["eval_overhead_frac"] is not None else None, ".1f"),
+            _f(m["regret_vs_oracle"], "+.2f"),
+            payload.get("method_labels", {}).get(name, ""),
+        )
+    return t
+
+
+def domain_table(payload: dict[str, Any]) -> Table:
+    methods = payload["methods"]
+    domains = sorted({d for m in methods.values() for d in m["by_domain"]})
+    t = Table(title="MAT by domain (tokens per round)", title_justify="left")
+    t.add_column("domain")
+    for name in methods:
+        t.add_column(name, justify="right")
+    for d in domains:
+        t.add_row(d, *(_f(m["by_domain"].get(d, {}).get("mat"), ".2f") for m in methods.values()))
+    return t
+
+
+def selection_table(method: str, freq: dict[str, dict[str, float]]) -> Table:
+    drafters = list(next(iter(freq.values())))
+    t = Table(title=f"{method}: share of rounds per drafter, by prompt domain", title_justify="left")
+    t.add_column("domain")
+    for d in drafters:
+        t.add_column(d, justify="right")
+    for domain, row in freq.items():
+        best = max(row, key=row.get)
+        t.add_row(domain, *(Text(f"{row[d]:.0%}", style="bold" if d == best else "") for d in drafters))
+    return t
+
+
+def acceptance_matrix_table(matrix: dict[str, dict[str, float]]) -> Table:
+    drafters = list(next(iter(matrix.values())))
+    t = Table(
+        title="Acceptance matrix: mean gamma per domain and drafter (full-information, from the trace)",
+        title_justify="left",
+    )
+    t.add_column("domain")
+    for d in drafters:
+        t.add_column(d, justify="right")
+    for domain, row in matrix.items():
+        best = max(row, key=row.get)
+        t.add_row(domain, *(Text(f"{row[d]:.2f}", style="bold" if d == best else "") for d in drafters))
+    return t
+
+
+def position_table(payload: dict[str, Any]) -> Table:
+    K = payload["config"]["K"]
+    t = Table(title="Acceptance by draft position (P\\[kept | reached])", title_justify="left")
+    t.add_column("method")
+    for k in range(1, K + 1):
+        t.add_column(f"k={k}", justify="right")
+    for name, m in payload["methods"].items():
+        if m["acceptance_rate"] is not None:
+            t.add_row(name, *(_f(v, ".2f") for v in m["per_position_acceptance"]))
+    return t
+
+
+def verdict_lines(payload: dict[str, Any]) -> Text:
+    v = payload["validity"]
+    out = Text()
+    out.append("validity: ", style="bold")
+    out.append("VALID" if v["valid"] else "INVALID", style="bold green" if v["valid"] else "bold red")
+    for key, ok in v["constraints"].items():
+        mark, style = ("ok", "green") if ok else ("--", "yellow") if ok is None else ("FAIL", "red")
+        out.append(f"\n  {mark:>4} ", style=style)
+        out.append(f"{key}: {v['notes'][key]}")
+    return out
+
+
+def telemetry_lines(payload: dict[str, Any]) -> Text:
+    tel = payload.get("telemetry") or {}
+    out = Text()
+    out.append("telemetry: ", style="bold")
+    if tel.get("gpu_available"):
+        for d in tel["devices"]:
+            out.append(
+                f"\n  {d.get('name', 'gpu')}: util mean {_f(d.get('util_mean_pct'), '.0f', '%')}, "
+                f"memory peak {_f(d.get('mem_peak_mib'), ',.0f', ' MiB')}, power mean {_f(d.get('power_mean_w'), '.0f', ' W')}, "
+                f"energy {_f(d.get('energy_j'), ',.0f', ' J')}, SM clock mean {_f(d.get('sm_clock_mean_mhz'), ',.0f', ' MHz')}, throttled: {d.get('throttled')} {d.get('throttle_reasons') or ''}"
+            )
+    else:
+        out.append(f"GPU telemetry unavailable: {tel.get('reason') or 'unknown'}")
+    cpu = tel.get("cpu") or {}
+    out.append(
+        f"\n  CPU: mean {_f(cpu.get('cpu_mean_pct'), '.0f', '%')} of one core ({cpu.get('cpu_count')} cores), "
+        f"peak RSS {_f(cpu.get('peak_rss_mib'), ',.0f', ' MiB')}; {tel.get('samples', 0)} samples every "
+        f"{tel.get('interval_s', 0) * 1000:.0f} ms"
+    )
+    return out
+
+
+def render_run(payload: dict[str, Any], console: Console | None = None, *, adaptive: tuple[str, ...] = ()) -> None:
+    """Print every table of a run; `adaptive` names methods whose selection table is shown."""
+    console = console or Console()
+    parts: list[Any] = [main_table(payload), domain_table(payload)]
+    for name in adaptive:
+        freq = payload["methods"].get(name, {}).get("selection_freq")
+        if freq:
+            parts.append(selection_table(name, freq))
+    if payload.get("acceptance_matrix"):
+        parts.append(acceptance_matrix_table(payload["acceptance_matrix"]))
+    parts += [position_table(payload), verdict_lines(payload), telemetry_lines(payload)]
+    console.print(Group(*parts))
+    if payload.get("run_dir"):
+        console.print(f"results: {payload['run_dir']}/results.json ({payload['elapsed_s']:.0f} s)")

@@ -1,0 +1,216 @@
+"""Aggregate per-query records into the run payload (DESIGN.md sections 7-8).
+
+Pure functions over the dicts that `queries.jsonl` holds, so a saved run can
+be re-summarised from its files alone. Definitions (units in the names):
+
+- MAT: sum of tokens appended / number of rounds (bonus token included).
+- acceptance_rate: accepted draft tokens / drafted tokens.
+- tokens_per_s: sum of new tokens / sum of query wall time (prefill included).
+- speedup_vs_ar: geometric mean over (prompt, repeat) pairs of the method's
+  tokens/s over `ar`'s, with a seeded percentile-bootstrap 95% CI.
+- eval_overhead_frac: (evaluate + learn time) / wall time.
+- regret_vs_oracle: MAT(oracle) - MAT(method), in tokens per round.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from hedgespec_cli.report.stats import paired_geomean_ratio
+
+PHASES = ("prefill", "draft", "verify", "evaluate", "learn", "other")
+
+
+def query_line(
+    method: str, query_id: str, domain: str | None, repeat: int, warmup: bool, record: Any, K: int
+) -> dict[str, Any]:
+    """One `queries.jsonl` record from an engine QueryRecord."""
+    reached, kept = np.zeros(K, dtype=int), np.zeros(K, dtype=int)
+    selections: dict[int, int] = defaultdict(int)
+    for r in record.rounds:
+        # Draft positions 1..a were kept; position a+1 was tried and rejected.
+        reached[: min(r.accepted + 1, r.drafted)] += 1
+        kept[: r.accepted] += 1
+        if r.drafter is not None:
+            selections[r.drafter] += 1
+    return {
+        "method": method,
+        "query_id": query_id,
+        "repeat": repeat,
+        "domain": domain,
+        "warmup": warmup,
+        "new_tokens": record.new_tokens,
+        "rounds": len(record.rounds),
+        "mat": record.mat,
+        "wall_s": record.wall_ns / 1e9,
+        "tokens_per_s": record.tokens_per_s,
+        "drafted": sum(r.drafted for r in record.rounds),
+        "accepted": sum(r.accepted for r in record.rounds),
+        "phase_ms": {k: v / 1e6 for k, v in record.phase_ns.items()},
+        "selections": {str(k): v for k, v in sorted(selections.items())},
+        "pos_reached": reached.tolist(),
+        "pos_accepted": kept.tolist(),
+        "stop": record.stop,
+        "output_ids": record.output_ids,
+    }
+
+
+def round_lines(method: str, query_id: str, repeat: int, record: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "method": method, "query_id": query_id, "repeat": repeat, "round": i,
+            "drafter": r.drafter, "n": r.n, "drafted": r.drafted, "accepted": r.accepted,
+            "probs": None if r.probs is None else [round(float(x), 6) for x in r.probs],
+            "draft_ms": r.draft_ns / 1e6, "verify_ms": r.verify_ns / 1e6,
+            "evaluate_ms": r.evaluate_ns / 1e6, "learn_ms": r.learn_ns / 1e6, "other_ms": r.other_ns / 1e6,
+        }
+        for i, r in enumerate(record.rounds)
+    ]
+
+
+def summarize_methods(
+    lines: list[dict[str, Any]], methods: list[str], drafters: list[str], seed: int = 0
+) -> dict[str, Any]:
+    """methods payload: {method: metrics} over the timed (non-warm-up) queries."""
+    timed = [q for q in lines if not q["warmup"]]
+    by_method: dict[str, list[dict]] = defaultdict(list)
+    for q in timed:
+        by_method[q["method"]].append(q)
+    ar = {(q["query_id"], q["repeat"]): q["tokens_per_s"] for q in by_method.get("ar", [])}
+    out: dict[str, Any] = {}
+    for m in methods:
+        qs = by_method.get(m, [])
+        if not qs:
+            continue
+        out[m] = _metrics(qs, drafters)
+        out[m]["speedup_vs_ar"] = _speedup(qs, ar, seed)
+    oracle_mat = out.get("oracle", {}).get("mat")
+    for m, metrics in out.items():
+        metrics["regret_vs_oracle"] = None if oracle_mat is None else oracle_mat - metrics["mat"]
+    return out
+
+
+def _metrics(qs: list[dict], drafters: list[str]) -> dict[str, Any]:
+    tokens = sum(q["new_tokens"] for q in qs)
+    rounds = sum(q["rounds"] for q in qs)
+    wall = sum(q["wall_s"] for q in qs)
+    drafted = sum(q["drafted"] for q in qs)
+    phase = {p: sum(q["phase_ms"].get(p, 0.0) for q in qs) for p in PHASES}
+    reached = np.sum([q["pos_reached"] for q in qs], axis=0)
+    kept = np.sum([q["pos_accepted"] for q in qs], axis=0)
+    by_domain: dict[str, list[dict]] = defaultdict(list)
+    for q in qs:
+        by_domain[q["domain"] or "-"].append(q)
+    per_repeat: dict[int, list[dict]] = defaultdict(list)
+    for q in qs:
+        per_repeat[q["repeat"]].append(q)
+    repeat_tps = [sum(q["new_tokens"] for q in r) / sum(q["wall_s"] for q in r) for r in per_repeat.values()]
+    return {
+        "queries": len(qs),
+        "new_tokens": tokens,
+        "rounds": rounds,
+        "mat": tokens / rounds,
+        "acceptance_rate": sum(q["accepted"] for q in qs) / drafted if drafted else None,
+        "tokens_per_s": tokens / wall,
+        "wall_s": wall,
+        "eval_overhead_frac": (phase["evaluate"] + phase["learn"]) / (wall * 1e3),
+        "phase_frac": {p: v / (wall * 1e3) for p, v in phase.items()},
+        "per_position_acceptance": [float(k / r) if r else None for k, r in zip(kept, reached)],
+        "repeat_tokens_per_s": repeat_tps,
+        "repeat_cv": float(np.std(repeat_tps) / np.mean(repeat_tps)) if len(repeat_tps) > 1 else None,
+        "by_domain": {
+            d: {
+                "mat": sum(q["new_tokens"] for q in dq) / sum(q["rounds"] for q in dq),
+                "tokens_per_s": sum(q["new_tokens"] for q in dq) / sum(q["wall_s"] for q in dq),
+                "queries": len(dq),
+            }
+            for d, dq in sorted(by_domain.items())
+        },
+        "selection_freq": _selection_freq(by_domain, drafters),
+    }
+
+
+def _selection_freq(by_domain: dict[str, list[dict]], drafters: list[str]) -> dict[str, dict[str, float]] | None:
+    freq = {}
+    for d, dq in sorted(by_domain.items()):
+        counts = np.zeros(len(drafters))
+        for q in dq:
+            for j, c in q["selections"].items():
+                counts[int(j)] += c
+        if counts.sum() == 0:
+            return None  # ar: no drafter is ever chosen
+        freq[d] = {name: float(c / counts.sum()) for name, c in zip(drafters, counts)}
+    return freq
+
+
+def _speedup(qs: list[dict], ar: dict, seed: int) -> dict[str, Any] | None:
+    pairs = [(ar[(q["query_id"], q["repeat"])], q["tokens_per_s"]) for q in qs if (q["query_id"], q["repeat"]) in ar]
+    if not pairs:
+        return None
+    base, cand = np.array(pairs).T
+    geomean, ci = paired_geomean_ratio(base, cand, seed=seed)
+    return {"geomean": geomean, "ci95": list(ci), "pairs": len(pairs)}
+
+
+def acceptance_matrix(trace_queries: list[Any], drafters: list[str]) -> dict[str, dict[str, float]] | None:
+    """{domain: {drafter: mean gamma}} from full-information gamma: free with hedgespec."""
+    by_domain: dict[str, list[np.ndarray]] = defaultdict(list)
+    for tq in trace_queries:
+        by_domain[tq.domain or "-"].append(np.asarray(tq.gamma))
+    if not by_domain:
+        return None
+    return {
+        d: dict(zip(drafters, np.concatenate(gs).mean(axis=0).tolist())) for d, gs in sorted(by_domain.items())
+    }
+
+
+def validity(
+    lines: list[dict[str, Any]],
+    *,
+    temperature: float,
+    warmup: int,
+    min_tokens: int,
+    max_repeat_cv: float,
+    methods_payload: dict[str, Any],
+    telemetry: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """MLPerf-style verdict: each constraint True/False, or None when it could not be checked."""
+    timed = [q for q in lines if not q["warmup"]]
+    ar = {(q["query_id"], q["repeat"]): q["output_ids"] for q in timed if q["method"] == "ar"}
+    if temperature > 0 or not ar:
+        lossless, mismatches = None, []
+    else:
+        mismatches = sorted(
+            {q["method"] for q in timed if (q["query_id"], q["repeat"]) in ar and q["output_ids"] != ar[(q["query_id"], q["repeat"])]}
+        )
+        lossless = not mismatches
+    cvs = [m["repeat_cv"] for m in methods_payload.values() if m["repeat_cv"] is not None]
+    throttled = None
+    if telemetry and telemetry.get("gpu_available"):
+        throttled = bool(telemetry.get("throttled"))
+    constraints = {
+        "lossless": lossless,
+        "warmup": warmup > 0,
+        "min_tokens": all(m["new_tokens"] >= min_tokens for m in methods_payload.values()) if methods_payload else False,
+        "repeat_spread": (max(cvs) <= max_repeat_cv) if cvs else None,
+        "no_throttling": None if throttled is None else not throttled,
+    }
+    notes = {
+        "lossless": (
+            "not checked: T > 0 (distribution equality is tested statistically in the test suite)"
+            if temperature > 0 else "not checked: ar not among the methods" if not ar
+            else f"outputs differ from ar for: {', '.join(mismatches)}" if mismatches
+            else "every method's output equals ar's, token for token"
+        ),
+        "warmup": f"{warmup} warm-up prompt(s) per method, excluded from timing",
+        "min_tokens": f"each method generated at least {min_tokens} timed tokens",
+        "repeat_spread": f"coefficient of variation of tokens/s across repeats <= {max_repeat_cv:.0%}"
+        if cvs else "not checked: one repeat",
+        "no_throttling": "no GPU throttling seen" if throttled is False else "GPU throttling seen"
+        if throttled else "not checked: no GPU telemetry",
+    }
+    valid = all(v is not False for v in constraints.values())
+    return {"valid": valid, "constraints": constraints, "notes": notes}

@@ -1,0 +1,148 @@
+"""`hedgespec bench` / `report` on the tiny checkpoints: artefacts, validity, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from hedgespec_cli.bench import BenchInterrupted, resolve_settings, run_bench
+from hedgespec_cli.cli.app import app, main
+from hedgespec_cli.rundir import load_results, read_jsonl
+
+METHODS = "ar,fixed:near,ucbspec,hedgespec,router,oracle"
+
+
+def settings(tiny_bench, tmp_path, **extra):
+    flags = {"profile": tiny_bench["profile"], "workload": tiny_bench["workload"], "methods": METHODS,
+             "out": str(tmp_path), "min_tokens": 10, **extra}
+    return resolve_settings(flags, None)
+
+
+def test_bench_writes_a_complete_valid_run(tiny_bench, tmp_path):
+    payload = run_bench(settings(tiny_bench, tmp_path))
+    run = Path(payload["run_dir"])
+    for name in ("config.yaml", "env.json", "results.json", "rounds.jsonl", "queries.jsonl", "telemetry.jsonl", "trace.jsonl"):
+        assert (run / name).is_file(), name
+    results = load_results(run / "results.json")
+    assert results["schema"] == "hedgespec.run/1" and results["complete"] is True
+    assert results["validity"]["constraints"]["lossless"] is True
+    methods = results["methods"]
+    assert list(methods) == METHODS.split(",")
+    assert methods["ar"]["mat"] == 1.0 and methods["ar"]["acceptance_rate"] is None
+    assert methods["oracle"]["mat"] >= methods["fixed:near"]["mat"]  # best fixed drafter per query
+    assert methods["oracle"]["regret_vs_oracle"] == 0.0
+    assert set(results["acceptance_matrix"]) == {"alpha", "beta"}
+    assert results["config"]["profile"]["drafters"][0] == {
+        "name": "near", "kind": "lm", "path": results["config"]["profile"]["drafters"][0]["path"],
+        "domain": "alpha", "role": "generic",
+    }
+    queries = read_jsonl(run / "queries.jsonl")
+    assert len(queries) == 6 * 6  # methods x prompts
+    # router picks the drafter labelled with the prompt's domain.
+    assert methods["router"]["selection_freq"]["alpha"]["near"] == 1.0
+    assert methods["router"]["selection_freq"]["beta"]["far"] == 1.0
+    # Re-summarising the saved queries reproduces the saved numbers.
+    from hedgespec_cli.report.summary import summarize_methods
+
+    again = summarize_methods(queries, METHODS.split(","), ["near", "far", "rnd"])
+    assert again["hedgespec"]["mat"] == methods["hedgespec"]["mat"]
+    assert again["hedgespec"]["tokens_per_s"] == pytest.approx(methods["hedgespec"]["tokens_per_s"])
+
+
+class StopAfter:
+    """A progress sink that presses Ctrl-C after n finished queries."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def start(self, methods, total) -> None:
+        pass
+
+    def advance(self, method, query) -> None:
+        self.n -= 1
+        if self.n == 0:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_is_saved_and_resumable(tiny_bench, tmp_path):
+    with pytest.raises(BenchInterrupted, match="continue with: hedgespec bench --resume"):
+        run_bench(settings(tiny_bench, tmp_path), progress=StopAfter(8))
+    run = next(tmp_path.iterdir())
+    partial = load_results(run / "results.json")
+    assert partial["complete"] is False
+    assert len(read_jsonl(run / "queries.jsonl")) == 8
+    payload = run_bench(settings(tiny_bench, tmp_path), resume=run)
+    assert payload["complete"] is True
+    queries = read_jsonl(run / "queries.jsonl")
+    assert len(queries) == 36
+    assert len({(q["method"], q["query_id"], q["repeat"]) for q in queries}) == 36
+    assert payload["validity"]["constraints"]["lossless"] is True
+
+
+def test_config_file_precedence(tiny_bench, tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"profile: {tiny_bench['profile']}\nK: 2\nrepeats: 2\n")
+    s = resolve_settings({"K": 4}, cfg)
+    assert (s.K, s.repeats, s.profile) == (4, 2, tiny_bench["profile"])
+    (tmp_path / "bad.yaml").write_text("colour: red\n")
+    from hedgespec_cli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown key\\(s\\) 'colour'"):
+        resolve_settings({}, tmp_path / "bad.yaml")
+
+
+def test_report_rerenders_a_saved_run(tiny_bench, tmp_path):
+    payload = run_bench(settings(tiny_bench, tmp_path, methods="ar,hedgespec"))
+    res = CliRunner().invoke(app, ["report", payload["run_dir"]])
+    assert res.exit_code == 0, res.output
+    assert "hedgespec" in res.output and "validity" in res.output and "GPU telemetry unavailable" in res.output
+
+
+def test_bad_input_is_one_line_without_traceback(tiny_bench, tmp_path, capsys, monkeypatch):
+    def run_main(*args):
+        """The console entry point in-process: exit code and stderr as a user sees them."""
+        monkeypatch.setattr(sys, "argv", ["hedgespec", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as stop:
+            code = stop.code
+        err = capsys.readouterr().err
+        return subprocess.CompletedProcess(args, code, "", err)
+
+    root = Path(tiny_bench["root"])
+    (root / "malformed.yaml").write_text("name: [oops\n")
+    (root / "unknown_key.yaml").write_text(Path(tiny_bench["profile"]).read_text() + "colour: red\n")
+    (root / "missing_drafter.yaml").write_text(
+        Path(tiny_bench["profile"]).read_text().replace("name: rnd, path: ", "name: rnd, path: /nonexistent")
+    )
+    (root / "empty.yaml").write_text("name: e\nsources: []\n")
+    (root / "long.jsonl").write_text(json.dumps({"id": "l", "domain": "alpha", "prompt": "ab " * 200}) + "\n")
+    (root / "long.yaml").write_text("name: long\nsources: [{path: long.jsonl}]\n")
+    blocked = tmp_path / "file-not-dir"
+    blocked.write_text("")
+    base = ["bench", "--quiet", "--out", str(tmp_path / "runs")]
+    prof, wl = ["--profile", tiny_bench["profile"]], ["--workload", tiny_bench["workload"]]
+    cases = [
+        ([*prof, *wl, "--methods", "ar,bogus"], "unknown method 'bogus'"),
+        (["--profile", "no-such-profile", *wl], "unknown profile 'no-such-profile'"),
+        ([*prof, "--workload", "no-such-workload"], "unknown workload 'no-such-workload'"),
+        (["--profile", str(root / "malformed.yaml"), *wl], "not valid YAML"),
+        (["--profile", str(root / "unknown_key.yaml"), *wl], "unknown key(s) 'colour'"),
+        (["--profile", str(root / "missing_drafter.yaml"), *wl], "does not exist"),
+        ([*prof, "--workload", str(root / "empty.yaml")], "non-empty `sources:`"),
+        ([*prof, "--workload", str(root / "long.yaml"), "--methods", "ar"], "exceeds the models' context"),
+        ([*prof, *wl, "-K", "0"], "K must be at least 1"),
+        ([*prof, *wl, "--temperature", "-1"], "temperature must be >= 0"),
+        (["--out", str(blocked / "runs"), *prof, *wl], "pass --out to a writable directory"),
+    ]
+    for args, message in cases:
+        res = run_main(*base, *args)
+        assert res.returncode == 2, (args, res.stderr)
+        assert message in res.stderr and "Traceback" not in res.stderr, (args, res.stderr)
+        assert res.stderr.strip().count("\n") == 0, res.stderr
