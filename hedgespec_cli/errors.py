@@ -33,3 +33,13 @@ class RunDirError(HedgespecError):
 
 class CorpusError(HedgespecError):
     """A zoo corpus source cannot be fetched, unpacked or read."""
+
+
+class RegressionError(HedgespecError):
+    """`compare --fail-on`: a metric regressed beyond its threshold, significantly.
+
+    Exit code 1, not 2: the inputs were fine, the candidate is worse. Raised
+    (rather than typer.Exit(1)) so the CLI boundary prints the one-line reason.
+    """
+
+    exit_code = 1

@@ -1,0 +1,115 @@
+"""`hedgespec compare BASE CAND [CAND ...]`: did the candidate runs get slower?
+
+Exit codes: 0 no failing regression, 1 a `--fail-on` rule failed, 2 unusable
+input (raised as HedgespecError and printed as one line by the app).
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+class Format(str, enum.Enum):
+    table = "table"
+    json = "json"
+    github = "github"
+
+
+FAIL_ON_HELP = (
+    "Fail (exit 1) when METRIC changes beyond THRESHOLD and the change is significant, e.g. "
+    "tokens_per_s:-5% or eval_overhead_frac:+10%. Repeatable. Metrics: tokens_per_s, mat, "
+    "acceptance_rate, eval_overhead_frac, speedup_vs_ar. A change that cannot be tested "
+    "(e.g. no queries.jsonl) fails on the threshold alone."
+)
+
+
+def compare(
+    base: Annotated[
+        Path,
+        typer.Argument(metavar="BASE", help="Base run directory (or its results.json).", show_default=False),
+    ],
+    cands: Annotated[
+        list[Path],
+        typer.Argument(metavar="CAND...", help="Candidate run directories.", show_default=False),
+    ],
+    fail_on: Annotated[
+        list[str] | None, typer.Option("--fail-on", metavar="METRIC:THRESHOLD", help=FAIL_ON_HELP)
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Compare even if profile, workload or environment differ.")
+    ] = False,
+    fmt: Annotated[
+        Format,
+        typer.Option(
+            "--format", help="Output format; github: github-action-benchmark customBiggerIsBetter JSON."
+        ),
+    ] = Format.table,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", metavar="FILE",
+            help="Write the --format data (table: the JSON payload) to FILE and print the table.",
+        ),
+    ] = None,
+) -> None:
+    """Compare benchmark runs against a base run, with paired per-prompt significance tests."""
+    from hedgespec_cli.errors import ConfigError, RegressionError
+    from hedgespec_cli.report.compare import (
+        FailRule,
+        build_payload,
+        compare_runs,
+        parse_fail_on,
+        to_github_benchmark,
+    )
+    from hedgespec_cli.report.render import comparison_notes, comparison_table
+    from hedgespec_cli.rundir import atomic_write_text, dumps_json
+
+    rules = [FailRule(*parse_fail_on(spec)) for spec in fail_on or ()]
+    comparisons = [compare_runs(base, cand, force=force) for cand in cands]
+    payload = build_payload(comparisons, rules)
+
+    data: Any = payload
+    if fmt is Format.github:
+        several = len(comparisons) > 1
+        # Several candidates share one file: their run ids keep the names apart.
+        data = [
+            entry
+            for c in comparisons
+            for entry in to_github_benchmark(c, label=c.cand.run_id if several else None)
+        ]
+
+    for entry in payload["comparisons"]:
+        for note in comparison_notes(entry):
+            print(f"warning: {note}", file=sys.stderr)
+    if output is not None:
+        try:
+            atomic_write_text(output, dumps_json(data, indent=2) + "\n")
+        except OSError as err:
+            raise ConfigError(
+                f"cannot write {output}: {err.strerror or err}; pass --output a writable path"
+            ) from err
+        print(f"wrote {output}", file=sys.stderr)
+    if fmt is Format.table or output is not None:
+        from rich.console import Console
+
+        console = Console()
+        for entry in payload["comparisons"]:
+            console.print(comparison_table(entry))
+    else:
+        sys.stdout.write(dumps_json(data, indent=2) + "\n")
+
+    failures = [f["message"] for e in payload["comparisons"] for f in e["failures"]]
+    if failures:
+        raise RegressionError(
+            f"{len(failures)} regression(s) beyond --fail-on: {'; '.join(failures)}; "
+            "investigate the candidate, or loosen --fail-on if the change is intended"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compare")(compare)

@@ -1,0 +1,1 @@
+"""Reports: statistics, run comparison, payload -> rich tables."""

@@ -1,0 +1,439 @@
+"""Comparing two benchmark runs: what changed, and is the change real?
+
+Pure logic over the files of DESIGN.md section 8: `results.json` for the run
+level numbers, `queries.jsonl` for paired per-prompt statistics. No typer, no
+rich; `hedgespec compare` and CI scripts call these functions.
+
+Significance, per metric:
+- MAT and acceptance rate at T = 0: greedy decoding is deterministic, so any
+  change is significant.
+- tokens_per_s, eval_overhead_frac (and MAT, acceptance rate at T > 0): the
+  metric per queries.jsonl line, lines matched on (method, query_id, repeat);
+  a prompt's repeats are combined by geometric mean so that the bootstrap
+  resamples prompts, the independent unit. Significant when the 95% CI of the
+  geometric-mean ratio cand/base excludes 1. With fewer than two paired
+  prompts: Mann-Whitney over the unpaired lines (the repeats), p < 0.05.
+- speedup_vs_ar: the two runs' bootstrap CIs do not overlap (conservative).
+- Anything without the data for a test: significant None ("untested").
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hedgespec_cli.errors import ConfigError, RunDirError
+from hedgespec_cli.report import stats
+from hedgespec_cli.rundir import SCHEMA, load_results, read_jsonl
+
+
+def _get(obj: Any, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(k)
+    return obj
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _ratio(num: Any, den: Any) -> float | None:
+    n, d = _number(num), _number(den)
+    return None if n is None or not d else n / d
+
+
+def _eval_overhead(q: dict[str, Any]) -> float | None:
+    """(evaluate + learn) / wall of one query, as the run-level eval_overhead_frac."""
+    phase = q.get("phase_ms")
+    if not isinstance(phase, dict):
+        return None
+    spent = (_number(phase.get("evaluate")) or 0.0) + (_number(phase.get("learn")) or 0.0)
+    return _ratio(spent, 1e3 * (_number(q.get("wall_s")) or 0.0))
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    unit: str
+    bigger_is_better: bool
+    # The metric for one queries.jsonl line, for paired tests; None: no per-query form.
+    per_query: Callable[[dict[str, Any]], float | None] | None
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("tokens_per_s", "tokens/s", True, lambda q: _number(q.get("tokens_per_s"))),
+        Metric("mat", "tokens/round", True, lambda q: _number(q.get("mat"))),
+        Metric("acceptance_rate", "fraction", True, lambda q: _ratio(q.get("accepted"), q.get("drafted"))),
+        Metric("eval_overhead_frac", "fraction", False, _eval_overhead),
+        Metric("speedup_vs_ar", "x", True, None),
+    )
+}
+ALIASES = {"speedup": "speedup_vs_ar", "tps": "tokens_per_s"}
+ENV_KEYS = ("python", "torch", "transformers", "device_names")
+DETERMINISTIC_AT_T0 = frozenset({"mat", "acceptance_rate"})
+MIN_PAIRS = 2  # a bootstrap over one prompt has zero width: never "significant"
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    path: str
+    run_id: str | None
+    created_utc: str | None
+    profile: str | None
+    workload: str | None
+    complete: bool | None
+    valid: bool | None
+
+
+@dataclass(frozen=True)
+class MetricDelta:
+    """One metric of one method, base vs cand.
+
+    change: cand / base - 1 of the run-level values. ci95: the paired CI as a
+    relative change (lo, hi), when a paired test ran. significant: None when
+    no test applies.
+    """
+
+    method: str
+    metric: str
+    unit: str
+    bigger_is_better: bool
+    base: float | None
+    cand: float | None
+    change: float | None
+    ci95: tuple[float, float] | None
+    test: str
+    p_value: float | None
+    n: int | None
+    significant: bool | None
+
+    @property
+    def worse(self) -> bool:
+        """The change goes the wrong way for this metric."""
+        if self.change is None:
+            return False
+        return self.change < 0 if self.bigger_is_better else self.change > 0
+
+
+@dataclass(frozen=True)
+class Comparison:
+    base: RunInfo
+    cand: RunInfo
+    forced: bool
+    differences: tuple[str, ...]  # what differed (only non-empty when forced)
+    warnings: tuple[str, ...]
+    deltas: tuple[MetricDelta, ...]
+    only_in_base: tuple[str, ...]
+    only_in_cand: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FailRule:
+    metric: str
+    threshold: float  # relative change; negative: fail below it, positive: above it
+
+
+@dataclass(frozen=True)
+class Failure:
+    rule: FailRule
+    delta: MetricDelta
+
+    def describe(self) -> str:
+        d = self.delta
+        why = "significant" if d.significant else "untested: no data for a test"
+        return f"{d.method} {d.metric} {d.change:+.1%} beyond {self.rule.threshold:+.1%} ({why}, {d.test})"
+
+
+# -- reading --------------------------------------------------------------------
+
+
+def _run_dir(path: str | Path) -> Path:
+    p = Path(path)
+    return p.parent if p.suffix == ".json" and not p.is_dir() else p
+
+
+def _load_queries(run_dir: Path, results: dict[str, Any]) -> list[dict[str, Any]] | None:
+    name = _get(results, "artifacts", "queries") or "queries.jsonl"
+    file = run_dir / name
+    return read_jsonl(file) if file.is_file() else None
+
+
+def _info(path: Path, r: dict[str, Any]) -> RunInfo:
+    return RunInfo(
+        path=str(path),
+        run_id=r.get("run_id"),
+        created_utc=r.get("created_utc"),
+        profile=_get(r, "config", "profile", "name"),
+        workload=_get(r, "config", "workload", "name"),
+        complete=r.get("complete"),
+        valid=_get(r, "validity", "valid"),
+    )
+
+
+def _temperature(r: dict[str, Any]) -> float | None:
+    t = _get(r, "config", "temperature")
+    return _number(t if t is not None else _get(r, "config", "profile", "temperature"))
+
+
+def _differences(b: dict[str, Any], c: dict[str, Any]) -> list[str]:
+    """What must match for a comparison to mean anything."""
+    checks = [("schema", ("schema",)), ("profile", ("config", "profile", "name")),
+              ("workload", ("config", "workload", "name"))]
+    checks += [(f"env.{k}", ("env", k)) for k in ENV_KEYS]
+    return [f"{label} {_get(b, *keys)!r} vs {_get(c, *keys)!r}"
+            for label, keys in checks if _get(b, *keys) != _get(c, *keys)]
+
+
+def _metric_value(block: Any, metric: str) -> float | None:
+    value = _get(block, metric)
+    if metric == "speedup_vs_ar" and isinstance(value, dict):
+        value = value.get("geomean")
+    return _number(value)
+
+
+# -- testing ----------------------------------------------------------------------
+
+
+def _per_line(
+    queries: list[dict[str, Any]] | None, method: str, value: Callable[[dict[str, Any]], float | None]
+) -> dict[tuple[str, int], float]:
+    """(query_id, repeat) -> positive value of the metric, warm-up lines excluded."""
+    out: dict[tuple[str, int], float] = {}
+    for q in queries or ():
+        v, repeat = value(q), q.get("repeat", 0)
+        if q.get("method") != method or q.get("warmup") or v is None or v <= 0:
+            continue
+        if isinstance(repeat, int) and not isinstance(repeat, bool):  # else: not a line bench wrote
+            out[(str(q.get("query_id")), repeat)] = v
+    return out
+
+
+def _paired_test(
+    base: dict[tuple[str, int], float], cand: dict[tuple[str, int], float], n_boot: int, seed: int
+) -> tuple[str, tuple[float, float] | None, float | None, int | None, bool | None]:
+    """-> (test, ci95 of the relative change, p, n, significant)."""
+    by_query: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for key in sorted(base.keys() & cand.keys()):  # sorted: set order varies with the hash seed
+        by_query[key[0]].append((base[key], cand[key]))
+    if len(by_query) >= MIN_PAIRS:
+        pairs = np.array([np.exp(np.log(v).mean(axis=0)) for v in by_query.values()])  # (Q, 2)
+        _, (lo, hi) = stats.paired_geomean_ratio(pairs[:, 0], pairs[:, 1], n_boot=n_boot, seed=seed)
+        return "paired-bootstrap", (lo - 1.0, hi - 1.0), None, len(by_query), not lo <= 1.0 <= hi
+    if len(base) >= 2 and len(cand) >= 2:
+        p = stats.mann_whitney_p(list(base.values()), list(cand.values()))
+        return "mann-whitney", None, p, len(base) + len(cand), p < ALPHA
+    return "none", None, None, None, None
+
+
+def _delta(
+    method: str,
+    metric: Metric,
+    b: dict[str, Any],
+    c: dict[str, Any],
+    qb: list[dict[str, Any]] | None,
+    qc: list[dict[str, Any]] | None,
+    greedy: bool,
+    n_boot: int,
+    seed: int,
+) -> MetricDelta:
+    bv = _metric_value(_get(b, "methods", method), metric.name)
+    cv = _metric_value(_get(c, "methods", method), metric.name)
+    change = None
+    if bv is not None and cv is not None:
+        change = cv / bv - 1.0 if bv != 0 else (0.0 if cv == 0 else None)
+    test, ci, p, n, sig = "none", None, None, None, None
+    if bv is None or cv is None:
+        test = "missing"
+    elif greedy and metric.name in DETERMINISTIC_AT_T0:
+        test, sig = "deterministic (T=0)", not math.isclose(bv, cv, rel_tol=1e-9, abs_tol=1e-12)
+    elif metric.per_query is not None:
+        base_lines = _per_line(qb, method, metric.per_query)
+        cand_lines = _per_line(qc, method, metric.per_query)
+        test, ci, p, n, sig = _paired_test(base_lines, cand_lines, n_boot, seed)
+    elif metric.name == "speedup_vs_ar":
+        bci = _get(b, "methods", method, "speedup_vs_ar", "ci95")
+        cci = _get(c, "methods", method, "speedup_vs_ar", "ci95")
+        if _is_interval(bci) and _is_interval(cci):
+            test, sig = "ci-overlap", bool(cci[0] > bci[1] or cci[1] < bci[0])
+    return MetricDelta(
+        method, metric.name, metric.unit, metric.bigger_is_better, bv, cv, change, ci, test, p, n, sig
+    )
+
+
+def _is_interval(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and len(v) == 2 and all(_number(x) is not None for x in v)
+
+
+# -- public API -------------------------------------------------------------------
+
+
+def compare_runs(
+    base_dir: str | Path, cand_dir: str | Path, *, force: bool = False, n_boot: int = 2000, seed: int = 0
+) -> Comparison:
+    """Compare the candidate run with the base run, metric by metric and method by method.
+
+    Raises RunDirError when a run is unreadable, or when schema, profile,
+    workload or environment differ and force is False.
+    """
+    b, c = load_results(base_dir), load_results(cand_dir)
+    bdir, cdir = _run_dir(base_dir), _run_dir(cand_dir)
+    diffs = _differences(b, c)
+    if diffs and not force:
+        raise RunDirError(
+            f"cannot compare {cand_dir} with {base_dir}: {'; '.join(diffs)}; "
+            "compare runs of the same profile, workload and environment, or pass --force"
+        )
+    qb, qc = _load_queries(bdir, b), _load_queries(cdir, c)
+    warnings = []
+    for label, d, r, q in (("base", bdir, b, qb), ("candidate", cdir, c, qc)):
+        if r.get("complete") is False:
+            warnings.append(f"{label} run {d} is incomplete (interrupted): it covers finished queries only")
+        if _get(r, "validity", "valid") is False:
+            warnings.append(f"{label} run {d} failed its validity checks: {_failed_constraints(r)}")
+        if q is None:
+            warnings.append(f"no queries.jsonl in {d}: no paired per-prompt statistics")
+    for key in ("temperature", "K"):
+        vb, vc = _get(b, "config", key), _get(c, "config", key)
+        if vb != vc:
+            warnings.append(f"config.{key} differs: {vb!r} vs {vc!r}")
+    greedy = _temperature(b) == 0.0 and _temperature(c) == 0.0
+    bm, cm = _get(b, "methods") or {}, _get(c, "methods") or {}
+    common = [m for m in bm if m in cm]
+    deltas = tuple(
+        _delta(m, metric, b, c, qb, qc, greedy, n_boot, seed)
+        for m in common
+        for metric in METRICS.values()
+    )
+    return Comparison(
+        base=_info(bdir, b),
+        cand=_info(cdir, c),
+        forced=force and bool(diffs),
+        differences=tuple(diffs),
+        warnings=tuple(warnings),
+        deltas=deltas,
+        only_in_base=tuple(m for m in bm if m not in cm),
+        only_in_cand=tuple(m for m in cm if m not in bm),
+    )
+
+
+def _failed_constraints(r: dict[str, Any]) -> str:
+    cons = _get(r, "validity", "constraints") or {}
+    failed = [k for k, v in cons.items() if v is False]
+    return ", ".join(failed) or "see validity in results.json"
+
+
+_FAIL_ON = re.compile(r"^\s*([A-Za-z_]+)\s*:\s*([+-]?\d+(?:\.\d*)?|[+-]?\.\d+)\s*(%?)\s*$")
+
+
+def parse_fail_on(spec: str) -> tuple[str, float]:
+    """'tokens_per_s:-5%' -> ('tokens_per_s', -0.05). A fraction without % also works.
+
+    The sign says which way is a regression: negative for bigger-is-better
+    metrics (fail below), positive for smaller-is-better ones (fail above).
+    """
+    m = _FAIL_ON.match(spec)
+    if m is None:
+        raise ConfigError(f"--fail-on {spec!r} is not METRIC:THRESHOLD; write e.g. tokens_per_s:-5%")
+    name, value = ALIASES.get(m.group(1), m.group(1)), float(m.group(2))
+    if name not in METRICS:
+        raise ConfigError(f"--fail-on {spec!r}: unknown metric {m.group(1)!r}; use one of {', '.join(METRICS)}")
+    threshold = value / 100.0 if m.group(3) else value
+    metric = METRICS[name]
+    if (metric.bigger_is_better and threshold > 0) or (not metric.bigger_is_better and threshold < 0):
+        sign, word = ("-", "bigger") if metric.bigger_is_better else ("+", "smaller")
+        raise ConfigError(
+            f"--fail-on {spec!r}: {name} is {word}-is-better, so its regression threshold "
+            f"must be {sign}X%, e.g. {name}:{sign}5%"
+        )
+    return name, threshold
+
+
+def find_failures(comparison: Comparison, rules: list[FailRule]) -> list[Failure]:
+    """Changes beyond a rule's threshold that are significant or cannot be tested.
+
+    An untestable change (no per-prompt data) fails on the threshold alone, so
+    that a gate never passes silently for lack of data.
+    """
+    out = []
+    for rule in rules:
+        for d in comparison.deltas:
+            if d.metric != rule.metric or d.change is None or not d.worse or d.significant is False:
+                continue
+            if d.ci95 is not None and (d.ci95[0] > 0 if d.bigger_is_better else d.ci95[1] < 0):
+                continue  # the run totals moved the wrong way, but the paired prompts say better
+            if abs(d.change) > abs(rule.threshold):
+                out.append(Failure(rule, d))
+    return out
+
+
+def build_payload(comparisons: list[Comparison], rules: list[FailRule]) -> dict[str, Any]:
+    """Everything `hedgespec compare` reports, once: JSON output and tables both read it."""
+    entries = [to_payload(c, find_failures(c, rules)) for c in comparisons]
+    return {
+        "schema": "hedgespec.compare/1",
+        "run_schema": SCHEMA,
+        "fail_on": [asdict(r) for r in rules],
+        "failed": any(e["failures"] for e in entries),
+        "comparisons": entries,
+    }
+
+
+def to_payload(comparison: Comparison, failures: list[Failure] | None = None) -> dict[str, Any]:
+    """The JSON-ready form of one comparison."""
+    return {
+        "base": asdict(comparison.base),
+        "cand": asdict(comparison.cand),
+        "forced": comparison.forced,
+        "differences": list(comparison.differences),
+        "warnings": list(comparison.warnings),
+        "only_in_base": list(comparison.only_in_base),
+        "only_in_cand": list(comparison.only_in_cand),
+        "metrics": [asdict(d) for d in comparison.deltas],
+        "failures": [
+            {"method": f.delta.method, "metric": f.delta.metric, "change": f.delta.change,
+             "threshold": f.rule.threshold, "significant": f.delta.significant, "message": f.describe()}
+            for f in failures or ()
+        ],
+    }
+
+
+def to_github_benchmark(
+    source: Comparison | dict[str, Any], *, bigger_is_better: bool = True, label: str | None = None
+) -> list[dict[str, Any]]:
+    """Entries for github-action-benchmark's customBiggerIsBetter (or ...SmallerIsBetter) tool.
+
+    source: a Comparison (the candidate's values, base in `extra`) or a loaded
+    results.json. Only metrics of the requested direction are listed, since
+    the action reads one direction per file. label prefixes each name.
+    """
+    prefix = f"{label} " if label else ""
+    out: list[dict[str, Any]] = []
+    if isinstance(source, Comparison):
+        for d in source.deltas:
+            if d.bigger_is_better != bigger_is_better or d.cand is None:
+                continue
+            extra = f"base {source.base.run_id or source.base.path}: {d.base}"
+            if d.change is not None:
+                extra += f" ({d.change:+.1%}, {d.test}, significant={d.significant})"
+            out.append({"name": f"{prefix}{d.method} {d.metric}", "unit": d.unit, "value": d.cand, "extra": extra})
+        return out
+    for method, block in (_get(source, "methods") or {}).items():
+        for metric in METRICS.values():
+            value = _metric_value(block, metric.name)
+            if metric.bigger_is_better == bigger_is_better and value is not None:
+                out.append({"name": f"{prefix}{method} {metric.name}", "unit": metric.unit, "value": value})
+    return out
