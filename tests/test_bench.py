@@ -146,3 +146,34 @@ def test_bad_input_is_one_line_without_traceback(tiny_bench, tmp_path, capsys, m
         assert res.returncode == 2, (args, res.stderr)
         assert message in res.stderr and "Traceback" not in res.stderr, (args, res.stderr)
         assert res.stderr.strip().count("\n") == 0, res.stderr
+
+
+def test_compare_gates_on_an_artificial_slowdown(tiny_bench, tmp_path, capsys, monkeypatch):
+    """A real run against itself passes; against a copy whose queries took 30% longer it fails."""
+    import shutil
+
+    from hedgespec_cli.report.summary import summarize_methods
+    from hedgespec_cli.rundir import RunDir
+
+    base = Path(run_bench(settings(tiny_bench, tmp_path / "a", methods="ar,hedgespec"))["run_dir"])
+    slow = tmp_path / "slow"
+    shutil.copytree(base, slow)
+    queries = read_jsonl(slow / "queries.jsonl")
+    for q in queries:
+        q["wall_s"] *= 1.3
+        q["tokens_per_s"] /= 1.3
+    (slow / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    results = load_results(slow / "results.json")
+    results["methods"] = summarize_methods(queries, ["ar", "hedgespec"], ["near", "far", "rnd"])
+    RunDir(slow).write_json("results.json", results)
+
+    def gate(cand):
+        monkeypatch.setattr(sys, "argv", ["hedgespec", "compare", str(base), str(cand), "--fail-on", "tokens_per_s:-5%"])
+        with pytest.raises(SystemExit) as stop:
+            main()
+        return stop.value.code, capsys.readouterr()
+
+    code, _ = gate(base)
+    assert code == 0
+    code, out = gate(slow)
+    assert code == 1 and "tokens_per_s" in out.err

@@ -28,7 +28,8 @@ for _name in COMMAND_MODULES:
 def main() -> None:
     """Console entry point: one line on stderr and a non-zero exit for user errors."""
     try:
-        app(prog_name="hedgespec", standalone_mode=False)
+        # Without standalone mode click returns a command's exit code instead of exiting.
+        rc = app(prog_name="hedgespec", standalone_mode=False)
     except HedgespecError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
@@ -40,3 +41,4 @@ def main() -> None:
     except (click.exceptions.Abort, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    sys.exit(rc if isinstance(rc, int) else 0)
