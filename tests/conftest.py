@@ -35,7 +35,9 @@ def make_llama(path: Path, tokenizer, *, hidden: int, layers: int, seed: int, sh
     """Save a random LlamaForCausalLM (+ tokenizer) at path; sharpen scales the output logits."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),

@@ -14,6 +14,8 @@ from hedgespec_cli.bench import BenchInterrupted, resolve_settings, run_bench
 from hedgespec_cli.cli.app import app, main
 from hedgespec_cli.rundir import load_results, read_jsonl
 
+from conftest import make_llama, make_tokenizer
+
 METHODS = "ar,fixed:near,ucbspec,hedgespec,router,oracle"
 
 
@@ -126,6 +128,13 @@ def test_bad_input_is_one_line_without_traceback(tiny_bench, tmp_path, capsys, m
     (root / "long.yaml").write_text("name: long\nsources: [{path: long.jsonl}]\n")
     blocked = tmp_path / "file-not-dir"
     blocked.write_text("")
+    make_llama(root / "odd_vocab", make_tokenizer("abc"), hidden=16, layers=1, seed=0)
+    (root / "odd_vocab.yaml").write_text(
+        Path(tiny_bench["profile"]).read_text().replace("decoding:", f"  - {{name: odd, path: {root / 'odd_vocab'}}}\ndecoding:")
+    )
+    (root / "blank.jsonl").write_text(json.dumps({"id": "blank", "domain": "alpha", "prompt": ""}) + "\n")
+    (root / "blank.yaml").write_text("name: blank\nsources: [{path: blank.jsonl}]\n")
+    capsys.readouterr()  # drop what the set-up printed
     base = ["bench", "--quiet", "--out", str(tmp_path / "runs")]
     prof, wl = ["--profile", tiny_bench["profile"]], ["--workload", tiny_bench["workload"]]
     cases = [
@@ -140,6 +149,8 @@ def test_bad_input_is_one_line_without_traceback(tiny_bench, tmp_path, capsys, m
         ([*prof, *wl, "-K", "0"], "K must be at least 1"),
         ([*prof, *wl, "--temperature", "-1"], "temperature must be >= 0"),
         (["--out", str(blocked / "runs"), *prof, *wl], "pass --out to a writable directory"),
+        (["--profile", str(root / "odd_vocab.yaml"), *wl], "drafter 'odd' has vocab size 6"),
+        ([*prof, "--workload", str(root / "blank.yaml")], "prompt 'blank' is empty"),
     ]
     for args, message in cases:
         res = run_main(*base, *args)
