@@ -19,7 +19,7 @@ app = typer.Typer(
 )
 
 # One module per command (or command group); each exposes register(app).
-COMMAND_MODULES = ("generate", "bench", "compare", "catalog", "zoo")
+COMMAND_MODULES = ("generate", "bench", "compare", "catalog", "zoo", "replay", "simulate")
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"hedgespec_cli.cli.{_name}").register(app)

@@ -38,6 +38,11 @@ class BanditFeedback:
     drafted: draft tokens proposed this round (K unless cut by the length cap).
     block_reward: MetaSD's block divergence reward of the chosen drafter,
         `(1/drafted) sum_k (1 - TV(p_k, q_k))` over its drafted positions.
+        `replay` can only pass a proxy (mean gamma over the accepted positions
+        plus the first rejected one): traces do not store distributions.
+
+    Bandit selectors skip rounds with drafted == 0 (the plain target step at
+    the length cap), where the choice of drafter did not matter.
     """
 
     arm: int

@@ -1,0 +1,92 @@
+"""`hedgespec replay TRACE`: run selectors offline on a recorded gamma trace."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+METHODS_HELP = (
+    "Methods to replay, comma separated; key=value items continue the method before "
+    '(e.g. "hedgespec:learner=hedge,loss=tap,ucbspec,fixed:generic"). Repeatable. '
+    "Default: every online method, oracle, oracle-round and fixed:NAME for each drafter."
+)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("replay")
+    def replay_command(
+        trace: Annotated[Path, typer.Argument(help="Gamma trace (.jsonl, schema hedgespec.trace/1).")],
+        methods: Annotated[list[str] | None, typer.Option("--methods", "-m", help=METHODS_HELP)] = None,
+        seed: Annotated[int, typer.Option(help="Seed for the selectors (and the T > 0 acceptance draws).")] = 0,
+        json_out: Annotated[bool, typer.Option("--json", help="Print the payload as JSON to stdout.")] = False,
+    ) -> None:
+        """Replay drafter selectors on a trace: MAT, regret vs the hindsight oracles, selections."""
+        from hedgespec_cli.selection.base import split_methods
+        from hedgespec_cli.selection.replay import default_methods, replay, replay_payload
+        from hedgespec_cli.selection.trace import read_trace
+
+        data = read_trace(trace)
+        names = [m for text in methods for m in split_methods(text)] if methods else default_methods(data.drafters)
+        payload = replay_payload(replay(data, names, seed=seed))
+        payload["trace"]["path"] = str(trace)
+        if json_out:
+            typer.echo(json.dumps(payload, indent=2, allow_nan=False))
+        else:
+            render_replay(payload)
+
+
+def _num(x: float | None, fmt: str = ".2f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def render_replay(payload: dict) -> None:
+    """The payload as rich tables on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    t = payload["trace"]
+    console.print(
+        f"[bold]replay[/] {t.get('path', '')}: {t['queries']} queries, {t['tokens']} tokens, "
+        f"{len(t['drafters'])} drafters, K={t['K']}, T={t['temperature']}, seed {payload['seed']}"
+    )
+    main = Table(title="Methods", caption="MAT and regret in tokens/round")
+    refs = Table(
+        title="Regret vs the hindsight references (> 0: worse than the reference)",
+        caption="MAT gap in tokens/round; +rounds: extra verification rounds (% of the reference's)",
+    )
+    for table, cols in (
+        (main, ("method", "MAT", "rounds", "accept rate", "regret/round\nvs best fixed")),
+        (refs, ("method", "MAT gap\nvs oracle", "+rounds\nvs oracle", "MAT gap vs\noracle-round",
+                "+rounds vs\noracle-round")),
+    ):
+        table.add_column(cols[0], overflow="fold", max_width=24)
+        for col in cols[1:]:
+            table.add_column(col, justify="right", no_wrap=True)
+    for label, m in payload["methods"].items():
+        o, r = m["vs_oracle"], m["vs_oracle_round"]
+        main.add_row(label, _num(m["mat"]), str(m["rounds"]), _num(m["acceptance_rate"], ".3f"),
+                     _num(m["regret_per_round"], "+.3f"))
+        refs.add_row(
+            label, _num(o["mat_gap"], "+.3f"), f"{o['extra_rounds']:+d} ({o['extra_rounds_pct']:+.0f}%)",
+            _num(r["mat_gap"], "+.3f"), f"{r['extra_rounds']:+d} ({r['extra_rounds_pct']:+.0f}%)",
+        )
+    console.print(main)
+    console.print(refs)
+    for label, m in payload["methods"].items():
+        if m["kind"] == "fixed":
+            continue
+        freq = Table(title=f"{label}: selection frequency (% of the domain's rounds)")
+        freq.add_column("domain")
+        for d in t["drafters"]:
+            freq.add_column(d, justify="right")
+        freq.add_column("MAT", justify="right")
+        for domain, row in m["selection_freq"].items():
+            freq.add_row(domain, *(f"{100 * row[d]:.0f}" for d in t["drafters"]),
+                         _num(m["by_domain"][domain]["mat"]))
+        console.print(freq)
+    for note in payload["notes"]:
+        console.print(f"note: {note}", highlight=False)

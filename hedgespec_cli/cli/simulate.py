@@ -1,0 +1,123 @@
+"""`hedgespec simulate`: drafter selection on synthetic environments (no models)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+DEFAULT_METHODS = "hedgespec,ucbspec,exp3spec,metasd-ucb,random,oracle"
+
+
+def _ints(text: str, option: str) -> list[int]:
+    from hedgespec_cli.errors import ConfigError
+
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{option} takes comma-separated integers, e.g. 2,4,8 (got {text!r})") from None
+    if not values or min(values) < 1:
+        raise ConfigError(f"{option} needs integers >= 1 (got {text!r})")
+    return values
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("simulate")
+    def simulate_command(
+        preset: Annotated[str, typer.Option(help="Environment: one-good or experts.")] = "one-good",
+        n_drafters: Annotated[str, typer.Option("--n-drafters", "-N", help="N, or a sweep: 2,4,8,16,32.")] = "8",
+        methods: Annotated[str, typer.Option("--methods", "-m", help="Methods, comma separated.")] = DEFAULT_METHODS,
+        seeds: Annotated[int, typer.Option(help="Seeds to average over (0..S-1).")] = 3,
+        draft_length: Annotated[int, typer.Option("-K", "--draft-length", help="Draft length K.")] = 5,
+        prompts: Annotated[int, typer.Option(help="Prompts per seed.")] = 24,
+        tokens: Annotated[int, typer.Option(help="Generated tokens per prompt.")] = 128,
+        schedule: Annotated[str, typer.Option(help="Domain schedule: mixed or shift.")] = "mixed",
+        domains: Annotated[Optional[int], typer.Option(help="one-good: number of domains (default 1).")] = None,
+        good: Annotated[Optional[float], typer.Option(help="Acceptance of the good drafter / expert.")] = None,
+        gap: Annotated[Optional[float], typer.Option(help="one-good: how much worse the others are.")] = None,
+        generic: Annotated[Optional[float], typer.Option(help="experts: the generic drafter's acceptance.")] = None,
+        off: Annotated[Optional[float], typer.Option(help="experts: an expert's acceptance off its domain.")] = None,
+        model: Annotated[Optional[str], typer.Option(help="bernoulli (i.i.d.) or markov (runs).")] = None,
+        stickiness: Annotated[Optional[float], typer.Option(help="markov: lag-1 correlation in [0, 1).")] = None,
+        save_trace: Annotated[Optional[Path], typer.Option(help="Write seed 0's trace here (single N).")] = None,
+        json_out: Annotated[bool, typer.Option("--json", help="Print the payload as JSON to stdout.")] = False,
+    ) -> None:
+        """Synthetic drafter pools: MAT, regret per round vs the best fixed drafter, shift recovery."""
+        from hedgespec_cli.errors import ConfigError
+        from hedgespec_cli.selection.base import split_methods
+        from hedgespec_cli.selection.simulate import make_env, run_simulation, simulate_trace
+        from hedgespec_cli.selection.trace import write_trace
+
+        options = {
+            "n_domains": domains, "good": good, "gap": gap, "generic": generic, "off": off,
+            "model": model, "stickiness": stickiness,
+        }
+        options = {k: v for k, v in options.items() if v is not None}
+        sizes = _ints(n_drafters, "--n-drafters")
+        if save_trace is not None:
+            if len(sizes) != 1:
+                raise ConfigError("--save-trace needs a single --n-drafters value")
+            env = make_env(preset, sizes[0], options)
+            write_trace(save_trace, simulate_trace(env, K=draft_length, prompts=prompts, tokens=tokens,
+                                                   schedule=schedule, seed=0))
+        payload = run_simulation(
+            preset=preset, n_drafters=sizes, methods=split_methods(methods), seeds=seeds, K=draft_length,
+            prompts=prompts, tokens=tokens, schedule=schedule, env_options=options,
+        )
+        if json_out:
+            typer.echo(json.dumps(payload, indent=2, allow_nan=False))
+        else:
+            render_simulation(payload)
+
+
+def _ms(stat: dict) -> str:
+    return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+
+
+def render_simulation(payload: dict) -> None:
+    """The payload as rich tables on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    s, sweep = payload["settings"], payload["sweep"]
+    console.print(
+        f"[bold]simulate[/] preset {s['preset']}, {s['schedule']} schedule, K={s['K']}, "
+        f"{s['prompts']} prompts x {s['tokens']} tokens, {s['seeds']} seeds (mean ± sd)"
+    )
+    labels = list(sweep[0]["methods"])
+    for key, title in (
+        ("regret_per_round", "Regret per round vs best fixed drafter per query (tokens/round)"),
+        ("mat", "MAT (tokens/round)"),
+    ):
+        table = Table(title=title)
+        table.add_column("method", overflow="fold")
+        for row in sweep:
+            table.add_column(f"N={row['n_drafters']}", justify="right")
+        for label in labels:
+            table.add_row(label, *(_ms(row["methods"][label][key]) for row in sweep))
+        console.print(table)
+    checkpoints = list(sweep[0]["methods"][labels[0]]["curve"])
+    curve = Table(title="Regret curve: mean cumulative regret (tokens) after r rounds of a query")
+    curve.add_column("N", justify="right")
+    curve.add_column("method", overflow="fold")
+    for c in checkpoints:
+        curve.add_column(f"r={c}", justify="right")
+    for row in sweep:
+        for label in labels:
+            curve.add_row(str(row["n_drafters"]), label,
+                          *(f"{row['methods'][label]['curve'][c]:.2f}" for c in checkpoints))
+    console.print(curve)
+    if any(row["methods"][labels[0]]["recovery"]["shifts"] for row in sweep):
+        rec = Table(title="Shift recovery: rounds after a shift until 5 rounds in a row on the new best drafter")
+        for col in ("N", "method", "shifts", "recovered", "mean rounds", "max rounds"):
+            rec.add_column(col, justify="left" if col == "method" else "right", overflow="fold")
+        for row in sweep:
+            for label in labels:
+                r = row["methods"][label]["recovery"]
+                mean = "-" if r["mean_rounds"] is None else f"{r['mean_rounds']:.1f}"
+                rec.add_row(str(row["n_drafters"]), label, str(r["shifts"]), str(r["recovered"]),
+                            mean, "-" if r["max_rounds"] is None else str(r["max_rounds"]))
+        console.print(rec)

@@ -1,0 +1,335 @@
+"""The selector interface, its validated spec and the public registry (DESIGN.md section 6).
+
+A selector chooses a drafter before each round and learns from feedback. The
+engine (and `replay`) drive every selector the same way, per query:
+
+    selector.begin_query(ctx)                 # QueryContext
+    while not done:
+        decision = selector.choose(position)  # position: new tokens so far
+        ... draft with decision.arm, verify, append n tokens ...
+        selector.update(FullFeedback(...) if selector.needs_full_feedback
+                        else BanditFeedback(...))
+    selector.end_query()                      # flush delayed feedback
+
+Methods are chosen by name through `REGISTRY`, never an if/elif chain. Each
+selector module registers its classes with `@register(...)`; importing the
+`hedgespec_cli.selection` package imports them all.
+
+Method strings: `NAME[:ITEM,ITEM...]`, an ITEM being `key=value` or, for a
+method with a positional parameter (`fixed`), a bare value:
+`hedgespec`, `hedgespec:learner=hedge,loss=tap`, `fixed:generic`,
+`ucbspec:delta=0.1`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from hedgespec_cli.errors import ConfigError, HedgespecError
+from hedgespec_cli.selection.feedback import BanditFeedback, Decision, Feedback, QueryContext
+
+
+@runtime_checkable
+class Selector(Protocol):
+    """A drafter-selection policy. Capabilities are attributes, not subclasses.
+
+    name: the method label, e.g. "hedgespec" or "fixed:generic".
+    needs_full_feedback: True -> `update` takes `FullFeedback` (every drafter's
+        gamma); False -> it takes `BanditFeedback` and raises
+        `FeedbackTypeError` on `FullFeedback`.
+    """
+
+    name: str
+    needs_full_feedback: bool
+
+    def begin_query(self, ctx: QueryContext) -> None:
+        """Start a query (reset per-query state)."""
+        ...
+
+    def choose(self, position: int) -> Decision:
+        """The drafter for the round whose first new token is at `position` (0-based)."""
+        ...
+
+    def update(self, feedback: Feedback) -> None:
+        """Learn from the round just verified."""
+        ...
+
+    def end_query(self) -> None:
+        """End the query: flush feedback still held back (HedgeSpec's open windows)."""
+        ...
+
+
+class FeedbackTypeError(TypeError):
+    """A selector was handed the wrong feedback type (a programming error in the caller)."""
+
+
+class NonFiniteError(HedgespecError, FloatingPointError):
+    """A loss, gamma or weight is NaN or infinite."""
+
+
+def check_finite(values: np.ndarray, what: str) -> None:
+    """Raise NonFiniteError unless every value is finite."""
+    if not np.all(np.isfinite(values)):
+        raise NonFiniteError(
+            f"non-finite {what}: {np.asarray(values).tolist()}; the target or a drafter produced "
+            "NaN/inf logits (try dtype float32) or the trace is corrupt (regenerate it)"
+        )
+
+
+# -- parameters and registry --------------------------------------------------
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Param:
+    """One hyperparameter: its type, default and allowed values."""
+
+    kind: type  # str, int or float
+    default: Any = _REQUIRED
+    choices: tuple[str, ...] | None = None
+    check: Callable[[Any], bool] | None = None
+    rule: str = ""  # human words for `check`, shown in errors
+    help: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
+
+    def coerce(self, key: str, method: str, value: Any) -> Any:
+        try:
+            out = self.kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"{method}: {key}={value!r} is not a valid {self.kind.__name__}"
+            ) from None
+        if self.choices is not None and out not in self.choices:
+            raise ConfigError(f"{method}: {key}={value!r}; choose one of {', '.join(self.choices)}")
+        if self.kind is float and not np.isfinite(out):
+            raise ConfigError(f"{method}: {key}={value!r} must be finite")
+        if self.check is not None and not self.check(out):
+            raise ConfigError(f"{method}: {key}={value!r}; it must be {self.rule}")
+        return out
+
+
+RESET = Param(str, "query", ("query", "never"), help="forget the learned state at each query, or never")
+
+
+@dataclass(frozen=True)
+class SelectorSetup:
+    """What every factory receives besides its hyperparameters."""
+
+    name: str  # the method label
+    n_drafters: int
+    drafter_names: tuple[str, ...]
+    rng: np.random.Generator
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A registered method: its factory and what it accepts. Calling it builds a selector.
+
+    kind: "online" (a real serving policy), "reference" (needs hindsight gamma:
+        oracles), or "fixed".
+    """
+
+    name: str
+    factory: Callable[..., Selector]
+    params: Mapping[str, Param]
+    kind: str
+    summary: str
+    positional: str | None = None  # parameter a bare ITEM sets (fixed:NAME -> drafter)
+
+    def __call__(self, setup: SelectorSetup, **params: Any) -> Selector:
+        return self.factory(setup, **params)
+
+
+REGISTRY: dict[str, Registration] = {}
+
+
+def register(
+    name: str,
+    *,
+    kind: str,
+    summary: str,
+    params: Mapping[str, Param] | None = None,
+    positional: str | None = None,
+) -> Callable[[Callable[..., Selector]], Callable[..., Selector]]:
+    """Class decorator adding a selector factory to REGISTRY under `name`."""
+
+    def add(factory: Callable[..., Selector]) -> Callable[..., Selector]:
+        if name in REGISTRY:
+            raise RuntimeError(f"selector {name!r} registered twice")
+        REGISTRY[name] = Registration(
+            name, factory, MappingProxyType(dict(params or {})), kind, summary, positional
+        )
+        return factory
+
+    return add
+
+
+def _registered(name: str) -> Registration:
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown method {name!r}; valid methods: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]
+
+
+# -- the spec -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SelectorSpec:
+    """An immutable, validated method choice: name + hyperparameters + seed.
+
+    `params` holds every hyperparameter of the method, defaults filled in,
+    coerced to its type; unknown keys and bad values raise ConfigError.
+    """
+
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        reg = _registered(self.name)
+        unknown = sorted(set(self.params) - set(reg.params))
+        if unknown:
+            valid = ", ".join(reg.params) or "none"
+            raise ConfigError(
+                f"{self.name}: unknown parameter(s) {', '.join(unknown)}; valid parameters: {valid}"
+            )
+        resolved = {}
+        for key, p in reg.params.items():
+            if key in self.params:
+                resolved[key] = p.coerce(key, self.name, self.params[key])
+            elif p.required:
+                hint = f"{self.name}:VALUE" if reg.positional == key else f"{self.name}:{key}=VALUE"
+                raise ConfigError(f"{self.name} needs {key} ({p.help}); write {hint}")
+            else:
+                resolved[key] = p.default
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer (got {self.seed!r})")
+        object.__setattr__(self, "params", MappingProxyType(resolved))
+
+    @property
+    def label(self) -> str:
+        """The method's display name: the name plus non-default parameters, positional bare."""
+        reg = REGISTRY[self.name]
+        items = []
+        for key, p in reg.params.items():
+            value = self.params[key]
+            if p.required or value != p.default:
+                items.append(str(value) if key == reg.positional else f"{key}={value}")
+        return self.name + (":" + ",".join(items) if items else "")
+
+    @classmethod
+    def parse(cls, text: str, *, seed: int = 0) -> SelectorSpec:
+        """`NAME[:ITEM,...]` -> spec (see the module docstring)."""
+        name, _, rest = text.strip().partition(":")
+        reg = _registered(name.strip())
+        params: dict[str, str] = {}
+        for item in filter(None, (i.strip() for i in rest.split(","))):
+            key, eq, value = item.partition("=")
+            if not eq:
+                if reg.positional is None:
+                    raise ConfigError(
+                        f"{reg.name}: {item!r} is not key=value; valid parameters: "
+                        f"{', '.join(reg.params) or 'none'}"
+                    )
+                key, value = reg.positional, item
+            key = key.strip()
+            if key in params:
+                raise ConfigError(f"{reg.name}: parameter {key} given twice in {text!r}")
+            params[key] = value.strip()
+        return cls(reg.name, params, seed)
+
+
+def split_methods(text: str) -> list[str]:
+    """Split a comma list of method strings; `key=value` items continue the method before.
+
+    "hedgespec:learner=hedge,loss=tap,ucbspec" -> ["hedgespec:learner=hedge,loss=tap", "ucbspec"]
+    """
+    methods: list[str] = []
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        if "=" in item and ":" not in item:
+            if not methods or ":" not in methods[-1]:
+                raise ConfigError(
+                    f"{item!r} in --methods belongs to no method; write NAME:{item}"
+                )
+            methods[-1] += "," + item
+        else:
+            methods.append(item)
+    return methods
+
+
+def make_selector(
+    spec: SelectorSpec | str,
+    n_drafters: int,
+    drafter_names: Sequence[str] | None = None,
+    *,
+    seed: int | None = None,
+) -> Selector:
+    """Build a selector from a spec or a method string.
+
+    drafter_names defaults to d0..d{N-1}; `fixed:NAME` resolves NAME against it.
+    seed, when given, overrides the spec's seed. The selector gets its own
+    `np.random.default_rng(seed)`: same seed, same decisions.
+    """
+    if isinstance(spec, str):
+        spec = SelectorSpec.parse(spec, seed=seed or 0)
+    elif seed is not None:
+        spec = replace(spec, seed=seed)
+    if isinstance(n_drafters, bool) or not isinstance(n_drafters, (int, np.integer)) or n_drafters < 1:
+        raise ConfigError(f"a selector needs at least one drafter (got n_drafters={n_drafters!r})")
+    names = tuple(drafter_names) if drafter_names is not None else tuple(f"d{j}" for j in range(n_drafters))
+    if len(names) != n_drafters:
+        raise ConfigError(f"{len(names)} drafter names for {n_drafters} drafters; give one name per drafter")
+    setup = SelectorSetup(spec.label, int(n_drafters), names, np.random.default_rng(spec.seed))
+    return REGISTRY[spec.name](setup, **spec.params)
+
+
+# -- helpers shared by the selectors --------------------------------------------------
+
+
+def one_hot(arm: int, n: int) -> np.ndarray:
+    probs = np.zeros(n)
+    probs[arm] = 1.0
+    return probs
+
+
+def argmax_decision(scores: np.ndarray, rng: np.random.Generator) -> Decision:
+    """Play the best score; ties broken uniformly at random (probs spread over the tie)."""
+    best = np.flatnonzero(scores >= scores.max())
+    probs = np.zeros(scores.shape[0])
+    probs[best] = 1.0 / best.size
+    arm = int(best[0]) if best.size == 1 else int(rng.choice(best))
+    return Decision(arm, probs)
+
+
+def sample_decision(probs: np.ndarray, rng: np.random.Generator) -> Decision:
+    """Draw an arm from probs (renormalised against rounding)."""
+    probs = probs / probs.sum()
+    return Decision(int(rng.choice(probs.shape[0], p=probs)), probs)
+
+
+def require_bandit(name: str, feedback: Feedback, n_drafters: int) -> None:
+    """Bandit selectors call this first: they may never see other drafters' gamma."""
+    if not isinstance(feedback, BanditFeedback):
+        raise FeedbackTypeError(
+            f"{name} is a bandit selector (needs_full_feedback=False) and takes BanditFeedback, "
+            f"not {type(feedback).__name__}: it must never see the drafters it did not run"
+        )
+    if not 0 <= feedback.arm < n_drafters:
+        raise ValueError(f"{name}: feedback for arm {feedback.arm} outside 0..{n_drafters - 1}")
+
+
+def check_context(name: str, ctx: QueryContext, n_drafters: int) -> None:
+    if len(ctx.drafter_names) != n_drafters:
+        raise ConfigError(
+            f"{name} was built for {n_drafters} drafters but the query has "
+            f"{len(ctx.drafter_names)}; build the selector with the run's drafter pool"
+        )

@@ -1,0 +1,68 @@
+"""The one-step counterfactual estimator and the HedgeSpec losses (DESIGN.md section 5).
+
+HedgeSpec (arXiv 2510.20064), for drafter j and a round starting at position s:
+
+    A_s[j] = 1 + sum_{k=1..K} prod_{m=0..k-1} gamma_{s+m}[j]       in [1, K+1]
+
+It reads the K-window gamma[s : s+K]. At T = 0 gamma is the 0/1 argmax-match
+indicator and A_s[j] is exactly the number of tokens a round with drafter j
+would append (accepted run + the correction/bonus token).
+
+Losses, both in [0, 1]:
+    TAP  l_s[j] = 1 - gamma_s[j]           (needs gamma_s only: window 1)
+    EAL  l_s[j] = 1 - A_s[j] / (K + 1)     (needs the K-window)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from hedgespec_cli.selection.base import check_finite
+
+
+def acceptance_lengths(gamma: np.ndarray, K: int, *, close: bool = False) -> np.ndarray:
+    """A_s for positions of a (L, N) gamma matrix -> (M, N) float64.
+
+    close=False: only positions whose K-window is complete, s = 0..L-K
+        (M = max(L - K + 1, 0)).
+    close=True: all L positions; windows running past the end of the text are
+        closed there (gamma beyond L counts as 0), which is how HedgeSpec
+        flushes a query's last positions and also the exact round length at
+        T = 0 before the end-of-text cap.
+    """
+    gamma = np.asarray(gamma, dtype=np.float64)
+    if gamma.ndim != 2:
+        raise ValueError(f"gamma must be (L, N), got shape {gamma.shape}")
+    check_finite(gamma, "gamma")
+    L, N = gamma.shape
+    if close:
+        gamma = np.concatenate([gamma, np.zeros((K - 1, N))])
+    if gamma.shape[0] < K:
+        return np.zeros((0, N))
+    windows = sliding_window_view(gamma, K, axis=0)  # (M, N, K): windows[s, j, m] = gamma[s+m, j]
+    return 1.0 + np.cumprod(windows, axis=2).sum(axis=2)
+
+
+def tap_loss(gamma: np.ndarray) -> np.ndarray:
+    """TAP loss 1 - gamma, same shape as gamma."""
+    return 1.0 - np.asarray(gamma, dtype=np.float64)
+
+
+def eal_loss(A: np.ndarray, K: int) -> np.ndarray:
+    """EAL loss 1 - A / (K + 1), same shape as A."""
+    return 1.0 - np.asarray(A, dtype=np.float64) / (K + 1)
+
+
+def round_lengths(accept: np.ndarray, K: int) -> np.ndarray:
+    """n[s, j]: tokens a round starting at s with drafter j appends -> (L, N) int64.
+
+    accept: (L, N) 0/1 acceptance indicators (gamma at T = 0). A round drafts
+    at most K tokens, keeps the leading accepted run, adds one target token,
+    and never runs past the L tokens of the text. This equals the live
+    engine's n for any max_new_tokens >= L (its draft-length cap
+    min(K, max_new_tokens - s - 1) never changes n; see replay.py).
+    """
+    L = accept.shape[0]
+    A = acceptance_lengths(accept, K, close=True)  # (L, N): 1 + min(run, K, L - s)
+    return np.minimum(A, (L - np.arange(L))[:, None]).astype(np.int64)

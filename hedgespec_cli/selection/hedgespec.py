@@ -1,0 +1,132 @@
+"""HedgeSpec: full-information drafter selection with delayed token-level losses.
+
+HedgeSpec (arXiv 2510.20064, "Not-a-Bandit"), DESIGN.md section 5. Because SD
+is lossless, every verified position gives every drafter's gamma. Each verified
+position s becomes one loss vector (TAP or EAL) for an experts learner; the
+learner picks the drafter for the next round.
+
+Censoring as delay: the EAL loss of position s needs gamma[s : s+K], which
+only exists once later rounds have verified K-1 more tokens. A position's
+loss is therefore released to the learner only once its window is complete
+(TAP needs just gamma_s: window 1). `end_query` closes the windows still
+open at the end of the text (gamma beyond the text counts as 0) and releases
+them, so every verified position enters the learner exactly once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hedgespec_cli.selection.base import (
+    FeedbackTypeError,
+    RESET,
+    Param,
+    SelectorSetup,
+    argmax_decision,
+    check_context,
+    check_finite,
+    register,
+    sample_decision,
+)
+from hedgespec_cli.selection.estimators import acceptance_lengths, eal_loss, tap_loss
+from hedgespec_cli.selection.feedback import Decision, Feedback, FullFeedback, QueryContext
+from hedgespec_cli.selection.learners import LEARNERS
+
+@register(
+    "hedgespec",
+    kind="online",
+    summary="HedgeSpec: full-information experts learner on delayed TAP/EAL losses",
+    params={
+        "loss": Param(str, "eal", ("eal", "tap"), help="token loss: expected acceptance length or TAP"),
+        "learner": Param(str, "normalhedge", tuple(LEARNERS), help="experts algorithm"),
+        "reset": RESET,
+        "play": Param(str, "argmax", ("argmax", "sample"), help="play the top weight or sample"),
+    },
+)
+class HedgeSpec:
+    """The delayed full-information learner. Decisions per round, learning per token."""
+
+    needs_full_feedback = True
+
+    def __init__(
+        self, setup: SelectorSetup, *, loss: str, learner: str, reset: str, play: str
+    ) -> None:
+        self.name = setup.name
+        self.n = setup.n_drafters
+        self.rng = setup.rng
+        self.loss, self.reset, self.play = loss, reset, play
+        self.learner = LEARNERS[learner](self.n)
+        self.K: int | None = None
+        self._gamma = np.zeros((0, self.n))  # (verified, N) this query's gamma rows
+        self._verified = 0
+        self._released = 0  # positions whose loss the learner has seen
+
+    @property
+    def weights(self) -> np.ndarray:
+        """The learner's current distribution over drafters, (N,)."""
+        return self.learner.probs()
+
+    @property
+    def released(self) -> int:
+        """Positions of the current query already given to the learner."""
+        return self._released
+
+    @property
+    def window(self) -> int:
+        """Rows a position's loss needs: K for EAL, 1 for TAP."""
+        return self.K if self.loss == "eal" else 1
+
+    def begin_query(self, ctx: QueryContext) -> None:
+        check_context(self.name, ctx, self.n)
+        if self.reset == "query":
+            self.learner.reset()
+        self.K = ctx.K
+        self._gamma = np.zeros((64, self.n))
+        self._verified = self._released = 0
+
+    def choose(self, position: int) -> Decision:
+        if position != self._verified:
+            raise ValueError(
+                f"{self.name}: choose({position}) but {self._verified} positions were verified; "
+                "call begin_query first and update after every round"
+            )
+        p = self.learner.probs()
+        return argmax_decision(p, self.rng) if self.play == "argmax" else sample_decision(p, self.rng)
+
+    def update(self, feedback: Feedback) -> None:
+        if self.K is None:
+            raise ValueError(f"{self.name}: update before begin_query")
+        if not isinstance(feedback, FullFeedback):
+            raise FeedbackTypeError(
+                f"{self.name} needs FullFeedback (every drafter's gamma), got {type(feedback).__name__}"
+            )
+        rows = np.asarray(feedback.gamma, dtype=np.float64)
+        if rows.ndim != 2 or rows.shape[1] != self.n or rows.shape[0] < 1:
+            raise ValueError(f"{self.name}: gamma must be (n >= 1, {self.n}), got {rows.shape}")
+        check_finite(rows, "gamma")
+        self._append(np.clip(rows, 0.0, 1.0))  # sum min(p, q) may overshoot 1 by rounding
+        self._release(close=False)
+
+    def end_query(self) -> None:
+        self._release(close=True)
+
+    def _append(self, rows: np.ndarray) -> None:
+        need = self._verified + rows.shape[0]
+        if need > self._gamma.shape[0]:
+            grown = np.zeros((max(need, 2 * self._gamma.shape[0]), self.n))
+            grown[: self._verified] = self._gamma[: self._verified]
+            self._gamma = grown
+        self._gamma[self._verified : need] = rows
+        self._verified = need
+
+    def _release(self, *, close: bool) -> None:
+        """Feed the learner one loss vector per position whose window is complete (or closed)."""
+        start, end, w = self._released, self._verified, self.window
+        rows = self._gamma[start:end]  # (m, N)
+        if self.loss == "tap":
+            losses = tap_loss(rows)
+        else:
+            losses = eal_loss(acceptance_lengths(rows, w, close=close), self.K)  # complete windows only
+        for loss in losses:  # learning is token-level: one step per position, in order
+            self.learner.update(loss)
+        self._released = start + losses.shape[0]

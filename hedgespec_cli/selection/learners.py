@@ -1,0 +1,183 @@
+"""Full-information experts learners: NormalHedge, Hedge, AdaNormalHedge.
+
+Each learner keeps a distribution over N experts (drafters), takes one loss
+vector in [0, 1]^N per step and never sees anything else. Weights are kept in
+log space and normalised with logsumexp; non-finite losses raise
+NonFiniteError. Regret notation: r_t,i = <p_t, l_t> - l_t,i, R_t,i = sum r.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import numpy as np
+
+from hedgespec_cli.selection.base import check_finite
+
+
+class Learner(Protocol):
+    """An experts algorithm over N experts."""
+
+    def probs(self) -> np.ndarray:
+        """Current distribution p_t, (N,) float64 summing to 1."""
+        ...
+
+    def update(self, loss: np.ndarray) -> None:
+        """Observe the loss vector l_t, (N,)."""
+        ...
+
+    def reset(self) -> None:
+        """Forget everything (back to uniform)."""
+        ...
+
+
+def _normalise(log_w: np.ndarray) -> np.ndarray:
+    """exp(log_w) / sum, stable; all -inf -> uniform."""
+    top = log_w.max()
+    if not np.isfinite(top):
+        return np.full(log_w.shape, 1.0 / log_w.size)
+    w = np.exp(log_w - top)
+    return w / w.sum()
+
+
+def _logmeanexp(x: np.ndarray) -> float:
+    top = x.max()
+    return float(top + math.log(np.exp(x - top).mean()))
+
+
+def _check_loss(loss: np.ndarray, n: int, who: str) -> np.ndarray:
+    loss = np.asarray(loss, dtype=np.float64)
+    if loss.shape != (n,):
+        raise ValueError(f"{who}: loss vector must have shape ({n},), got {loss.shape}")
+    check_finite(loss, f"loss in {who}")
+    return loss
+
+
+def normalhedge_scale(R_plus: np.ndarray, tol: float = 1e-7) -> float:
+    """NormalHedge's scale c > 0 solving mean_i exp([R_i]_+^2 / (2c)) = e, by bisection.
+
+    Chaudhuri, Freund & Hsu (2009), "A Parameter-free Hedging Algorithm",
+    Figure 1. Needs max [R]_+ > 0. The left side falls as c grows, and
+        c = max R+^2 / 2           makes every term <= e       -> side <= e
+        c = max R+^2 / (2(1+ln N)) makes the largest term N e  -> side >= e
+    so bisection on log c inside that bracket converges. It stops when
+    |log(mean exp(...)) - 1| <= tol, i.e. |mean exp(...) - e| <= e * tol.
+    """
+    sq = np.asarray(R_plus, dtype=np.float64) ** 2
+    top = sq.max()
+    if not top > 0:
+        raise ValueError("normalhedge_scale needs at least one positive regret")
+    lo = math.log(top / (2.0 * (1.0 + math.log(sq.size))))
+    hi = math.log(top / 2.0)
+    mid = hi
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        gap = _logmeanexp(sq / (2.0 * math.exp(mid))) - 1.0
+        if abs(gap) <= tol:
+            break
+        if gap > 0:  # side too large -> c too small
+            lo = mid
+        else:
+            hi = mid
+    return math.exp(mid)
+
+
+class NormalHedge:
+    """NormalHedge (Chaudhuri, Freund & Hsu 2009), parameter-free."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.reset()
+
+    def reset(self) -> None:
+        self.R = np.zeros(self.n)  # cumulative regret R_i
+        self.c: float | None = None
+        self._p = np.full(self.n, 1.0 / self.n)
+
+    def probs(self) -> np.ndarray:
+        return self._p.copy()
+
+    def update(self, loss: np.ndarray) -> None:
+        loss = _check_loss(loss, self.n, "NormalHedge")
+        # R_t,i = R_t-1,i + <p_t, l_t> - l_t,i
+        self.R += self._p @ loss - loss
+        R_plus = np.maximum(self.R, 0.0)
+        positive = R_plus > 0
+        if not positive.any():  # all [R]_+ = 0: uniform (Figure 1)
+            self.c, self._p = None, np.full(self.n, 1.0 / self.n)
+            return
+        # Figure 1: p_i ∝ ([R_i]_+ / c) exp([R_i]_+^2 / (2c)), c from normalhedge_scale
+        self.c = normalhedge_scale(R_plus)
+        log_w = np.full(self.n, -np.inf)
+        log_w[positive] = np.log(R_plus[positive] / self.c) + R_plus[positive] ** 2 / (2 * self.c)
+        check_finite(log_w[positive], "NormalHedge log-weights")
+        self._p = _normalise(log_w)
+
+
+class Hedge:
+    """Hedge / exponential weights (Freund & Schapire 1997) with an anytime step size."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.reset()
+
+    def reset(self) -> None:
+        self.L = np.zeros(self.n)  # cumulative loss L_t,i
+        self.t = 0
+
+    @property
+    def eta(self) -> float:
+        """eta_t = sqrt(ln N / t) after t updates (0 before any: p is uniform then anyway)."""
+        return math.sqrt(math.log(self.n) / self.t) if self.t else 0.0
+
+    def probs(self) -> np.ndarray:
+        # p_t+1,i ∝ exp(-eta_t L_t,i)
+        return _normalise(-self.eta * self.L)
+
+    def update(self, loss: np.ndarray) -> None:
+        self.L += _check_loss(loss, self.n, "Hedge")
+        self.t += 1
+
+
+class AdaNormalHedge:
+    """AdaNormalHedge (Luo & Schapire 2015), uniform prior, parameter-free."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.reset()
+
+    def reset(self) -> None:
+        self.R = np.zeros(self.n)  # R_t,i = sum r_t,i
+        self.C = np.zeros(self.n)  # C_t,i = sum |r_t,i|
+        self._p = self._weights()
+
+    def probs(self) -> np.ndarray:
+        return self._p.copy()
+
+    def update(self, loss: np.ndarray) -> None:
+        loss = _check_loss(loss, self.n, "AdaNormalHedge")
+        r = self._p @ loss - loss
+        self.R += r
+        self.C += np.abs(r)
+        self._p = self._weights()
+
+    def _weights(self) -> np.ndarray:
+        # Luo & Schapire (2015), "Achieving All with No Parameters", Algorithm 1 / eq. (2):
+        #   Phi(R, C) = exp([R]_+^2 / (3C)),  w(R, C) = (Phi(R+1, C+1) - Phi(R-1, C+1)) / 2,
+        #   p_t,i ∝ prior_i * w(R_t-1,i, C_t-1,i); uniform when every w is 0.
+        # In log space: log w = a + log(1 - exp(b - a)) - log 2, a > b whenever R > -1.
+        a = np.maximum(self.R + 1.0, 0.0) ** 2 / (3.0 * (self.C + 1.0))
+        b = np.maximum(self.R - 1.0, 0.0) ** 2 / (3.0 * (self.C + 1.0))
+        log_w = np.full(self.n, -np.inf)
+        alive = self.R > -1.0
+        log_w[alive] = a[alive] + np.log(-np.expm1(b[alive] - a[alive])) - math.log(2.0)
+        check_finite(log_w[alive], "AdaNormalHedge log-weights")
+        return _normalise(log_w)
+
+
+LEARNERS: dict[str, type[NormalHedge] | type[Hedge] | type[AdaNormalHedge]] = {
+    "normalhedge": NormalHedge,
+    "hedge": Hedge,
+    "adanormalhedge": AdaNormalHedge,
+}

@@ -1,0 +1,278 @@
+"""Replay selectors on a gamma trace: offline, exactly as the live engine at T = 0.
+
+Per query with L generated tokens, rounds start at s = 0. Each round:
+  1. the selector chooses drafter j (`choose(s)`);
+  2. draft length k = min(K, max_new_tokens - s - 1) (k = 0: a plain target step);
+  3. accepted a = leading ones of accept[s : s+k, j];
+  4. n = min(a + 1, L - s) tokens are appended (the end of the text cuts the
+     round as EOS / the length cap does live);
+  5. feedback: FullFeedback(gamma[s : s+n]) to full-information selectors;
+     BanditFeedback(j, n, k, K, block_reward) to the others, block_reward being
+     the mean of gamma[s : s+k', j] with k' = min(k, a + 1) (the accepted
+     positions plus the first rejected one). This is a REPLAY PROXY for
+     MetaSD's reward, (1/k) sum (1 - TV(p, q_j)) over all drafted positions,
+     whose exact value needs distributions a trace does not store;
+  6. s += n.
+MAT = mean n over rounds.
+
+At T = 0, gamma is the exact 0/1 acceptance indicator (accept = gamma) and
+replay reproduces the live rounds. At T > 0 replay is an APPROXIMATION:
+accept[s, j] ~ Bernoulli(gamma[s, j]), drawn once per trace from a seeded
+generator, independently per position and drafter, and shared by all methods
+so their comparison is paired; full-information selectors still see the real
+gamma.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from hedgespec_cli.errors import ConfigError
+from hedgespec_cli.selection.base import REGISTRY, Selector, SelectorSpec, make_selector
+from hedgespec_cli.selection.estimators import round_lengths
+from hedgespec_cli.selection.feedback import BanditFeedback, FullFeedback, QueryContext
+from hedgespec_cli.selection.trace import Trace, TraceError, TraceQuery, is_binary
+
+REFERENCES = ("oracle", "oracle-round")
+METASD_PROXY_NOTE = (
+    "metasd-ucb's reward in replay is a proxy: the chosen drafter's mean gamma over its accepted "
+    "positions plus the first rejected one (the live reward, 1 - TV(p, q) over every drafted "
+    "position, needs distributions a trace does not store)"
+)
+
+
+@dataclass(frozen=True)
+class QueryRun:
+    """One method on one query; arrays are per round, (R,), except n_all (R, N).
+
+    n_all[t, j]: tokens round t would have appended with drafter j (the exact
+    counterfactual at T = 0), used for regret against the best fixed drafter.
+    """
+
+    query_id: str
+    domain: str | None
+    L: int
+    starts: np.ndarray
+    arms: np.ndarray
+    n: np.ndarray
+    drafted: np.ndarray
+    accepted: np.ndarray
+    n_all: np.ndarray
+
+    @property
+    def rounds(self) -> int:
+        return int(self.n.size)
+
+    def regret(self) -> np.ndarray:
+        """Per-round regret against this query's best fixed drafter on the same rounds, (R,) tokens.
+
+        r_t = n_all[t, j*] - n[t], j* = argmax_j sum_t n_all[t, j] (paper-style
+        regret: the one-step counterfactual of the best drafter in hindsight).
+        """
+        best = int(np.argmax(self.n_all.sum(axis=0)))
+        return self.n_all[:, best] - self.n
+
+
+@dataclass(frozen=True)
+class MethodRun:
+    label: str
+    kind: str
+    queries: tuple[QueryRun, ...]
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    trace: Trace
+    seed: int
+    exact: bool  # T = 0: replay equals the live engine
+    runs: dict[str, MethodRun]  # requested methods and the references, by label
+    requested: tuple[str, ...]
+
+
+def leading_ones(row: np.ndarray) -> int:
+    """Length of the run of ones at the start of a 0/1 vector."""
+    zeros = np.flatnonzero(row < 0.5)
+    return int(zeros[0]) if zeros.size else int(row.size)
+
+
+def acceptance_draws(trace: Trace, seed: int) -> list[np.ndarray]:
+    """Per query (L, N) 0/1 acceptance: gamma itself at T = 0, seeded Bernoulli(gamma) at T > 0."""
+    if trace.temperature == 0:
+        for q in trace.queries:
+            if not is_binary(q.gamma):
+                raise TraceError(
+                    f"query {q.id!r}: a temperature-0 trace must hold 0/1 gamma (argmax matches); "
+                    "fix the trace's temperature or regenerate it"
+                )
+        return [q.gamma for q in trace.queries]
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])  # apart from selector streams
+    return [(rng.random(q.gamma.shape) < q.gamma).astype(np.float64) for q in trace.queries]
+
+
+def replay_query(
+    selector: Selector, trace: Trace, query: TraceQuery, accept: np.ndarray, *, hindsight: bool
+) -> QueryRun:
+    """Run one selector over one query (module docstring, steps 1-6)."""
+    K, gamma, L, N = trace.K, query.gamma, query.L, trace.N
+    table = round_lengths(accept, K)  # (L, N) counterfactual n for every start and drafter
+    ctx = QueryContext(
+        query.domain, trace.drafters, trace.drafter_domains, K, accept if hindsight else None
+    )
+    starts, arms, ns, drafted, accepted = [], [], [], [], []
+    selector.begin_query(ctx)
+    s = 0
+    while s < L:
+        j = selector.choose(s).arm
+        if not 0 <= j < N:
+            raise ValueError(f"{selector.name} chose drafter {j} outside 0..{N - 1}")
+        k = min(K, trace.max_new_tokens - s - 1)
+        a = leading_ones(accept[s : s + k, j])
+        n = min(a + 1, L - s)
+        if selector.needs_full_feedback:
+            selector.update(FullFeedback(gamma[s : s + n], j, K))
+        else:
+            block = gamma[s : s + min(k, a + 1), j]
+            reward = float(block.mean()) if block.size else 0.0
+            selector.update(BanditFeedback(j, n, k, K, reward))
+        starts.append(s), arms.append(j), ns.append(n), drafted.append(k), accepted.append(min(a, n))
+        s += n
+    selector.end_query()
+    idx = np.asarray(starts, dtype=np.int64)
+    return QueryRun(
+        query.id, query.domain, L, idx, np.asarray(arms), np.asarray(ns), np.asarray(drafted),
+        np.asarray(accepted), table[idx],
+    )
+
+
+def replay(trace: Trace, methods: Sequence[str | SelectorSpec], *, seed: int = 0) -> ReplayResult:
+    """Replay every method (plus the hindsight references) over every query of the trace.
+
+    Each method gets one selector, seeded with `seed`, kept across queries
+    (its own `reset` setting decides what it forgets between them).
+    """
+    if not trace.queries:
+        raise TraceError("the trace has no queries; record some before replaying")
+    specs = [SelectorSpec.parse(m, seed=seed) if isinstance(m, str) else m for m in methods]
+    labels = [s.label for s in specs]
+    dupes = sorted({lb for lb in labels if labels.count(lb) > 1})
+    if dupes:
+        raise ConfigError(f"method(s) listed twice: {', '.join(dupes)}; list each once")
+    for ref in REFERENCES:
+        if ref not in labels:
+            specs.append(SelectorSpec(ref, seed=seed))
+    accepts = acceptance_draws(trace, seed)
+    runs = {}
+    for spec in specs:
+        selector = make_selector(spec, trace.N, trace.drafters)
+        kind = REGISTRY[spec.name].kind
+        queries = tuple(
+            replay_query(selector, trace, q, a, hindsight=kind == "reference")
+            for q, a in zip(trace.queries, accepts)
+        )
+        runs[spec.label] = MethodRun(spec.label, kind, queries)
+    return ReplayResult(trace, seed, trace.temperature == 0, runs, tuple(labels))
+
+
+def default_methods(drafters: Sequence[str]) -> list[str]:
+    """Every registered online method, the two references and fixed:NAME for each drafter."""
+    online = [name for name, reg in REGISTRY.items() if reg.kind == "online"]
+    return online + list(REFERENCES) + [f"fixed:{d}" for d in drafters]
+
+
+# -- metrics -------------------------------------------------------------------------
+
+UNITS = {
+    "mat": "tokens per round (bonus included)",
+    "rounds": "target verification rounds, summed over queries",
+    "regret_per_round": "tokens per round: best fixed drafter in hindsight per query, counterfactual on the method's own rounds, minus the method",
+    "mat_gap": "tokens per round: reference MAT minus method MAT",
+    "extra_rounds": "rounds: method rounds minus reference rounds, summed over queries",
+    "extra_rounds_pct": "percent of the reference's rounds",
+    "selection_freq": "fraction of the domain's rounds",
+}
+
+
+def regret_curve(runs: Sequence[QueryRun], checkpoints: Sequence[int]) -> dict[str, float]:
+    """Mean over queries of the cumulative regret after r rounds of a query (tokens).
+
+    A query shorter than r contributes its final cumulative regret.
+    """
+    out = {}
+    finals = [np.cumsum(q.regret()) for q in runs]
+    for r in checkpoints:
+        out[str(r)] = float(np.mean([c[min(r, c.size) - 1] for c in finals]))
+    return out
+
+
+def method_metrics(run: MethodRun, refs: dict[str, MethodRun], drafters: Sequence[str]) -> dict:
+    """One method's numbers (units in UNITS); the dict drives both the tables and --json."""
+    qs = run.queries
+    tokens = sum(q.L for q in qs)
+    rounds = sum(q.rounds for q in qs)
+    drafted = sum(int(q.drafted.sum()) for q in qs)
+    accepted = sum(int(q.accepted.sum()) for q in qs)
+    regret = sum(float(q.regret().sum()) for q in qs)
+    out = {
+        "kind": run.kind,
+        "mat": tokens / rounds,
+        "rounds": rounds,
+        "tokens": tokens,
+        "acceptance_rate": accepted / drafted if drafted else None,
+        "regret_per_round": regret / rounds,
+    }
+    for name, ref in refs.items():
+        ref_rounds = sum(q.rounds for q in ref.queries)
+        out[f"vs_{name.replace('-', '_')}"] = {
+            "mat_gap": tokens / ref_rounds - tokens / rounds,
+            "extra_rounds": rounds - ref_rounds,
+            "extra_rounds_pct": 100.0 * (rounds - ref_rounds) / ref_rounds,
+        }
+    by_domain, freq = {}, {}
+    for domain in dict.fromkeys(q.domain for q in qs):
+        dq = [q for q in qs if q.domain == domain]
+        key = str(domain)
+        arms = np.concatenate([q.arms for q in dq])
+        counts = np.bincount(arms, minlength=len(drafters))
+        by_domain[key] = {"mat": sum(q.L for q in dq) / arms.size, "rounds": int(arms.size)}
+        freq[key] = {d: float(c / arms.size) for d, c in zip(drafters, counts)}
+    out["by_domain"] = by_domain
+    out["selection_freq"] = freq
+    return out
+
+
+def replay_payload(result: ReplayResult) -> dict:
+    """Build the data once: the command renders it as tables or dumps it as JSON."""
+    trace = result.trace
+    refs = {r: result.runs[r] for r in REFERENCES}
+    notes = [
+        "oracle-round: per round the longest accepted run from the same position (no method "
+        "appends more in a round starting there)",
+    ]
+    if result.exact:
+        notes.insert(0, "T = 0: replay is exact (the live engine makes the same rounds)")
+    else:
+        notes.insert(
+            0,
+            f"T = {trace.temperature}: replay is an APPROXIMATION; acceptance is sampled as "
+            f"Bernoulli(gamma) per position and drafter (seed {result.seed}), shared by all methods",
+        )
+    if any(label.startswith("metasd-ucb") for label in result.requested):
+        notes.append(METASD_PROXY_NOTE)
+    return {
+        "schema": "hedgespec.replay/1",
+        "trace": {
+            **trace.header(),
+            "queries": len(trace.queries),
+            "tokens": sum(q.L for q in trace.queries),
+        },
+        "seed": result.seed,
+        "exact": result.exact,
+        "notes": notes,
+        "units": UNITS,
+        "methods": {
+            label: method_metrics(result.runs[label], refs, trace.drafters) for label in result.requested
+        },
+    }

@@ -1,0 +1,204 @@
+"""Gamma traces: every drafter's per-position gamma for a set of decoded queries.
+
+A trace lets `replay` run any selector offline, exactly as the live engine
+would at T = 0 (see replay.py). JSONL, one header line, then one line per query:
+
+    {"schema": "hedgespec.trace/1", "K": 5, "temperature": 0.0, "max_new_tokens": 128,
+     "drafters": ["generic", "code"], "drafter_domains": [null, "code"]}
+    {"id": "code-0007", "domain": "code", "tokens": [17, 4, ...], "gamma": [[1.0, 0.0], ...]}
+
+`gamma` has one row per generated token (L rows for L tokens) and one column
+per drafter, in `drafters` order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hedgespec_cli.errors import HedgespecError
+
+SCHEMA = "hedgespec.trace/1"
+
+
+class TraceError(HedgespecError):
+    """A trace file is missing, malformed or inconsistent."""
+
+
+@dataclass(frozen=True)
+class TraceQuery:
+    """One decoded query. gamma: (L, N) float64, one row per generated token."""
+
+    id: str
+    domain: str | None
+    tokens: tuple[int, ...]
+    gamma: np.ndarray
+
+    def __post_init__(self) -> None:
+        g = np.asarray(self.gamma, dtype=np.float64)
+        object.__setattr__(self, "gamma", g)
+        object.__setattr__(self, "tokens", tuple(int(t) for t in self.tokens))
+        where = f"query {self.id!r}"
+        if not self.tokens:
+            raise TraceError(f"{where} has no generated tokens; every query needs at least one")
+        if g.ndim != 2 or g.shape[0] != len(self.tokens):
+            raise TraceError(
+                f"{where}: gamma must have one row per generated token ({len(self.tokens)} rows), "
+                f"got shape {g.shape}; regenerate the trace"
+            )
+        if not np.all(np.isfinite(g)) or g.min() < 0 or g.max() > 1:
+            raise TraceError(f"{where}: gamma values must be finite and in [0, 1]; regenerate the trace")
+
+    @property
+    def L(self) -> int:
+        return len(self.tokens)
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Decoding settings, the drafter pool and the queries, validated on construction."""
+
+    K: int
+    temperature: float
+    max_new_tokens: int
+    drafters: tuple[str, ...]
+    drafter_domains: tuple[str | None, ...]
+    queries: tuple[TraceQuery, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "drafters", tuple(self.drafters))
+        object.__setattr__(self, "drafter_domains", tuple(self.drafter_domains))
+        object.__setattr__(self, "queries", tuple(self.queries))
+        if not isinstance(self.K, int) or self.K < 1:
+            raise TraceError(f"trace K must be an integer >= 1, got {self.K!r}")
+        if not isinstance(self.temperature, (int, float)) or not self.temperature >= 0:
+            raise TraceError(f"trace temperature must be a number >= 0, got {self.temperature!r}")
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise TraceError(f"trace max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
+        if not self.drafters or len(set(self.drafters)) != len(self.drafters):
+            raise TraceError(f"trace drafters must be non-empty and unique, got {list(self.drafters)}")
+        if len(self.drafter_domains) != len(self.drafters):
+            raise TraceError("trace drafter_domains must have one entry (or null) per drafter")
+        ids = set()
+        for q in self.queries:
+            if q.gamma.shape[1] != len(self.drafters):
+                raise TraceError(
+                    f"query {q.id!r}: gamma has {q.gamma.shape[1]} columns for {len(self.drafters)} drafters"
+                )
+            if q.L > self.max_new_tokens:
+                raise TraceError(f"query {q.id!r}: {q.L} tokens exceed max_new_tokens {self.max_new_tokens}")
+            if q.id in ids:
+                raise TraceError(f"duplicate query id {q.id!r}; query ids must be unique")
+            ids.add(q.id)
+
+    @property
+    def N(self) -> int:
+        return len(self.drafters)
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "K": self.K,
+            "temperature": float(self.temperature),
+            "max_new_tokens": self.max_new_tokens,
+            "drafters": list(self.drafters),
+            "drafter_domains": list(self.drafter_domains),
+        }
+
+
+def query_record(q: TraceQuery) -> dict[str, Any]:
+    """One query as its JSON line's dict."""
+    return {"id": q.id, "domain": q.domain, "tokens": list(q.tokens), "gamma": q.gamma.tolist()}
+
+
+def write_trace(path: str | os.PathLike[str], trace: Trace) -> Path:
+    """Write the trace as JSONL atomically (temp file in the same folder + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(trace.header()) + "\n")
+            for q in trace.queries:
+                f.write(json.dumps(query_record(q)) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _field(record: dict[str, Any], key: str, where: str) -> Any:
+    if key not in record:
+        raise TraceError(f"{where}: missing field {key!r}")
+    return record[key]
+
+
+def read_trace(path: str | os.PathLike[str]) -> Trace:
+    """Read and validate a trace; any problem raises TraceError naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise TraceError(
+            f"trace file {path} not found; give the path of a .jsonl trace "
+            "(e.g. one written by `hedgespec simulate --save-trace PATH`)"
+        )
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise TraceError(f"cannot read trace {path}: {err}") from None
+    records = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise TraceError(f"{path}:{lineno}: not valid JSON ({err.msg}); the trace is corrupt") from None
+        if not isinstance(record, dict):
+            raise TraceError(f"{path}:{lineno}: expected a JSON object")
+        records.append((lineno, record))
+    if not records:
+        raise TraceError(f"{path} is empty; a trace starts with a header line")
+    lineno, head = records[0]
+    where = f"{path}:{lineno}"
+    if head.get("schema") != SCHEMA:
+        raise TraceError(f"{where}: schema is {head.get('schema')!r}, expected {SCHEMA!r}; not a hedgespec trace")
+    try:
+        queries = []
+        for lineno, rec in records[1:]:
+            where = f"{path}:{lineno}"
+            tokens = _field(rec, "tokens", where)
+            gamma = _field(rec, "gamma", where)
+            if not isinstance(tokens, list) or not isinstance(gamma, list):
+                raise TraceError(f"{where}: tokens and gamma must be JSON lists")
+            try:
+                g = np.array(gamma, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise TraceError(f"{where}: gamma must be a rectangular list of numbers") from None
+            queries.append(TraceQuery(str(_field(rec, "id", where)), rec.get("domain"), tokens, g))
+        where = f"{path}"
+        return Trace(
+            K=_field(head, "K", where),
+            temperature=_field(head, "temperature", where),
+            max_new_tokens=_field(head, "max_new_tokens", where),
+            drafters=tuple(_field(head, "drafters", where)),
+            drafter_domains=tuple(head.get("drafter_domains") or [None] * len(head.get("drafters", []))),
+            queries=tuple(queries),
+        )
+    except TraceError as err:
+        msg = str(err)
+        raise TraceError(msg if msg.startswith(str(path)) else f"{where}: {msg}") from None
+    except (TypeError, ValueError) as err:
+        raise TraceError(f"{where}: malformed trace ({err})") from None
+
+
+def is_binary(gamma: np.ndarray) -> bool:
+    """True when every value is exactly 0 or 1 (gamma at T = 0)."""
+    return bool(np.all((gamma == 0) | (gamma == 1)))
+

@@ -1,0 +1,222 @@
+"""Trace files and replay: hand-computed MAT, engine-equivalent rounds, the command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from hedgespec_cli.errors import ConfigError, HedgespecError
+from hedgespec_cli.selection import make_selector
+from hedgespec_cli.selection.replay import default_methods, replay, replay_payload, replay_query
+from hedgespec_cli.selection.trace import SCHEMA, Trace, TraceError, TraceQuery, read_trace, write_trace
+
+NAMES = ("A", "B")
+
+
+def hand_trace(temperature: float = 0.0) -> Trace:
+    """K = 2, max_new_tokens = 6.
+
+    q1 (6 tokens): A accepts everything; B = 1 0 1 1 0 1.
+      fixed:A: s=0 k=2 a=2 n=3; s=3 k=2 a=2 n=3                 -> 2 rounds, MAT 3
+      fixed:B: s=0 k=2 a=1 n=2; s=2 k=2 a=2 n=3; s=5 k=0 n=1   -> 3 rounds, MAT 2
+    q2 (3 tokens, stopped by EOS): A = 0 0 0, B = 1 1 1.
+      fixed:A: n=1 three times                                  -> 3 rounds
+      fixed:B: s=0 k=2 a=2 n=3                                  -> 1 round
+    """
+    q1 = np.array([[1, 1], [1, 0], [1, 1], [1, 1], [1, 0], [1, 1]], dtype=float)
+    q2 = np.array([[0, 1], [0, 1], [0, 1]], dtype=float)
+    return Trace(2, temperature, 6, NAMES, (None, "math"), (
+        TraceQuery("q1", "code", (5, 6, 7, 8, 9, 10), q1),
+        TraceQuery("q2", "math", (11, 12, 2), q2),
+    ))
+
+
+def test_fixed_mat_by_hand():
+    result = replay(hand_trace(), ["fixed:A", "fixed:B"])
+    a, b = result.runs["fixed:A"], result.runs["fixed:B"]
+    assert [q.n.tolist() for q in a.queries] == [[3, 3], [1, 1, 1]]
+    assert [q.n.tolist() for q in b.queries] == [[2, 3, 1], [3]]
+    assert [q.drafted.tolist() for q in b.queries] == [[2, 2, 0], [2]]
+    assert [q.accepted.tolist() for q in b.queries] == [[1, 2, 0], [2]]
+    payload = replay_payload(result)["methods"]
+    assert payload["fixed:A"]["mat"] == pytest.approx(9 / 5)
+    assert payload["fixed:B"]["mat"] == pytest.approx(9 / 4)
+    # oracle per query: A on q1 (2 rounds), B on q2 (1 round) -> 3 rounds
+    assert payload["fixed:A"]["vs_oracle"]["extra_rounds"] == 2
+    assert payload["fixed:B"]["vs_oracle"]["mat_gap"] == pytest.approx(9 / 3 - 9 / 4)
+    assert payload["fixed:A"]["acceptance_rate"] == pytest.approx(4 / 10)
+    assert payload["fixed:B"]["selection_freq"] == {"code": {"A": 0.0, "B": 1.0}, "math": {"A": 0.0, "B": 1.0}}
+
+
+def test_regret_per_round_by_hand():
+    result = replay(hand_trace(), ["fixed:B"])
+    q1 = result.runs["fixed:B"].queries[0]
+    # rounds start at 0, 2, 5; A would append 3, 3, 1 there (B: 2, 3, 1) -> best fixed A, regret 1
+    assert q1.n_all.tolist() == [[3, 2], [3, 3], [1, 1]]
+    assert q1.regret().tolist() == [1, 0, 0]
+
+
+def test_bandit_feedback_in_replay():
+    trace = hand_trace()
+    seen = []
+    sel = make_selector("fixed:B", 2, NAMES)
+    original = sel.update
+    sel.update = lambda fb: (seen.append(fb), original(fb))
+    replay_query(sel, trace, trace.queries[0], trace.queries[0].gamma, hindsight=False)
+    # block reward proxy: mean gamma of B over min(k, a + 1) positions
+    assert [(f.n, f.drafted, f.block_reward) for f in seen] == [(2, 2, 0.5), (3, 2, 1.0), (1, 0, 0.0)]
+
+
+def test_full_feedback_rows_are_the_verified_positions():
+    trace = hand_trace()
+    seen = []
+    sel = make_selector("hedgespec", 2, NAMES)
+    original = sel.update
+    sel.update = lambda fb: (seen.append(fb), original(fb))
+    replay_query(sel, trace, trace.queries[0], trace.queries[0].gamma, hindsight=False)
+    np.testing.assert_array_equal(np.concatenate([f.gamma for f in seen]), trace.queries[0].gamma)
+    assert sel.released == 6  # end_query flushed every position
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_round_lengths_match_the_played_rounds(seed):
+    rng = np.random.default_rng(seed)
+    L, N = 50, 3
+    g = (rng.random((L, N)) < [0.3, 0.6, 0.9]).astype(float)
+    trace = Trace(4, 0.0, 64, ("x", "y", "z"), (None,) * 3, (TraceQuery("q", None, (0,) * L, g),))
+    for run in replay(trace, ["random", "hedgespec", "ucbspec"], seed=seed).runs.values():
+        q = run.queries[0]
+        assert q.n.sum() == L
+        np.testing.assert_array_equal(q.n, q.n_all[np.arange(q.rounds), q.arms])
+
+
+def test_oracle_is_the_best_fixed_drafter_per_query():
+    rng = np.random.default_rng(3)
+    qs = tuple(
+        TraceQuery(f"q{i}", None, (0,) * 40, (rng.random((40, 3)) < rng.random(3)).astype(float))
+        for i in range(5)
+    )
+    trace = Trace(3, 0.0, 40, ("x", "y", "z"), (None,) * 3, qs)
+    result = replay(trace, ["fixed:x", "fixed:y", "fixed:z"])
+    for i in range(5):
+        best = min(result.runs[f"fixed:{d}"].queries[i].rounds for d in "xyz")
+        assert result.runs["oracle"].queries[i].rounds == best
+
+
+def test_temperature_above_zero_is_a_seeded_approximation():
+    q = np.full((6, 2), 0.5)
+    trace = Trace(2, 0.7, 6, NAMES, (None, None), (TraceQuery("q", None, (0,) * 6, q),))
+    a = replay_payload(replay(trace, ["hedgespec", "random"], seed=1))
+    b = replay_payload(replay(trace, ["hedgespec", "random"], seed=1))
+    assert a == b and not a["exact"]
+    assert "APPROXIMATION" in a["notes"][0]
+
+
+def test_temperature_zero_needs_binary_gamma():
+    q = np.full((6, 2), 0.5)
+    trace = Trace(2, 0.0, 6, NAMES, (None, None), (TraceQuery("q", None, (0,) * 6, q),))
+    with pytest.raises(TraceError, match="0/1 gamma"):
+        replay(trace, ["random"])
+
+
+def test_duplicate_methods_are_refused():
+    with pytest.raises(ConfigError, match="listed twice"):
+        replay(hand_trace(), ["hedgespec", "hedgespec:loss=eal"])
+
+
+def test_default_methods():
+    methods = default_methods(NAMES)
+    assert methods[0] == "hedgespec" and "oracle-round" in methods and methods[-2:] == ["fixed:A", "fixed:B"]
+
+
+# -- trace files -----------------------------------------------------------------------
+
+
+def test_trace_roundtrip(tmp_path):
+    path = write_trace(tmp_path / "sub" / "t.jsonl", hand_trace())
+    assert [p.name for p in path.parent.iterdir()] == ["t.jsonl"]  # no temp file left behind
+    header = json.loads(path.read_text().splitlines()[0])
+    assert header == {
+        "schema": SCHEMA, "K": 2, "temperature": 0.0, "max_new_tokens": 6,
+        "drafters": ["A", "B"], "drafter_domains": [None, "math"],
+    }
+    back = read_trace(path)
+    assert back.header() == hand_trace().header()
+    for x, y in zip(back.queries, hand_trace().queries):
+        assert (x.id, x.domain, x.tokens) == (y.id, y.domain, y.tokens)
+        np.testing.assert_array_equal(x.gamma, y.gamma)
+
+
+@pytest.mark.parametrize(
+    ("lines", "needle"),
+    [
+        ([], "is empty"),
+        (["{not json"], "not valid JSON"),
+        (['{"schema": "other"}'], "not a hedgespec trace"),
+        ([f'{{"schema": "{SCHEMA}", "K": 2}}'], "missing field 'temperature'"),
+        (
+            [f'{{"schema": "{SCHEMA}", "K": 2, "temperature": 0, "max_new_tokens": 4, "drafters": ["A"]}}',
+             '{"id": "q", "domain": null, "tokens": [1, 2], "gamma": [[1.0]]}'],
+            ":2: query 'q': gamma must have one row per generated token",
+        ),
+        (
+            [f'{{"schema": "{SCHEMA}", "K": 2, "temperature": 0, "max_new_tokens": 4, "drafters": ["A"]}}',
+             '{"id": "q", "domain": null, "tokens": [1], "gamma": [[1.5]]}'],
+            "in [0, 1]",
+        ),
+    ],
+)
+def test_malformed_traces_raise_a_clear_error(tmp_path, lines, needle):
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines))
+    with pytest.raises(TraceError) as err:
+        read_trace(path)
+    assert needle in str(err.value) and isinstance(err.value, HedgespecError)
+
+
+def test_missing_trace(tmp_path):
+    with pytest.raises(TraceError, match="not found"):
+        read_trace(tmp_path / "nope.jsonl")
+
+
+# -- the command -------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def cli():
+    from hedgespec_cli.cli.replay import register
+
+    app = typer.Typer()
+    register(app)
+    app.command("noop")(lambda: None)  # keep `replay` a named subcommand
+    return app
+
+
+def test_replay_command_json(cli, tmp_path):
+    path = write_trace(tmp_path / "t.jsonl", hand_trace())
+    result = CliRunner().invoke(cli, ["replay", str(path), "--json", "-m", "fixed:A,hedgespec:loss=tap"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert list(payload["methods"]) == ["fixed:A", "hedgespec:loss=tap"]
+    assert payload["methods"]["fixed:A"]["mat"] == pytest.approx(9 / 5)
+    assert payload["exact"] is True
+
+
+def test_replay_command_tables(cli, tmp_path):
+    path = write_trace(tmp_path / "t.jsonl", hand_trace())
+    result = CliRunner().invoke(cli, ["replay", str(path)])
+    assert result.exit_code == 0, result.output
+    for text in ("hedgespec", "metasd-ucb", "oracle-round", "fixed:B", "selection frequency", "proxy"):
+        assert text in result.output
+
+
+def test_replay_command_errors_are_hedgespec_errors(cli, tmp_path):
+    result = CliRunner().invoke(cli, ["replay", str(tmp_path / "missing.jsonl")])
+    assert result.exit_code != 0 and isinstance(result.exception, TraceError)
+    path = write_trace(tmp_path / "t.jsonl", hand_trace())
+    result = CliRunner().invoke(cli, ["replay", str(path), "-m", "bogus"])
+    assert isinstance(result.exception, ConfigError)

@@ -1,0 +1,419 @@
+"""Selectors: one contract over every registered method, then exact seeded expectations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from hedgespec_cli.errors import ConfigError, HedgespecError
+from hedgespec_cli.selection import REGISTRY, Selector, SelectorSpec, make_selector
+from hedgespec_cli.selection.base import FeedbackTypeError, NonFiniteError, split_methods
+from hedgespec_cli.selection.estimators import acceptance_lengths, eal_loss, round_lengths, tap_loss
+from hedgespec_cli.selection.feedback import BanditFeedback, FullFeedback, QueryContext
+from hedgespec_cli.selection.learners import AdaNormalHedge, Hedge, NormalHedge, normalhedge_scale
+from hedgespec_cli.selection.replay import replay_query
+from hedgespec_cli.selection.trace import Trace, TraceQuery
+
+NAMES = ("generic", "code", "math")
+DOMAINS = (None, "code", "math")
+K = 3
+
+
+def method_string(name: str) -> str:
+    return "fixed:code" if name == "fixed" else name
+
+
+def ctx(domain: str | None = "code", gamma: np.ndarray | None = None) -> QueryContext:
+    return QueryContext(domain, NAMES, DOMAINS, K, gamma)
+
+
+def random_trace(seed: int = 0, queries: int = 3, L: int = 30) -> Trace:
+    rng = np.random.default_rng(seed)
+    p = np.array([0.5, 0.8, 0.3])
+    qs = [
+        TraceQuery(f"q{i}", ("code", "math", None)[i % 3], (0,) * L, (rng.random((L, 3)) < p).astype(float))
+        for i in range(queries)
+    ]
+    return Trace(K, 0.0, L, NAMES, DOMAINS, tuple(qs))
+
+
+class Recorder:
+    """Wraps a selector and keeps every decision it hands out."""
+
+    def __init__(self, inner: Selector) -> None:
+        self.inner, self.decisions = inner, []
+        self.name, self.needs_full_feedback = inner.name, inner.needs_full_feedback
+
+    def begin_query(self, c):
+        self.inner.begin_query(c)
+
+    def choose(self, position):
+        d = self.inner.choose(position)
+        self.decisions.append(d)
+        return d
+
+    def update(self, fb):
+        self.inner.update(fb)
+
+    def end_query(self):
+        self.inner.end_query()
+
+
+def run(method: str, seed: int = 0, trace: Trace | None = None) -> Recorder:
+    trace = trace or random_trace()
+    spec = SelectorSpec.parse(method, seed=seed)
+    rec = Recorder(make_selector(spec, 3, NAMES))
+    for q in trace.queries:
+        replay_query(rec, trace, q, q.gamma, hindsight=REGISTRY[spec.name].kind == "reference")
+    return rec
+
+
+# -- contract over every registered method --------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_contract_decisions_are_valid_distributions(name):
+    rec = run(method_string(name))
+    assert isinstance(rec.inner, Selector)
+    assert rec.decisions
+    for d in rec.decisions:
+        assert d.probs.shape == (3,)
+        assert np.all(d.probs >= 0) and d.probs.sum() == pytest.approx(1.0)
+        assert 0 <= d.arm < 3 and d.probs[d.arm] > 0
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_contract_same_seed_same_decisions(name):
+    a, b = run(method_string(name), seed=7), run(method_string(name), seed=7)
+    assert [d.arm for d in a.decisions] == [d.arm for d in b.decisions]
+    for x, y in zip(a.decisions, b.decisions):
+        np.testing.assert_array_equal(x.probs, y.probs)
+
+
+def test_random_depends_on_the_seed():
+    arms = {tuple(d.arm for d in run("random", seed=s).decisions) for s in range(3)}
+    assert len(arms) == 3
+
+
+@pytest.mark.parametrize("name", sorted(n for n, r in REGISTRY.items()))
+def test_contract_feedback_types_are_enforced(name):
+    sel = make_selector(method_string(name), 3, NAMES)
+    gamma = np.ones((10, 3))
+    sel.begin_query(ctx(gamma=gamma))
+    arm = sel.choose(0).arm
+    full = FullFeedback(gamma[:2], arm, K)
+    bandit = BanditFeedback(arm, 2, K, K, 0.5)
+    if sel.needs_full_feedback:
+        with pytest.raises(TypeError):
+            sel.update(bandit)
+        sel.update(full)
+    else:
+        with pytest.raises(FeedbackTypeError):  # a bandit can never see other drafters' gamma
+            sel.update(full)
+        sel.update(bandit)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, r in REGISTRY.items() if "reset" in r.params))
+def test_contract_reset_per_query_restarts_the_learner(name):
+    gamma = np.zeros((30, 3))
+    gamma[:, 2] = 1.0  # drafter 2 accepts everything
+    sel = make_selector(name, 3, NAMES)
+    fresh = make_selector(name, 3, NAMES)
+    fresh.begin_query(ctx())
+    start = fresh.choose(0).probs
+    trace = Trace(K, 0.0, 30, NAMES, DOMAINS, (TraceQuery("a", "code", (0,) * 30, gamma),))
+    replay_query(sel, trace, trace.queries[0], gamma, hindsight=False)
+    sel.begin_query(ctx())
+    np.testing.assert_allclose(sel.choose(0).probs, start)
+
+
+def test_reset_never_carries_the_learner_across_queries():
+    gamma = np.zeros((30, 3))
+    gamma[:, 2] = 1.0
+    sel = make_selector("hedgespec:reset=never", 3, NAMES)
+    trace = Trace(K, 0.0, 30, NAMES, DOMAINS, (TraceQuery("a", "code", (0,) * 30, gamma),))
+    replay_query(sel, trace, trace.queries[0], gamma, hindsight=False)
+    sel.begin_query(ctx())
+    d = sel.choose(0)
+    assert d.arm == 2 and d.probs[2] == 1.0
+
+
+# -- specs and the registry -----------------------------------------------------------------
+
+
+def test_spec_parsing_and_labels():
+    spec = SelectorSpec.parse("hedgespec:learner=hedge,loss=tap")
+    assert spec.params == {"loss": "tap", "learner": "hedge", "reset": "query", "play": "argmax"}
+    assert spec.label == "hedgespec:loss=tap,learner=hedge"
+    assert SelectorSpec.parse("ucbspec:delta=0.1").params["delta"] == 0.1
+    assert SelectorSpec.parse("fixed:generic").label == "fixed:generic"
+    assert SelectorSpec.parse("fixed:drafter=generic") == SelectorSpec.parse("fixed:generic")
+    assert make_selector("fixed:math", 3, NAMES).choose(0).arm == 2
+    assert split_methods("hedgespec:learner=hedge,loss=tap,ucbspec,fixed:code") == [
+        "hedgespec:learner=hedge,loss=tap", "ucbspec", "fixed:code"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("nope", "valid methods: exp3spec, fixed, hedgespec"),
+        ("hedgespec:eta=1", "valid parameters: loss, learner, reset, play"),
+        ("hedgespec:learner=sgd", "choose one of normalhedge, hedge, adanormalhedge"),
+        ("ucbspec:delta=2", "in (0, 1)"),
+        ("ucbspec:delta=abc", "not a valid float"),
+        ("fixed", "fixed:VALUE"),
+        ("random:x", "not key=value"),
+    ],
+)
+def test_bad_specs_say_how_to_fix(text, needle):
+    with pytest.raises(ConfigError, match=None) as err:
+        SelectorSpec.parse(text)
+    assert needle in str(err.value)
+
+
+def test_unknown_fixed_drafter_lists_the_pool():
+    with pytest.raises(ConfigError, match="drafters: generic, code, math"):
+        make_selector("fixed:bio", 3, NAMES)
+
+
+def test_spec_is_frozen_and_hashable():
+    spec = SelectorSpec.parse("hedgespec", seed=3)
+    with pytest.raises(AttributeError):
+        spec.seed = 4
+    assert hash(spec) == hash(SelectorSpec("hedgespec", {}, 3))
+    with pytest.raises(TypeError):
+        spec.params["loss"] = "tap"
+
+
+# -- estimators ---------------------------------------------------------------------------
+
+
+def test_acceptance_lengths_by_hand():
+    g = np.array([[1, 1, 0, 1, 1]], dtype=float).T  # (5, 1)
+    np.testing.assert_array_equal(acceptance_lengths(g, 3)[:, 0], [3, 2, 1])
+    np.testing.assert_array_equal(acceptance_lengths(g, 3, close=True)[:, 0], [3, 2, 1, 3, 2])
+    half = np.full((3, 1), 0.5)
+    assert acceptance_lengths(half, 2)[:, 0].tolist() == [1.75, 1.75]  # 1 + .5 + .25
+    np.testing.assert_array_equal(round_lengths(g, 3)[:, 0], [3, 2, 1, 2, 1])  # end of text caps n
+    assert eal_loss(np.array([1.0, 4.0]), 3).tolist() == [0.75, 0.0]
+    assert tap_loss(np.array([0.25])).tolist() == [0.75]
+    with pytest.raises(NonFiniteError):
+        acceptance_lengths(np.array([[np.nan]]), 2)
+
+
+# -- learners, by hand ----------------------------------------------------------------------
+
+
+def test_normalhedge_scale_solves_its_equation():
+    for R in ([1.0, 2.0, 0.0], [0.3], [5.0, 4.9, 0.1, 0.0, 2.0], [1e-3, 2e-3]):
+        R = np.array(R)
+        c = normalhedge_scale(R)
+        assert abs(np.mean(np.exp(R**2 / (2 * c))) - math.e) <= 1e-6
+
+
+def _solve_c_by_newton(R_plus):
+    """An independent solve of mean exp(R^2 / (2c)) = e (Newton on log c)."""
+    x = math.log(max(R_plus) ** 2 / 2)
+    for _ in range(100):
+        c = math.exp(x)
+        terms = np.exp(R_plus**2 / (2 * c))
+        f = terms.mean() - math.e
+        df = np.mean(terms * -(R_plus**2) / (2 * c))  # d/dlog c
+        x -= f / df
+    return math.exp(x)
+
+
+def test_normalhedge_weights_by_hand():
+    nh = NormalHedge(3)
+    nh.update(np.array([0.0, 1.0, 1.0]))  # <p,l> = 2/3 -> R = [2/3, -1/3, -1/3]
+    np.testing.assert_allclose(nh.R, [2 / 3, -1 / 3, -1 / 3])
+    np.testing.assert_allclose(nh.probs(), [1, 0, 0])  # one positive regret holds all the weight
+    nh.update(np.array([0.5, 0.0, 1.0]))  # <p,l> = 0.5 -> R = [2/3, 1/6, -5/6]
+    np.testing.assert_allclose(nh.R, [2 / 3, 1 / 6, -5 / 6])
+    R_plus = np.array([2 / 3, 1 / 6, 0.0])
+    c = _solve_c_by_newton(R_plus)
+    assert nh.c == pytest.approx(c, rel=1e-6)
+    w = np.array([r / c * math.exp(r * r / (2 * c)) for r in R_plus])
+    np.testing.assert_allclose(nh.probs(), w / w.sum(), rtol=1e-6)
+
+
+def test_normalhedge_is_uniform_without_positive_regret():
+    nh = NormalHedge(4)
+    nh.update(np.full(4, 0.3))
+    np.testing.assert_array_equal(nh.probs(), np.full(4, 0.25))
+    assert nh.c is None
+
+
+def test_hedge_weights_by_hand():
+    h = Hedge(2)
+    for loss in ([0.0, 1.0], [1.0, 0.0], [0.0, 1.0]):
+        h.update(np.array(loss))
+    eta = math.sqrt(math.log(2) / 3)
+    w = np.exp(-eta * np.array([1.0, 2.0]))
+    np.testing.assert_allclose(h.probs(), w / w.sum(), rtol=1e-12)
+
+
+def test_adanormalhedge_weights_by_hand():
+    a = AdaNormalHedge(2)
+    np.testing.assert_allclose(a.probs(), [0.5, 0.5])
+    a.update(np.array([0.0, 1.0]))  # r = [.5, -.5], R = r, C = [.5, .5]
+    w0 = (math.exp(1.5**2 / 4.5) - 1) / 2
+    w1 = (math.exp(0.5**2 / 4.5) - 1) / 2
+    np.testing.assert_allclose(a.probs(), [w0 / (w0 + w1), w1 / (w0 + w1)], rtol=1e-12)
+
+
+@pytest.mark.parametrize("cls", [NormalHedge, Hedge, AdaNormalHedge])
+def test_learners_reject_non_finite_losses(cls):
+    with pytest.raises(HedgespecError, match="non-finite"):
+        cls(2).update(np.array([np.inf, 0.0]))
+
+
+# -- bandits, by hand ------------------------------------------------------------------------
+
+TWO = ("a", "b")
+
+
+def bandit_run(method, outcomes, seed=0):
+    """outcomes: per round (n, block_reward); K = 4, N = 2. Returns the decisions."""
+    sel = make_selector(method, 2, TWO, seed=seed)
+    sel.begin_query(QueryContext(None, TWO, (None, None), 4))
+    decisions = []
+    for n, reward in outcomes:
+        d = sel.choose(0)
+        decisions.append(d)
+        sel.update(BanditFeedback(d.arm, n, 4, 4, reward))
+    return decisions, sel
+
+
+def test_ucbspec_choices_by_hand():
+    decisions, _ = bandit_run("ucbspec:delta=0.1", [(5, 0), (1, 0), (1, 0), (1, 0)])
+    # round robin: a (Y = 1), b (Y = .2); t = 3: equal radii -> a (mean 1); a gets Y = .2
+    # t = 4: a: .6 + .5 sqrt(3/4 (1 + 2 log(2*16*sqrt3/.1))) = 2.199, b: .2 + 2.572 = 2.772 -> b
+    cr = lambda n, t: 0.5 * math.sqrt((1 + n) / n**2 * (1 + 2 * math.log(2 * t * t * math.sqrt(1 + n) / 0.1)))
+    assert 0.6 + cr(2, 4) == pytest.approx(2.199, abs=1e-3)
+    assert 0.2 + cr(1, 4) == pytest.approx(2.772, abs=1e-3)
+    assert [d.arm for d in decisions] == [0, 1, 0, 1]
+
+
+def test_exp3spec_probabilities_by_hand():
+    decisions, _ = bandit_run("exp3spec", [(1, 0), (5, 0)], seed=0)
+    first = decisions[0]
+    np.testing.assert_allclose(first.probs, [0.5, 0.5])
+    assert first.arm == int(np.random.default_rng(0).choice(2, p=[0.5, 0.5]))
+    Z = np.zeros(2)
+    Z[first.arm] = (4 + 1 - 1) / (4 * 0.5)  # Z_i = (K + 1 - n) / (K p_i) = 2
+    eta = math.sqrt(math.log(2) / (2 * 2))
+    w = np.exp(-eta * Z)
+    np.testing.assert_allclose(decisions[1].probs, w / w.sum())
+
+
+def test_metasd_choices_by_hand():
+    decisions, _ = bandit_run("metasd-ucb:beta=1", [(3, 0.9), (3, 0.5), (3, 0.1), (3, 0.0)])
+    # try each: a (.9), b (.5); t = 2: equal bonus -> a, reward .1 -> mean .5;
+    # t = 3: a .5 + sqrt(2 ln 3 / 2) = 1.548 < b .5 + sqrt(2 ln 3) = 1.982 -> b
+    assert [d.arm for d in decisions] == [0, 1, 0, 1]
+
+
+def test_bandits_skip_rounds_without_drafting():
+    sel = make_selector("ucbspec", 2, TWO)
+    sel.begin_query(QueryContext(None, TWO, (None, None), 4))
+    sel.choose(0)
+    sel.update(BanditFeedback(0, 1, 0, 4, 0.0))  # k = 0: plain target step
+    assert sel.pulls.tolist() == [0, 0] and sel.choose(1).arm == 0
+
+
+def test_bandit_feedback_must_match_the_choice():
+    sel = make_selector("ucbspec", 2, TWO)
+    sel.begin_query(QueryContext(None, TWO, (None, None), 4))
+    sel.choose(0)
+    with pytest.raises(ValueError, match="last choice was 0"):
+        sel.update(BanditFeedback(1, 2, 4, 4, 0.5))
+
+
+# -- the delayed full-information learner ----------------------------------------------------
+
+
+class SpyLearner:
+    def __init__(self, n):
+        self.n, self.losses = n, []
+
+    def probs(self):
+        return np.full(self.n, 1.0 / self.n)
+
+    def update(self, loss):
+        self.losses.append(np.asarray(loss).copy())
+
+    def reset(self):
+        self.losses = []
+
+
+def test_hedgespec_releases_a_position_only_when_its_window_is_complete():
+    sel = make_selector("hedgespec", 2, TWO)  # EAL, K = 3
+    spy = sel.learner = SpyLearner(2)
+    sel.begin_query(QueryContext(None, TWO, (None, None), 3))
+    col = [1, 1, 0, 1, 1]  # drafter a; drafter b accepts nothing
+    g = np.array([[v, 0.0] for v in col])
+    sel.update(FullFeedback(g[:2], 0, 3))
+    assert sel.released == 0 and spy.losses == []  # window of position 0 needs rows 0..2
+    sel.update(FullFeedback(g[2:3], 0, 3))
+    assert sel.released == 1
+    sel.update(FullFeedback(g[3:5], 0, 3))
+    assert sel.released == 3  # positions 0, 1, 2 complete; 3, 4 still open
+    sel.end_query()
+    assert sel.released == 5  # closed at the end of the text
+    A_a = [3, 2, 1, 3, 2]  # acceptance_lengths by hand, windows closed at the end
+    expected = [[1 - a / 4, 1 - 1 / 4] for a in A_a]
+    np.testing.assert_allclose(np.array(spy.losses), expected)
+
+
+def test_hedgespec_tap_needs_no_delay_and_checks_positions():
+    sel = make_selector("hedgespec:loss=tap", 2, TWO)
+    spy = sel.learner = SpyLearner(2)
+    sel.begin_query(QueryContext(None, TWO, (None, None), 3))
+    sel.update(FullFeedback(np.array([[1.0, 0.25]]), 0, 3))
+    assert sel.released == 1
+    np.testing.assert_allclose(spy.losses[0], [0.0, 0.75])
+    with pytest.raises(ValueError, match="1 positions were verified"):
+        sel.choose(0)
+
+
+def test_hedgespec_finds_the_good_drafter():
+    rec = run("hedgespec", trace=random_trace(seed=1, queries=1, L=120))
+    assert [d.arm for d in rec.decisions][-10:] == [1] * 10  # drafter "code" accepts 80%
+
+
+def test_hedgespec_rejects_non_finite_gamma():
+    sel = make_selector("hedgespec", 2, TWO)
+    sel.begin_query(QueryContext(None, TWO, (None, None), 3))
+    with pytest.raises(NonFiniteError):
+        sel.update(FullFeedback(np.array([[np.nan, 1.0]]), 0, 3))
+
+
+# -- static rules and oracles ---------------------------------------------------------------
+
+
+def test_router_matches_the_domain_and_falls_back_to_generic():
+    sel = make_selector("router", 3, NAMES)
+    for domain, arm in (("math", 2), ("code", 1), ("law", 0), (None, 0)):
+        sel.begin_query(ctx(domain))
+        assert sel.choose(0).arm == arm
+    unlabelled = make_selector("router", 2, ("x", "y"))
+    unlabelled.begin_query(QueryContext("code", ("x", "y"), ("math", "bio"), K))
+    assert unlabelled.choose(0).arm == 0  # nothing generic either: the first drafter
+
+
+def test_oracles_by_hand():
+    # K = 3; drafter 0 accepts the first 4 positions, drafter 1 the last 4
+    g = np.array([[1, 0], [1, 0], [1, 0], [1, 1], [0, 1], [0, 1], [0, 1], [0, 1]], dtype=float)
+    oracle = make_selector("oracle", 2, TWO)
+    oracle.begin_query(QueryContext(None, TWO, (None, None), 3, g))
+    # fixed 0: s=0 n=4, s=4 n=1 x4 -> 5 rounds; fixed 1: n=1 x3, s=3 n=4, s=7 n=1 -> 5 rounds: tie -> 0
+    assert oracle.choose(0).arm == 0
+    rnd = make_selector("oracle-round", 2, TWO)
+    rnd.begin_query(QueryContext(None, TWO, (None, None), 3, g))
+    assert rnd.choose(0).arm == 0 and rnd.choose(4).arm == 1
+    with pytest.raises(ConfigError, match="hedgespec replay"):
+        oracle.begin_query(QueryContext(None, TWO, (None, None), 3))
