@@ -75,7 +75,7 @@ class Chooser(Protocol):
 class RoundRecord:
     """One round. drafter is None for plain decoding; accepted = a, the draft tokens kept.
 
-    probs: (N,) the distribution the chooser drew `drafter` from (None for ar).
+    decision: the chooser's Decision (arm, probs, weights); None for ar.
     """
 
     drafter: int | None
@@ -87,7 +87,7 @@ class RoundRecord:
     evaluate_ns: int
     learn_ns: int
     other_ns: int
-    probs: np.ndarray | None = None
+    decision: Decision | None = None
 
     @property
     def accept_flags(self) -> list[bool]:
@@ -200,8 +200,7 @@ class Engine:
             if spec:
                 chooser.update(self._feedback(chooser, arm, gamma, n, k, q_logits, p_logits))
             t5 = now()
-            probs = decision.probs if spec else None
-            rounds.append(RoundRecord(arm, n, k, a, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t1 - t0, probs))
+            rounds.append(RoundRecord(arm, n, k, a, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t1 - t0, decision))
             t0 = t5
             if stop == "eos":
                 break

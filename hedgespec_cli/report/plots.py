@@ -67,10 +67,11 @@ def _regret(ax, queries: list[dict]) -> bool:
 def _weights(ax, run_dir: Path, queries: list[dict], results: dict, method: str) -> bool:
     """The selector's distribution over drafters, round by round, with query domains marked."""
     rows = [r for r in read_jsonl(run_dir / "rounds.jsonl") if r["method"] == method and r["repeat"] == 0]
-    if not rows or rows[0]["probs"] is None:
+    key = "weights" if rows and rows[0].get("weights") is not None else "probs"
+    if not rows or rows[0][key] is None:
         return False
     domain = {q["query_id"]: q["domain"] for q in queries}
-    probs = np.array([r["probs"] for r in rows])  # (rounds, N)
+    probs = np.array([r[key] for r in rows])  # (rounds, N)
     names = [d["name"] for d in results["config"]["profile"]["drafters"]]
     ax.stackplot(np.arange(len(rows)), probs.T, labels=names)
     last = None
@@ -84,7 +85,8 @@ def _weights(ax, run_dir: Path, queries: list[dict], results: dict, method: str)
     ax.set_ylim(0, 1)
     ax.set_xlabel("round")
     ax.set_ylabel("probability")
-    ax.set_title(f"{method}: distribution over drafters per round (lines: domain changes)", pad=28)
+    what = "learner weights" if key == "weights" else "choice distribution"
+    ax.set_title(f"{method}: {what} over drafters per round (lines: domain changes)", pad=28)
     ax.legend(fontsize=7, loc="lower right", ncol=3)
     return True
 

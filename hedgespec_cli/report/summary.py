@@ -63,12 +63,17 @@ def round_lines(method: str, query_id: str, repeat: int, record: Any) -> list[di
         {
             "method": method, "query_id": query_id, "repeat": repeat, "round": i,
             "drafter": r.drafter, "n": r.n, "drafted": r.drafted, "accepted": r.accepted,
-            "probs": None if r.probs is None else [round(float(x), 6) for x in r.probs],
+            "probs": _floats(r.decision.probs) if r.decision else None,
+            "weights": _floats(r.decision.weights) if r.decision and r.decision.weights is not None else None,
             "draft_ms": r.draft_ns / 1e6, "verify_ms": r.verify_ns / 1e6,
             "evaluate_ms": r.evaluate_ns / 1e6, "learn_ms": r.learn_ns / 1e6, "other_ms": r.other_ns / 1e6,
         }
         for i, r in enumerate(record.rounds)
     ]
+
+
+def _floats(v) -> list[float]:
+    return [round(float(x), 6) for x in v]
 
 
 def summarize_methods(

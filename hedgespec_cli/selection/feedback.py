@@ -60,10 +60,14 @@ class Decision:
     """A selector's choice for one round and the distribution it was drawn from.
 
     probs: (N,) float64, sums to 1; a deterministic rule puts mass 1 on `arm`.
+    weights: (N,) the learner's weights behind the choice, where it keeps
+        any (HedgeSpec plays the argmax of its weights: probs is one-hot,
+        weights is what it believes); None otherwise.
     """
 
     arm: int
     probs: np.ndarray
+    weights: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ them, so every verified position enters the learner exactly once.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from hedgespec_cli.selection.base import (
@@ -91,7 +93,8 @@ class HedgeSpec:
                 "call begin_query first and update after every round"
             )
         p = self.learner.probs()
-        return argmax_decision(p, self.rng) if self.play == "argmax" else sample_decision(p, self.rng)
+        decision = argmax_decision(p, self.rng) if self.play == "argmax" else sample_decision(p, self.rng)
+        return replace(decision, weights=p)
 
     def update(self, feedback: Feedback) -> None:
         if self.K is None:
