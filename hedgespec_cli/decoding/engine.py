@@ -21,6 +21,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from hedgespec_cli.decoding.drafters import DRAFTER_KINDS, Committed
 from hedgespec_cli.decoding.verify import (
     gamma_greedy,
     gamma_sampling,
@@ -29,7 +30,7 @@ from hedgespec_cli.decoding.verify import (
     verify_sampling,
 )
 from hedgespec_cli.errors import ConfigError, WorkloadError
-from hedgespec_cli.models import KVCache, Pool
+from hedgespec_cli.models import Pool
 from hedgespec_cli.selection.feedback import BanditFeedback, Decision, FullFeedback
 from hedgespec_cli.telemetry.timers import PhaseTimer
 
@@ -133,6 +134,7 @@ class Engine:
     def __init__(self, pool: Pool, settings: DecodeSettings, *, seed: int = 0) -> None:
         self.pool = pool
         self.settings = settings
+        self.drafters = [DRAFTER_KINDS[spec.kind](lm) for spec, lm in zip(pool.specs, pool.drafters)]
         self.device = pool.target.device
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.eos = pool.tokenizer.eos_token_id if settings.stop_at_eos else None
@@ -159,13 +161,14 @@ class Engine:
         x = torch.zeros(P + s.max_new_tokens + s.K + 1, dtype=torch.long, device=self.device)
         x[:P] = torch.tensor(prompt_ids, dtype=torch.long)
 
+        ctx = Committed(x)
         t_start = now()
         t_cache = pool.target.new_cache()
         pool.target.forward(x[: P - 1], t_cache) if P > 1 else None
-        d_caches = [lm.new_cache() for lm in pool.drafters]
+        states = [d.new_state() for d in self.drafters]
         if full:  # bandit methods prefill a drafter only when they first choose it
-            for lm, cache in zip(pool.drafters, d_caches):
-                lm.forward(x[: P - 1], cache) if P > 1 else None
+            for d, state in zip(self.drafters, states):
+                d.prefill(state, ctx, P)
         phase = dict.fromkeys(PHASES, 0)
         t0 = now()  # end of the previous step: `other` is the gap since then
         phase["prefill"] = t0 - t_start
@@ -179,7 +182,7 @@ class Engine:
             draft = x.new_empty(0)
             q_logits = None
             if k:
-                draft, q_logits = self._draft(arm, d_caches[arm], x, L, k)
+                draft, q_logits = self.drafters[arm].draft(states[arm], ctx, L, k, self._pick)
                 x[L : L + k] = draft  # scratch: overwritten by the verified tokens below
             t2 = now()
             p_logits = pool.target.forward(x[L - 1 : L + k], t_cache).logits  # (k + 1, V)
@@ -192,10 +195,10 @@ class Engine:
             t3 = now()
             gamma = None
             if full:
-                gamma = self._evaluate(arm, d_caches, q_logits, p_logits[:n], x, L, n)
+                gamma = self._evaluate(arm, states, ctx, q_logits, p_logits[:n], L, n)
                 gammas.append(gamma)
             elif spec:
-                d_caches[arm].crop(min(d_caches[arm].length, L - 1))
+                self.drafters[arm].settle(states[arm], L)
             t4 = now()
             if spec:
                 chooser.update(self._feedback(chooser, arm, gamma, n, k, q_logits, p_logits))
@@ -217,28 +220,13 @@ class Engine:
 
     # -- the steps of a round -------------------------------------------------
 
-    def _draft(
-        self, i: int, cache: KVCache, x: torch.Tensor, L: int, k: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Chain-draft k tokens with drafter i -> draft (k,), q logits (k, V).
-
-        The first forward also feeds whatever committed tokens the drafter has
-        not seen (one batched catch-up, not token by token).
-        """
-        lm, s = self.pool.drafters[i], self.settings
-        logits = lm.forward(x[cache.length : L], cache).logits[-1]  # (V,) q at position L
-        tokens, rows = [], []
-        for step in range(k):
-            if s.greedy:
-                tok = logits.argmax().view(1)
-            else:
-                law = process_logits(logits.view(1, -1), s.temperature, s.top_p)[0]
-                tok = torch.multinomial(law, 1, generator=self.generator)
-            tokens.append(tok)
-            rows.append(logits)
-            if step < k - 1:
-                logits = lm.forward(tok, cache).logits[-1]
-        return torch.cat(tokens), torch.stack(rows)
+    def _pick(self, logits: torch.Tensor) -> torch.Tensor:
+        """(V,) drafter logits -> (1,) draft token: argmax at T = 0, else a processed sample."""
+        s = self.settings
+        if s.greedy:
+            return logits.argmax().view(1)
+        law = process_logits(logits.view(1, -1), s.temperature, s.top_p)[0]
+        return torch.multinomial(law, 1, generator=self.generator)
 
     def _verify(
         self, draft: torch.Tensor, q_logits: torch.Tensor | None, p_logits: torch.Tensor
@@ -263,26 +251,21 @@ class Engine:
     def _evaluate(
         self,
         chosen: int,
-        caches: list[KVCache],
+        states: list,
+        ctx: Committed,
         q_logits: torch.Tensor | None,
         p_logits: torch.Tensor,
-        x: torch.Tensor,
         L: int,
         n: int,
     ) -> np.ndarray:
-        """Prefill the n verified tokens into every drafter -> gamma (n, N).
+        """Bring every drafter up to date with the n verified tokens -> gamma (n, N).
 
-        Afterwards each drafter has seen x[:L-1], as the cache invariant wants.
         The chosen drafter reuses the q rows it computed while drafting.
         """
         s, columns = self.settings, []
         p = p_logits if s.greedy else process_logits(p_logits, s.temperature, s.top_p)
-        for j, (lm, cache) in enumerate(zip(self.pool.drafters, caches)):
-            known = q_logits[: min(n, len(q_logits))] if j == chosen and q_logits is not None else None
-            cache.crop(min(cache.length, L - 1))
-            fresh = lm.forward(x[cache.length : L - 1], cache).logits if cache.length < L - 1 else None
-            parts = [t for t in (known, fresh) if t is not None]
-            q_rows = torch.cat(parts)[-n:]  # (n, V): q_j at the n verified positions
+        for j, (drafter, state) in enumerate(zip(self.drafters, states)):
+            q_rows = drafter.observe(state, ctx, L, n, q_logits if j == chosen else None)  # (n, V)
             if s.greedy:
                 columns.append(gamma_greedy(p, q_rows))
             else:
