@@ -108,8 +108,11 @@ def test_full_information_gamma_predicts_other_drafters_exactly(tiny_pool):
 def test_feedback_types_follow_the_chooser(tiny_pool):
     engine = Engine(tiny_pool, DecodeSettings(K=2, max_new_tokens=10))
     ids = tiny_pool.tokenizer("abc")["input_ids"]
-    full, bandit = Fixed(1, 4, full=True), Fixed(1, 4, full=False)
+    full, bandit, plain = Fixed(1, 4, full=True), Fixed(1, 4, full=False), Fixed(1, 4, full=False)
+    bandit.needs_block_reward = True  # MetaSD's reward is computed only on request
     engine.decode(ids, full)
+    engine.decode(ids, plain)
+    assert all(f.block_reward is None for f in plain.seen)
     rec = engine.decode(ids, bandit)
     assert all(isinstance(f, FullFeedback) and f.gamma.shape[1] == 4 for f in full.seen)
     assert all(isinstance(f, BanditFeedback) for f in bandit.seen)

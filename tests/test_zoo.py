@@ -73,6 +73,10 @@ def test_manifest_profile_and_prompts(mini_zoo):
     assert {d["name"] for d in profile["drafters"]} == {"generic", "code", "math"}
     for d in profile["drafters"]:
         assert (root / d["path"] / "config.json").exists()
+    from hedgespec_cli.config import load_profile
+
+    loaded = load_profile(str(root / "tiny.yaml"))  # the engine's own validation
+    assert loaded.generic().name == "generic"
 
     for domain in ("code", "math"):
         rows = [json.loads(x) for x in (root / "prompts" / f"{domain}.jsonl").read_text().splitlines()]

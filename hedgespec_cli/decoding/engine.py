@@ -63,7 +63,11 @@ class DecodeSettings:
 
 
 class Chooser(Protocol):
-    """What the loop needs from a selector: a choice per round, feedback after it."""
+    """What the loop needs from a selector: a choice per round, feedback after it.
+
+    An optional attribute `needs_block_reward = True` asks for MetaSD's block
+    divergence in BanditFeedback (left None otherwise: it is not free).
+    """
 
     needs_full_feedback: bool
 
@@ -262,15 +266,16 @@ class Engine:
 
         The chosen drafter reuses the q rows it computed while drafting.
         """
-        s, columns = self.settings, []
-        p = p_logits if s.greedy else process_logits(p_logits, s.temperature, s.top_p)
-        for j, (drafter, state) in enumerate(zip(self.drafters, states)):
-            q_rows = drafter.observe(state, ctx, L, n, q_logits if j == chosen else None)  # (n, V)
-            if s.greedy:
-                columns.append(gamma_greedy(p, q_rows))
-            else:
-                columns.append(gamma_sampling(p, process_logits(q_rows, s.temperature, s.top_p)))
-        return torch.stack(columns, dim=1).cpu().numpy()
+        s = self.settings
+        q = torch.stack(
+            [d.observe(state, ctx, L, n, q_logits if j == chosen else None) for j, (d, state) in enumerate(zip(self.drafters, states))]
+        )  # (N, n, V): every drafter's q at the n verified positions
+        if s.greedy:
+            gamma = gamma_greedy(p_logits.unsqueeze(0), q)  # (N, n), one batched argmax
+        else:
+            p = process_logits(p_logits, s.temperature, s.top_p)
+            gamma = gamma_sampling(p.unsqueeze(0), process_logits(q, s.temperature, s.top_p))
+        return gamma.T.cpu().numpy()  # (n, N)
 
     def _feedback(
         self,
@@ -284,7 +289,8 @@ class Engine:
     ) -> FullFeedback | BanditFeedback:
         if chooser.needs_full_feedback:
             return FullFeedback(gamma, arm, self.settings.K)
-        return BanditFeedback(arm, n, k, self.settings.K, self._block_reward(q_logits, p_logits, k))
+        reward = self._block_reward(q_logits, p_logits, k) if getattr(chooser, "needs_block_reward", False) else None
+        return BanditFeedback(arm, n, k, self.settings.K, reward)
 
     def _block_reward(self, q_logits: torch.Tensor | None, p_logits: torch.Tensor, k: int) -> float:
         """MetaSD's block divergence reward: (1/k) sum_k (1 - TV(p_k, q_k)) over drafted positions.

@@ -163,6 +163,8 @@ class MetaSDUCB(_Bandit):
     drafter over its drafted positions, carried by BanditFeedback.block_reward.
     """
 
+    needs_block_reward = True
+
     def __init__(self, setup: SelectorSetup, *, beta: float, reset: str) -> None:
         super().__init__(setup, reset=reset)
         self.beta = beta

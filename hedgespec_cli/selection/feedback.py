@@ -37,7 +37,9 @@ class BanditFeedback:
     n: tokens appended this round (accepted drafts + correction/bonus), 1..K+1.
     drafted: draft tokens proposed this round (K unless cut by the length cap).
     block_reward: MetaSD's block divergence reward of the chosen drafter,
-        `(1/drafted) sum_k (1 - TV(p_k, q_k))` over its drafted positions.
+        `(1/drafted) sum_k (1 - TV(p_k, q_k))` over its drafted positions;
+        computed only for selectors with `needs_block_reward = True`
+        (None otherwise: it costs a softmax over the vocabulary per round).
         `replay` can only pass a proxy (mean gamma over the accepted positions
         plus the first rejected one): traces do not store distributions.
 
@@ -49,7 +51,7 @@ class BanditFeedback:
     n: int
     drafted: int
     K: int
-    block_reward: float
+    block_reward: float | None
 
 
 Feedback = FullFeedback | BanditFeedback
