@@ -21,7 +21,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from hedgespec_cli.decoding.drafters import DRAFTER_KINDS, Committed
+from hedgespec_cli.decoding.drafters import group_drafters
 from hedgespec_cli.decoding.verify import (
     gamma_greedy,
     gamma_sampling,
@@ -135,10 +135,12 @@ def count_new_tokens(rounds: list[RoundRecord]) -> int:
 class Engine:
     """Decodes prompts with the target and a drafter pool; one instance per loaded pool."""
 
-    def __init__(self, pool: Pool, settings: DecodeSettings, *, seed: int = 0) -> None:
+    def __init__(self, pool: Pool, settings: DecodeSettings, *, seed: int = 0, stack_drafters: bool = True) -> None:
         self.pool = pool
         self.settings = settings
-        self.drafters = [DRAFTER_KINDS[spec.kind](lm) for spec, lm in zip(pool.specs, pool.drafters)]
+        # Same-shape plain-Llama drafters are stacked and evaluated in one call.
+        self.groups = group_drafters(pool, stack=stack_drafters)
+        self._where = {j: (gi, m) for gi, g in enumerate(self.groups) for m, j in enumerate(g.members)}
         self.device = pool.target.device
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.eos = pool.tokenizer.eos_token_id if settings.stop_at_eos else None
@@ -165,14 +167,13 @@ class Engine:
         x = torch.zeros(P + s.max_new_tokens + s.K + 1, dtype=torch.long, device=self.device)
         x[:P] = torch.tensor(prompt_ids, dtype=torch.long)
 
-        ctx = Committed(x)
         t_start = now()
         t_cache = pool.target.new_cache()
         pool.target.forward(x[: P - 1], t_cache) if P > 1 else None
-        states = [d.new_state() for d in self.drafters]
+        states = [g.new_state(x.numel()) for g in self.groups]
         if full:  # bandit methods prefill a drafter only when they first choose it
-            for d, state in zip(self.drafters, states):
-                d.prefill(state, ctx, P)
+            for g, state in zip(self.groups, states):
+                g.prefill(state, x, P)
         phase = dict.fromkeys(PHASES, 0)
         t0 = now()  # end of the previous step: `other` is the gap since then
         phase["prefill"] = t0 - t_start
@@ -186,7 +187,8 @@ class Engine:
             draft = x.new_empty(0)
             q_logits = None
             if k:
-                draft, q_logits = self.drafters[arm].draft(states[arm], ctx, L, k, self._pick)
+                gi, member = self._where[arm]
+                draft, q_logits = self.groups[gi].draft(states[gi], member, x, L, k, self._pick)
                 x[L : L + k] = draft  # scratch: overwritten by the verified tokens below
             t2 = now()
             p_logits = pool.target.forward(x[L - 1 : L + k], t_cache).logits  # (k + 1, V)
@@ -199,10 +201,11 @@ class Engine:
             t3 = now()
             gamma = None
             if full:
-                gamma = self._evaluate(arm, states, ctx, q_logits, p_logits[:n], L, n)
+                gamma = self._evaluate(arm, states, x, q_logits, p_logits[:n], L, n)
                 gammas.append(gamma)
             elif spec:
-                self.drafters[arm].settle(states[arm], L)
+                gi, member = self._where[arm]
+                self.groups[gi].settle(states[gi], member, L)
             t4 = now()
             if spec:
                 chooser.update(self._feedback(chooser, arm, gamma, n, k, q_logits, p_logits))
@@ -256,7 +259,7 @@ class Engine:
         self,
         chosen: int,
         states: list,
-        ctx: Committed,
+        x: torch.Tensor,
         q_logits: torch.Tensor | None,
         p_logits: torch.Tensor,
         L: int,
@@ -267,9 +270,11 @@ class Engine:
         The chosen drafter reuses the q rows it computed while drafting.
         """
         s = self.settings
-        q = torch.stack(
-            [d.observe(state, ctx, L, n, q_logits if j == chosen else None) for j, (d, state) in enumerate(zip(self.drafters, states))]
-        )  # (N, n, V): every drafter's q at the n verified positions
+        q = p_logits.new_empty(self.n_drafters, n, p_logits.shape[-1])  # (N, n, V) every drafter's q
+        g_chosen, m_chosen = self._where[chosen]
+        for gi, (g, state) in enumerate(zip(self.groups, states)):
+            mine = gi == g_chosen
+            q[list(g.members)] = g.observe(state, x, L, n, m_chosen if mine else None, q_logits if mine else None)
         if s.greedy:
             gamma = gamma_greedy(p_logits.unsqueeze(0), q)  # (N, n), one batched argmax
         else:
