@@ -16,14 +16,30 @@ group is evaluated in one forward (`StackedGroup`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 
+from hedgespec_cli.errors import WorkloadError
 from hedgespec_cli.models import CausalLM, Pool
 from hedgespec_cli.models.stacked import StackedLlama, shape_key, stackable
 
 Pick = Callable[[torch.Tensor], torch.Tensor]  # (V,) logits -> (1,) token id
+
+
+@dataclass
+class Prefix:
+    """The query as drafters may read it.
+
+    x: (capacity,) ids; x[:L] are committed, the rest is scratch.
+    feats: (capacity, 3 * H_t) the target's hidden states at the three layers
+        EAGLE-3 fuses, per input position, where the target has consumed it;
+        None when no drafter needs them.
+    """
+
+    x: torch.Tensor
+    feats: torch.Tensor | None = None
 
 
 class DrafterGroup(Protocol):
@@ -31,13 +47,13 @@ class DrafterGroup(Protocol):
 
     def new_state(self, capacity: int) -> Any: ...
 
-    def prefill(self, state: Any, x: torch.Tensor, L: int) -> None:
+    def prefill(self, state: Any, ctx: Prefix, L: int) -> None:
         """Every member consumes the committed prefix x[:L-1] (full-information runs)."""
 
-    def draft(self, state: Any, member: int, x: torch.Tensor, L: int, k: int, pick: Pick) -> tuple[torch.Tensor, torch.Tensor]:
+    def draft(self, state: Any, member: int, ctx: Prefix, L: int, k: int, pick: Pick) -> tuple[torch.Tensor, torch.Tensor]:
         """Member `member` (index into members) chain-drafts k tokens at L.. -> ids (k,), q logits (k, V)."""
 
-    def observe(self, state: Any, x: torch.Tensor, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None) -> torch.Tensor:
+    def observe(self, state: Any, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None) -> torch.Tensor:
         """n tokens were verified (committed length now L) -> q logits (members, n, V) at them.
 
         chosen/drafted: the member that drafted this round and its draft-time
@@ -69,20 +85,20 @@ class LMGroup:
     def new_state(self, capacity: int):
         return self.lm.new_cache()
 
-    def prefill(self, cache, x: torch.Tensor, L: int) -> None:
+    def prefill(self, cache, ctx: Prefix, L: int) -> None:
         if L > 1:
-            self.lm.forward(x[: L - 1], cache)
+            self.lm.forward(ctx.x[: L - 1], cache)
 
-    def draft(self, cache, member: int, x: torch.Tensor, L: int, k: int, pick: Pick):
-        first = self.lm.forward(x[cache.length : L], cache).logits[-1]  # (V,) q at position L
+    def draft(self, cache, member: int, ctx: Prefix, L: int, k: int, pick: Pick):
+        first = self.lm.forward(ctx.x[cache.length : L], cache).logits[-1]  # (V,) q at position L
         return _chain(lambda tok: self.lm.forward(tok, cache).logits[-1], first, k, pick)
 
-    def observe(self, cache, x: torch.Tensor, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None) -> torch.Tensor:
+    def observe(self, cache, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None) -> torch.Tensor:
         # A chosen drafter's draft rows are valid up to its first rejected
         # token: they were computed on exactly the verified prefix.
         known = drafted[: min(n, len(drafted))] if chosen is not None and drafted is not None else None
         self.settle(cache, 0, L)
-        fresh = self.lm.forward(x[cache.length : L - 1], cache).logits if cache.length < L - 1 else None
+        fresh = self.lm.forward(ctx.x[cache.length : L - 1], cache).logits if cache.length < L - 1 else None
         return torch.cat([t for t in (known, fresh) if t is not None])[-n:].unsqueeze(0)  # (1, n, V)
 
     def settle(self, cache, member: int, L: int) -> None:
@@ -99,23 +115,104 @@ class StackedGroup:
     def new_state(self, capacity: int):
         return self.stack.new_cache(capacity)
 
-    def prefill(self, cache, x: torch.Tensor, L: int) -> None:
+    def prefill(self, cache, ctx: Prefix, L: int) -> None:
         if L > 1:
-            self.stack.forward(x[: L - 1], cache)
+            self.stack.forward(ctx.x[: L - 1], cache)
 
-    def draft(self, cache, member: int, x: torch.Tensor, L: int, k: int, pick: Pick):
-        first = self.stack.forward(x[cache.lengths[member] : L], cache, member)[0, -1]
+    def draft(self, cache, member: int, ctx: Prefix, L: int, k: int, pick: Pick):
+        first = self.stack.forward(ctx.x[cache.lengths[member] : L], cache, member)[0, -1]
         return _chain(lambda tok: self.stack.forward(tok, cache, member)[0, -1], first, k, pick)
 
-    def observe(self, cache, x: torch.Tensor, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None) -> torch.Tensor:
+    def observe(self, cache, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None) -> torch.Tensor:
         # Align every member at the shortest cache (the chosen one is rolled
         # back and recomputed with the others: one call instead of two).
         m = min(min(cache.lengths), L - 1)
         cache.lengths[:] = [m] * len(cache.lengths)
-        return self.stack.forward(x[m : L - 1], cache)[:, -n:]  # (members, n, V)
+        return self.stack.forward(ctx.x[m : L - 1], cache)[:, -n:]  # (members, n, V)
 
     def settle(self, cache, member: int, L: int) -> None:
         cache.lengths[member] = min(cache.lengths[member], L - 1)
+
+
+@dataclass
+class _EagleState:
+    """An EAGLE-3 head's cache and how many of its rows came from target features.
+
+    Row t pairs the feature at position t with token x[t+1]. Between rounds the
+    invariant is: rows 0..L-3 consumed, all from target features (so the last
+    one predicts x[L-1]); drafting appends rows fed with the head's own hidden.
+    """
+
+    cache: Any
+    target_rows: int = 0
+
+
+class Eagle3Group:
+    """One EAGLE-3 head (DESIGN.md section 4): drafts from the target's fused hidden states."""
+
+    needs_target_features = True
+
+    def __init__(self, index: int, head: Any) -> None:
+        self.members, self.head = (index,), head
+
+    def new_state(self, capacity: int) -> _EagleState:
+        return _EagleState(self.head.new_cache())
+
+    def _fc(self, feats: torch.Tensor) -> torch.Tensor:
+        """(T, 3 * H_t) target features -> (T, H) the head's fused input."""
+        return self.head.fc(feats.to(self.head.fc.weight.dtype))
+
+    def _feed_target(self, state: _EagleState, ctx: Prefix, upto: int) -> None:
+        """Consume rows target_rows..upto-1, fed with target features."""
+        state.cache.crop(state.target_rows)
+        a = state.target_rows
+        if upto > a:
+            self.head.forward(ctx.x[a + 1 : upto + 1], self._fc(ctx.feats[a:upto]), state.cache)
+            state.target_rows = upto
+
+    def prefill(self, state: _EagleState, ctx: Prefix, L: int) -> None:
+        self._feed_target(state, ctx, L - 2)
+
+    def _chain(self, state: _EagleState, ctx: Prefix, L: int, k: int, pick: Pick | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Depth 1 from the target feature at L-2, deeper from the head's own hidden.
+
+        pick None follows the committed tokens x[L..] instead of drafting: the
+        counterfactual of full-information feedback, "as it would have drafted".
+        """
+        if L < 2:
+            raise WorkloadError("EAGLE-3 drafters need prompts of at least 2 tokens (a feature and a token)")
+        self.settle(state, 0, L)
+        a = state.target_rows
+        # Catch-up and depth 1 in one call: rows a..L-2 on target features; the last predicts x[L].
+        logits, hidden = self.head.forward(ctx.x[a + 1 : L], self._fc(ctx.feats[a : L - 1]), state.cache)
+        state.target_rows = L - 1
+        tokens, rows = [], []
+        for depth in range(k):
+            q = self.head.target_logits(logits[-1])  # (V,) -inf outside the draft vocabulary
+            tok = pick(q) if pick is not None else ctx.x[L + depth : L + depth + 1]
+            tokens.append(tok)
+            rows.append(q)
+            if depth < k - 1:
+                logits, hidden = self.head.forward(tok, hidden[-1:], state.cache)
+        return torch.cat(tokens), torch.stack(rows)
+
+    def draft(self, state: _EagleState, member: int, ctx: Prefix, L: int, k: int, pick: Pick):
+        return self._chain(state, ctx, L, k, pick)
+
+    def observe(self, state: _EagleState, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None) -> torch.Tensor:
+        # Depth m of the counterfactual runs on the head's own hidden from depth
+        # m-1, so the n rows are computed one after another (DESIGN.md section 5).
+        start = L - n
+        _, rows = self._chain(state, ctx, start, n, None)
+        self.settle(state, 0, L)
+        self._feed_target(state, ctx, L - 2)  # restore the invariant with target features
+        return rows.unsqueeze(0)  # (1, n, V)
+
+    def settle(self, state: _EagleState, member: int, L: int) -> None:
+        # Rows fed with the head's own hidden are dropped; the next draft
+        # re-feeds the verified tokens with target features, as EAGLE does.
+        state.target_rows = min(state.target_rows, L - 2)
+        state.cache.crop(state.target_rows)
 
 
 def group_drafters(pool: Pool, *, stack: bool = True) -> list[DrafterGroup]:
@@ -124,7 +221,9 @@ def group_drafters(pool: Pool, *, stack: bool = True) -> list[DrafterGroup]:
     by_shape: dict[tuple, list[int]] = {}
     for j, (spec, lm) in enumerate(zip(pool.specs, pool.drafters)):
         config = getattr(getattr(lm, "model", None), "config", None)  # None: not a transformers model
-        if stack and spec.kind == "lm" and config is not None and stackable(config):
+        if spec.kind == "eagle3":
+            groups.append(Eagle3Group(j, lm))
+        elif stack and spec.kind == "lm" and config is not None and stackable(config):
             by_shape.setdefault(shape_key(config), []).append(j)
         else:
             groups.append(LMGroup(j, lm))

@@ -21,7 +21,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from hedgespec_cli.decoding.drafters import group_drafters
+from hedgespec_cli.decoding.drafters import Prefix, group_drafters
 from hedgespec_cli.decoding.verify import (
     gamma_greedy,
     gamma_sampling,
@@ -31,6 +31,7 @@ from hedgespec_cli.decoding.verify import (
 )
 from hedgespec_cli.errors import ConfigError, WorkloadError
 from hedgespec_cli.models import Pool
+from hedgespec_cli.models.eagle3 import fused_layers
 from hedgespec_cli.selection.feedback import BanditFeedback, Decision, FullFeedback
 from hedgespec_cli.telemetry.timers import PhaseTimer
 
@@ -141,6 +142,12 @@ class Engine:
         # Same-shape plain-Llama drafters are stacked and evaluated in one call.
         self.groups = group_drafters(pool, stack=stack_drafters)
         self._where = {j: (gi, m) for gi, g in enumerate(self.groups) for m, j in enumerate(g.members)}
+        # EAGLE-3 heads read the target's hidden states at three layers (DESIGN.md section 4).
+        self._fused, self._feat_width = None, 0
+        if any(getattr(g, "needs_target_features", False) for g in self.groups):
+            config = pool.target.model.config
+            self._fused = fused_layers(config.num_hidden_layers)
+            self._feat_width = 3 * config.hidden_size
         self.device = pool.target.device
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.eos = pool.tokenizer.eos_token_id if settings.stop_at_eos else None
@@ -167,13 +174,15 @@ class Engine:
         x = torch.zeros(P + s.max_new_tokens + s.K + 1, dtype=torch.long, device=self.device)
         x[:P] = torch.tensor(prompt_ids, dtype=torch.long)
 
+        ctx = Prefix(x, x.new_empty(x.numel(), self._feat_width, dtype=torch.float32) if self._fused else None)
         t_start = now()
         t_cache = pool.target.new_cache()
-        pool.target.forward(x[: P - 1], t_cache) if P > 1 else None
+        if P > 1:
+            self._target(ctx, 0, P - 1, t_cache)
         states = [g.new_state(x.numel()) for g in self.groups]
         if full:  # bandit methods prefill a drafter only when they first choose it
             for g, state in zip(self.groups, states):
-                g.prefill(state, x, P)
+                g.prefill(state, ctx, P)
         phase = dict.fromkeys(PHASES, 0)
         t0 = now()  # end of the previous step: `other` is the gap since then
         phase["prefill"] = t0 - t_start
@@ -188,10 +197,10 @@ class Engine:
             q_logits = None
             if k:
                 gi, member = self._where[arm]
-                draft, q_logits = self.groups[gi].draft(states[gi], member, x, L, k, self._pick)
+                draft, q_logits = self.groups[gi].draft(states[gi], member, ctx, L, k, self._pick)
                 x[L : L + k] = draft  # scratch: overwritten by the verified tokens below
             t2 = now()
-            p_logits = pool.target.forward(x[L - 1 : L + k], t_cache).logits  # (k + 1, V)
+            p_logits = self._target(ctx, L - 1, L + k, t_cache)  # (k + 1, V)
             tokens, a = self._verify(draft, q_logits, p_logits)
             tokens, stop = self._cut(tokens, s.max_new_tokens - (L - P))
             n = tokens.numel()
@@ -201,7 +210,7 @@ class Engine:
             t3 = now()
             gamma = None
             if full:
-                gamma = self._evaluate(arm, states, x, q_logits, p_logits[:n], L, n)
+                gamma = self._evaluate(arm, states, ctx, q_logits, p_logits[:n], L, n)
                 gammas.append(gamma)
             elif spec:
                 gi, member = self._where[arm]
@@ -226,6 +235,17 @@ class Engine:
         return QueryRecord(P, x[P:L].tolist(), rounds, gamma_all, phase, wall, stop)
 
     # -- the steps of a round -------------------------------------------------
+
+    def _target(self, ctx: Prefix, a: int, b: int, cache) -> torch.Tensor:
+        """Target forward over x[a:b] -> logits (b - a, V); stores EAGLE-3 features when needed.
+
+        The fused features come from the same pass (hidden states at layers
+        2, L/2 and L-3): no extra target call.
+        """
+        out = self.pool.target.forward(ctx.x[a:b], cache, hidden=self._fused is not None)
+        if self._fused is not None:
+            ctx.feats[a:b] = torch.cat([out.hidden[i] for i in self._fused], dim=-1).float()
+        return out.logits
 
     def _pick(self, logits: torch.Tensor) -> torch.Tensor:
         """(V,) drafter logits -> (1,) draft token: argmax at T = 0, else a processed sample."""
@@ -259,7 +279,7 @@ class Engine:
         self,
         chosen: int,
         states: list,
-        x: torch.Tensor,
+        ctx: Prefix,
         q_logits: torch.Tensor | None,
         p_logits: torch.Tensor,
         L: int,
@@ -274,7 +294,7 @@ class Engine:
         g_chosen, m_chosen = self._where[chosen]
         for gi, (g, state) in enumerate(zip(self.groups, states)):
             mine = gi == g_chosen
-            q[list(g.members)] = g.observe(state, x, L, n, m_chosen if mine else None, q_logits if mine else None)
+            q[list(g.members)] = g.observe(state, ctx, L, n, m_chosen if mine else None, q_logits if mine else None)
         if s.greedy:
             gamma = gamma_greedy(p_logits.unsqueeze(0), q)  # (N, n), one batched argmax
         else:

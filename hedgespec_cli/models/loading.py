@@ -61,14 +61,38 @@ def load_pool(
     drafter_device = target_lm.device
     pool_drafters = []
     for spec in drafters:
-        if spec.kind != "lm":
+        if spec.kind not in DRAFTER_LOADERS:
             raise ConfigError(
-                f"drafter {spec.name!r} has kind {spec.kind!r}; supported kinds: lm"
+                f"drafter {spec.name!r} has kind {spec.kind!r}; supported kinds: {', '.join(DRAFTER_LOADERS)}"
             )
-        lm = CausalLM(spec.name, _load_model(spec, torch_dtype, {"device_map": None}).to(drafter_device))
-        check_compatible(target_lm, tokenizer, lm, spec)
-        pool_drafters.append(lm)
+        drafter = DRAFTER_LOADERS[spec.kind](spec, target_lm, torch_dtype, drafter_device)
+        check_compatible(target_lm, tokenizer, drafter, spec)
+        pool_drafters.append(drafter)
     return Pool(target_lm, pool_drafters, tokenizer, list(drafters))
+
+
+def _load_lm(spec: ModelSpec, target: CausalLM, dtype: torch.dtype, device: torch.device) -> CausalLM:
+    return CausalLM(spec.name, _load_model(spec, dtype, {"device_map": None}).to(device))
+
+
+def _load_eagle3(spec: ModelSpec, target: CausalLM, dtype: torch.dtype, device: torch.device):
+    """An EAGLE-3 head over this target: its embeddings, its hidden size."""
+    from hedgespec_cli.models.eagle3 import load_eagle3
+
+    head = load_eagle3(spec.path, target.model.get_input_embeddings(), dtype=dtype, device=device)
+    head.name, head.vocab_size = spec.name, head.config.vocab_size
+    head.max_positions = head.config.max_position_embeddings
+    want = target.model.config.hidden_size
+    if head.config.target_hidden_size != want:
+        raise CheckpointError(
+            f"EAGLE-3 head {spec.name!r} was trained on a target with hidden size "
+            f"{head.config.target_hidden_size}, this target has {want}; use the head trained for this target"
+        )
+    return head
+
+
+# The profile's `kind:` of a drafter -> its loader.
+DRAFTER_LOADERS = {"lm": _load_lm, "eagle3": _load_eagle3}
 
 
 def load_tokenizer(path: Path, owner: str) -> PreTrainedTokenizerBase:
@@ -82,9 +106,7 @@ def load_tokenizer(path: Path, owner: str) -> PreTrainedTokenizerBase:
         ) from None
 
 
-def check_compatible(
-    target: CausalLM, tokenizer: PreTrainedTokenizerBase, drafter: CausalLM, spec: ModelSpec
-) -> None:
+def check_compatible(target: CausalLM, tokenizer: PreTrainedTokenizerBase, drafter, spec: ModelSpec) -> None:
     """Drafter and target must map the same ids to the same tokens."""
     if drafter.vocab_size != target.vocab_size:
         raise VocabMismatchError(
