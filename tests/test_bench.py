@@ -188,3 +188,21 @@ def test_compare_gates_on_an_artificial_slowdown(tiny_bench, tmp_path, capsys, m
     assert code == 0
     code, out = gate(slow)
     assert code == 1 and "tokens_per_s" in out.err
+
+
+def test_sweep_drafters_pads_the_pool_and_stays_lossless(tiny_bench, tmp_path):
+    from hedgespec_cli.sweep import run_sweep
+
+    payload = run_sweep(settings(tiny_bench, tmp_path, methods="ar,fixed:near,hedgespec", prompts=2), [1, 5])
+    assert payload["by_n"]["1"]["drafters"] == ["near"]
+    five = payload["by_n"]["5"]["drafters"]
+    assert five[:3] == ["near", "far", "rnd"] and all(d.startswith("pad") for d in five[3:])
+    queries = read_jsonl(Path(payload["run_dir"]) / "queries.jsonl")
+    assert {q["n_drafters"] for q in queries} == {1, 5}
+    ar_ids = {}
+    for n in ("1", "5"):
+        hs = payload["by_n"][n]["methods"]["hedgespec"]
+        assert hs["speedup_vs_ar"]["pairs"] == 2
+        assert sum(hs["selection_freq"][d][name] for d in hs["selection_freq"] for name in five[: int(n)]) > 0
+    for q in queries:  # every pool size decodes the same text
+        assert ar_ids.setdefault(q["query_id"], q["output_ids"]) == q["output_ids"]

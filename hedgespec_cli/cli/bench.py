@@ -36,6 +36,7 @@ def bench(
     json_out: Annotated[bool, typer.Option("--json", help="Print the results JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars or tables.")] = False,
     plots: Annotated[Optional[Path], typer.Option(help="Also write PNG figures here (needs matplotlib).")] = None,
+    sweep_drafters: Annotated[Optional[str], typer.Option(help="Pool sizes, e.g. 2,4,8,16: MAT and tokens/s per method per N.")] = None,
 ) -> None:
     """Run every method on the same prompts and report tokens/s, MAT, overhead and validity."""
     from hedgespec_cli.bench import resolve_settings, run_bench
@@ -47,12 +48,39 @@ def bench(
     )
     settings = resolve_settings(flags, config)
     progress = None if quiet or json_out else _RichProgress()
+    if sweep_drafters is not None:
+        _sweep(settings, sweep_drafters, progress, json_out=json_out, quiet=quiet)
+        return
     try:
         payload = run_bench(settings, progress=progress, resume=resume)
     finally:
         if progress is not None:
             progress.close()
     _emit(payload, json_out=json_out, quiet=quiet, plots=plots)
+
+
+def _sweep(settings, sizes_text: str, progress, *, json_out: bool, quiet: bool) -> None:
+    from rich.console import Console
+
+    from hedgespec_cli.errors import ConfigError
+    from hedgespec_cli.report.bench_tables import sweep_table
+    from hedgespec_cli.rundir import dumps_json
+    from hedgespec_cli.sweep import run_sweep
+
+    try:
+        sizes = [int(s) for s in sizes_text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--sweep-drafters takes comma-separated integers, e.g. 2,4,8,16 (got {sizes_text!r})") from None
+    try:
+        payload = run_sweep(settings, sizes, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    if json_out:
+        typer.echo(dumps_json(payload, indent=2))
+    elif not quiet:
+        Console().print(sweep_table(payload))
+        Console().print(f"results: {payload['run_dir']}/sweep.json ({payload['elapsed_s']:.0f} s)")
 
 
 def report(

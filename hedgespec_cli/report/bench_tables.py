@@ -151,3 +151,25 @@ def render_run(payload: dict[str, Any], console: Console | None = None, *, adapt
     console.print(Group(*parts))
     if payload.get("run_dir"):
         console.print(f"results: {payload['run_dir']}/results.json ({payload['elapsed_s']:.0f} s)")
+
+
+def sweep_table(payload: dict[str, Any]) -> Table:
+    """Rows: pool size N; per method MAT and tokens/s; HedgeSpec's evaluation + learning share."""
+    first = next(iter(payload["by_n"].values()))["methods"]
+    t = Table(
+        title="Drafter-count sweep: MAT (tokens/round) | tokens/s per method, by pool size N",
+        title_justify="left",
+        caption="pools beyond the profile's drafters are padded with noisy (weaker) copies of its experts; "
+        "eval % = (evaluate + learn) / wall time of hedgespec",
+        caption_justify="left",
+    )
+    t.add_column("N", justify="right")
+    for m in first:
+        t.add_column(m, justify="right")
+    t.add_column("hedgespec eval %", justify="right")
+    for n, block in payload["by_n"].items():
+        ms = block["methods"]
+        cells = [f"{ms[m]['mat']:.2f} | {ms[m]['tokens_per_s']:,.0f}" if m in ms else "-" for m in first]
+        hs = ms.get("hedgespec")
+        t.add_row(n, *cells, _f(hs["eval_overhead_frac"] * 100, ".1f") if hs else "-")
+    return t

@@ -1,0 +1,115 @@
+"""`hedgespec bench --sweep-drafters 2,4,8,16`: how each method scales with the pool size N.
+
+The profile's pool is loaded once. A pool of N drafters takes the generic
+drafter first, then the profile's other drafters in order; beyond those it is
+padded with weaker copies of the experts (their weights plus seeded Gaussian
+noise, `padding` role, no domain label), so larger pools add drafters that
+are never the best choice: the setting of the HedgeSpec paper's Figure 5b.
+`ar` does not depend on N and runs once; its per-prompt times give every
+N's speedup.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from hedgespec_cli.bench import BenchSettings, Progress, settings_dict, with_profile_defaults
+from hedgespec_cli.config import ModelSpec, load_profile
+from hedgespec_cli.decoding.engine import DecodeSettings, Engine
+from hedgespec_cli.errors import ConfigError
+from hedgespec_cli.models import CausalLM, Pool
+from hedgespec_cli.report import summary as S
+from hedgespec_cli.rundir import RunDir, env_fingerprint
+from hedgespec_cli.runner import AR, open_pool, run_query
+from hedgespec_cli.workloads import load_workload
+
+PAD_NOISE = 0.5  # noise std relative to each weight tensor's std
+
+
+def padded_pool(pool: Pool, generic: str, n: int, seed: int) -> Pool:
+    """The first n drafters (generic first), padded with noisy copies of the experts."""
+    order = [pool.names.index(generic)] + [j for j in range(len(pool.names)) if pool.names[j] != generic]
+    drafters = [pool.drafters[j] for j in order[:n]]
+    specs = [pool.specs[j] for j in order[:n]]
+    sources = [j for j in order if pool.specs[j].kind == "lm"]
+    gen = torch.Generator().manual_seed(seed)
+    while len(drafters) < n:
+        j = sources[(len(drafters) - len(order)) % len(sources)]
+        model = copy.deepcopy(pool.drafters[j].model)
+        with torch.no_grad():
+            for w in model.parameters():
+                w.add_(PAD_NOISE * w.std() * torch.randn(w.shape, generator=gen).to(w))
+        name = f"pad{len(drafters)}-{pool.names[j]}"
+        drafters.append(CausalLM(name, model))
+        specs.append(ModelSpec(name, pool.specs[j].path, kind="lm", domain=None, role="padding"))
+    return Pool(pool.target, drafters, pool.tokenizer, specs)
+
+
+def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress | None = None) -> dict[str, Any]:
+    """Run every method at every pool size; returns the sweep payload (also saved as sweep.json)."""
+    if not sizes or min(sizes) < 1:
+        raise ConfigError(f"--sweep-drafters needs pool sizes >= 1 (got {sizes})")
+    settings = with_profile_defaults(settings, settings.profile)
+    profile = load_profile(settings.profile)
+    workload = load_workload(settings.workload, limit=settings.prompts)
+    max_new = settings.max_new_tokens or workload.max_new_tokens or profile.decoding.get("max_new_tokens", 128)
+    settings = replace(settings, max_new_tokens=int(max_new))
+    pool = open_pool(profile, device=settings.device, dtype=settings.dtype)
+    run_dir = RunDir.create(settings.out, f"{profile.name}-sweep", workload.name)
+    run_dir.write_yaml("config.yaml", {"bench": settings_dict(settings), "sweep_drafters": sizes})
+    run_dir.write_json("env.json", env_fingerprint())
+    decode = DecodeSettings(K=settings.K, temperature=settings.temperature, top_p=settings.top_p,
+                            max_new_tokens=settings.max_new_tokens)
+    methods = [m for m in settings.methods if m != AR]
+    prompts = workload.prompts
+    ids = [pool.tokenizer(p.text)["input_ids"] for p in prompts]
+    started = time.monotonic()
+    lines: list[dict] = []
+    if progress:
+        progress.start([f"N={n}" for n in sizes] + ([AR] if AR in settings.methods else []), len(prompts))
+    for i, m in enumerate(settings.methods[: 1 + len(methods)]):  # untimed warm-up, one prompt per method
+        run_query(Engine(pool, decode, seed=settings.seed), ids[0], m, domain=prompts[0].domain)
+    if AR in settings.methods:
+        lines += _run(Engine(pool, decode, seed=settings.seed), [AR], prompts, ids, None, settings, progress, AR)
+    by_n = {}
+    for n in sizes:
+        sub = padded_pool(pool, profile.generic().name, n, settings.seed)
+        engine = Engine(sub, decode, seed=settings.seed)
+        mine = _run(engine, methods, prompts, ids, n, settings, progress, f"N={n}")
+        for line in mine:
+            run_dir.append_jsonl("queries.jsonl", line)
+        ar_lines = [q for q in lines if q["method"] == AR]
+        by_n[str(n)] = {
+            "drafters": list(sub.names),
+            "methods": S.summarize_methods(ar_lines + mine, list(settings.methods), list(sub.names), seed=settings.seed),
+        }
+    payload = {
+        "schema": "hedgespec.sweep/1",
+        "config": {"profile": profile.to_dict(), "workload": workload.to_dict(), "bench": settings_dict(settings)},
+        "sizes": sizes,
+        "by_n": by_n,
+        "elapsed_s": time.monotonic() - started,
+        "run_dir": str(run_dir.path),
+    }
+    run_dir.write_json("sweep.json", payload)
+    run_dir.close()
+    return payload
+
+
+def _run(engine, methods, prompts, ids, n, settings, progress, label) -> list[dict]:
+    out = []
+    for i, p in enumerate(prompts):
+        for m in methods:
+            engine.generator.manual_seed(settings.seed * 1_000_003 + i)
+            record = run_query(engine, ids[i], m, domain=p.domain, seed=settings.seed)
+            line = S.query_line(m, p.id, p.domain, 0, False, record, settings.K)
+            line["n_drafters"] = n
+            out.append(line)
+        if progress:
+            progress.advance(label, out[-1])
+    return out
