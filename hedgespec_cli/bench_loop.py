@@ -56,6 +56,7 @@ class BenchRun:
             ),
             seed=settings.seed,
         )
+        self._footprint = self.pool.memory()
         self.sampler = TelemetrySampler(settings.sample_interval, sink=run_dir.file(FILES["telemetry"]))
         self.env = env_fingerprint()
         self.started = time.monotonic()
@@ -170,8 +171,18 @@ class BenchRun:
             "method_labels": {m: self._label(m) for m in s.methods},
             "acceptance_matrix": S.acceptance_matrix(self._trace_queries(), names),
             "telemetry": telemetry,
+            "memory": self._memory(telemetry),
             "artifacts": dict(FILES),
         }
+
+    def _memory(self, telemetry: dict) -> dict[str, Any]:
+        """Model footprints plus the measured peaks (process RSS; CUDA allocator peak on GPUs)."""
+        import torch
+
+        out = {**self._footprint, "peak_rss_mib": (telemetry.get("cpu") or {}).get("peak_rss_mib")}
+        if self.pool.target.device.type == "cuda":
+            out["peak_cuda_allocated_mib"] = torch.cuda.max_memory_allocated(self.pool.target.device) / 2**20
+        return out
 
     def _label(self, method: str) -> str:
         if method == AR:

@@ -39,6 +39,8 @@ def test_bench_writes_a_complete_valid_run(tiny_bench, tmp_path):
     assert methods["oracle"]["mat"] >= methods["fixed:near"]["mat"]  # best fixed drafter per query
     assert methods["oracle"]["regret_vs_oracle"] == 0.0
     assert set(results["acceptance_matrix"]) == {"alpha", "beta"}
+    memory = results["memory"]
+    assert memory["drafters"]["near"]["weights_mib"] > 0 and memory["peak_rss_mib"] > 0
     assert results["config"]["profile"]["drafters"][0] == {
         "name": "near", "kind": "lm", "path": results["config"]["profile"]["drafters"][0]["path"],
         "domain": "alpha", "role": "generic",

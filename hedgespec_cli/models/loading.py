@@ -43,6 +43,25 @@ class Pool:
     def domains(self) -> tuple[str | None, ...]:
         return tuple(s.domain for s in self.specs)
 
+    def memory(self) -> dict:
+        """Weights (MiB) and KV cache cost (KiB per cached token) of the target and each drafter."""
+        def entry(model) -> dict:
+            weights = sum(p.numel() * p.element_size() for p in model.parameters())
+            cfg = model.config
+            layers = getattr(cfg, "num_hidden_layers", 1)
+            kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+            head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+            dtype_bytes = next(model.parameters()).element_size()
+            return {
+                "weights_mib": weights / 2**20,
+                "kv_kib_per_token": 2 * layers * kv_heads * head_dim * dtype_bytes / 1024,
+            }
+
+        return {
+            "target": entry(self.target.model),
+            "drafters": {s.name: entry(getattr(d, "model", d)) for s, d in zip(self.specs, self.drafters)},
+        }
+
 
 def load_pool(
     target: ModelSpec,

@@ -128,6 +128,15 @@ def telemetry_lines(payload: dict[str, Any]) -> Text:
             )
     else:
         out.append(f"GPU telemetry unavailable: {tel.get('reason') or 'unknown'}")
+    mem = payload.get("memory") or {}
+    if mem.get("drafters"):
+        d = list(mem["drafters"].values())
+        out.append(
+            f"\n  memory: target weights {mem['target']['weights_mib']:.1f} MiB; per drafter "
+            f"{d[0]['weights_mib']:.1f} MiB weights + {d[0]['kv_kib_per_token']:.1f} KiB KV per cached token "
+            f"(x{len(d)} drafters)"
+            + (f"; CUDA allocator peak {mem['peak_cuda_allocated_mib']:,.0f} MiB" if mem.get("peak_cuda_allocated_mib") else "")
+        )
     cpu = tel.get("cpu") or {}
     out.append(
         f"\n  CPU: mean {_f(cpu.get('cpu_mean_pct'), '.0f', '%')} of one core ({cpu.get('cpu_count')} cores), "
