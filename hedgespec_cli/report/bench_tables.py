@@ -65,29 +65,24 @@ def domain_table(payload: dict[str, Any]) -> Table:
 
 
 def selection_table(method: str, freq: dict[str, dict[str, float]]) -> Table:
-    drafters = list(next(iter(freq.values())))
-    t = Table(title=f"{method}: share of rounds per drafter, by prompt domain", title_justify="left")
-    t.add_column("domain")
-    for d in drafters:
-        t.add_column(d, justify="right")
-    for domain, row in freq.items():
-        best = max(row, key=row.get)
-        t.add_row(domain, *(Text(f"{row[d]:.0%}", style="bold" if d == best else "") for d in drafters))
-    return t
+    return _domain_by_drafter(f"{method}: share of rounds per drafter, by prompt domain", freq, "{:.0%}")
 
 
 def acceptance_matrix_table(matrix: dict[str, dict[str, float]]) -> Table:
-    drafters = list(next(iter(matrix.values())))
-    t = Table(
-        title="Acceptance matrix: mean gamma per domain and drafter (full-information, from the trace)",
-        title_justify="left",
-    )
+    title = "Acceptance matrix: mean gamma per domain and drafter (full-information, from the trace)"
+    return _domain_by_drafter(title, matrix, "{:.2f}")
+
+
+def _domain_by_drafter(title: str, rows: dict[str, dict[str, float]], fmt: str) -> Table:
+    """Rows: domains; columns: drafters; each row's largest value in bold."""
+    drafters = list(next(iter(rows.values())))
+    t = Table(title=title, title_justify="left")
     t.add_column("domain")
     for d in drafters:
         t.add_column(d, justify="right")
-    for domain, row in matrix.items():
+    for domain, row in rows.items():
         best = max(row, key=row.get)
-        t.add_row(domain, *(Text(f"{row[d]:.2f}", style="bold" if d == best else "") for d in drafters))
+        t.add_row(domain, *(Text(fmt.format(row[d]), style="bold" if d == best else "") for d in drafters))
     return t
 
 

@@ -294,3 +294,39 @@ def _train(head: Eagle3Head, target, sample, budget: StageBudget, peak_lr: float
     head.eval()
     return {"steps": step, "tokens": tokens, "train_loss": None if ema is None else round(ema, 4),
             "greedy_accept": [round(a, 3) for a in accept], "wall_s": round(time.perf_counter() - start, 1)}
+
+
+def build_eagle_zoo(
+    zoo_dir: Path, data_dir: Path, *, seed: int = 0, time_budget_s: float, progress: Progress | None = None,
+    max_steps: int | None = None,
+) -> dict:
+    """Train the zoo's EAGLE-3 heads (generic + one per domain) on its target, from the
+    same training text as the LM drafters, into `zoo_dir/eagle3/`, and write the sibling
+    profile `<zoo>-eagle3.yaml` whose pool is those heads."""
+    from hedgespec_cli.zoo.corpora import load_corpus
+
+    zoo_dir = Path(zoo_dir)
+    manifest_path = zoo_dir / "build.json"
+    if not manifest_path.is_file():
+        raise ConfigError(f"{zoo_dir} has no build.json; build the zoo first with `hedgespec zoo build`")
+    zoo = json.loads(manifest_path.read_text())
+    domains, max_chars = zoo["spec"]["domains"], zoo["spec"]["max_chars"]
+    texts = {d: [doc.text for doc in load_corpus(d, Path(data_dir), max_chars).train] for d in domains}
+    manifest = train_eagle_heads(zoo_dir / "target", texts, zoo_dir / "eagle3", seed=seed,
+                                 time_budget_s=time_budget_s, progress=progress, max_steps=max_steps)
+    base = zoo_dir.name
+    lines = [
+        f"name: {base}-eagle3",
+        "description: Built-in tiny zoo with EAGLE-3 heads (generic + one per domain) as the drafter pool",
+        f"target: {{path: {base}/target}}",
+        f"tokenizer: {base}/tokenizer",
+        "drafters:",
+    ]
+    for entry in manifest["heads"]:
+        name = entry["name"]
+        domain, role = (None, "generic") if name == GENERIC else (name, "expert")
+        lines.append(f"  - {{name: {name}, kind: eagle3, path: {base}/eagle3/{entry['path']}, "
+                     f"domain: {domain or 'null'}, role: {role}}}")
+    lines += ["dtype: float32", "device: cpu", "decoding: {K: 5, temperature: 0.0, max_new_tokens: 128}"]
+    (zoo_dir.parent / f"{base}-eagle3.yaml").write_text("\n".join(lines) + "\n")
+    return manifest
