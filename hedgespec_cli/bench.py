@@ -40,6 +40,7 @@ class BenchSettings:
     dtype: str | None = None
     out: str = "runs"
     sample_interval: float = 0.1
+    threads: int | None = None  # torch intra-op threads on CPU; None keeps torch's default
     min_tokens: int = 1000
     max_repeat_cv: float = 0.05
 
@@ -50,6 +51,8 @@ class BenchSettings:
                 raise ConfigError(f"{key} must be at least 1 (got {value})")
         if self.warmup < 0:
             raise ConfigError(f"warmup must be >= 0 (got {self.warmup})")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be at least 1 (got {self.threads})")
         if self.sample_interval <= 0:
             raise ConfigError(f"sample_interval must be positive (got {self.sample_interval})")
 
@@ -145,6 +148,11 @@ def settings_dict(settings: BenchSettings) -> dict[str, Any]:
 
 def with_profile_defaults(settings: BenchSettings, profile_name: str) -> BenchSettings:
     """Fill the decoding knobs the user left unset from the profile (then built-in defaults)."""
+    import torch
+
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    settings = replace(settings, threads=torch.get_num_threads())  # what actually ran, for config.yaml
     prof = load_profile(profile_name)
     d = prof.decoding
     return replace(

@@ -31,6 +31,7 @@ def bench(
     dtype: Annotated[Optional[str], typer.Option(help="float32, float16 or bfloat16 [default: profile].")] = None,
     out: Annotated[Optional[str], typer.Option(help="Folder for run directories [default: runs].")] = None,
     sample_interval: Annotated[Optional[float], typer.Option(help="Telemetry interval in seconds [default: 0.1].")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads [default: torch's].")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file with any of these keys (flags win).")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue an interrupted run directory.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the results JSON on stdout.")] = False,
@@ -44,7 +45,7 @@ def bench(
     flags = dict(
         profile=profile, workload=workload, methods=methods, temperature=temperature, top_p=top_p, K=K,
         max_new_tokens=max_new_tokens, prompts=prompts, repeats=repeats, warmup=warmup, seed=seed,
-        device=device, dtype=dtype, out=out, sample_interval=sample_interval,
+        device=device, dtype=dtype, out=out, sample_interval=sample_interval, threads=threads,
     )
     settings = resolve_settings(flags, config)
     progress = None if quiet or json_out else _RichProgress()
