@@ -43,6 +43,9 @@ class _RichProgress:
 
     def finish(self, stage: str, note: str) -> None:
         self._bar.update(self._tasks[stage], completed=1.0, note=note)
+        if not self._bar.console.is_terminal:
+            # Bars are not redrawn in a log file: leave one line per finished stage instead.
+            self._bar.console.print(f"{stage}: done in {self._bar.tasks[self._tasks[stage]].elapsed:.0f} s, {note}")
 
 
 @zoo_app.command("build")
