@@ -149,3 +149,22 @@ def test_math_generator_is_seeded():
     assert problem_sets(3, 5) == problem_sets(3, 5)
     assert problem_sets(3, 5) != problem_sets(4, 5)
     assert all(doc.count("The answer is") == 4 for doc in problem_sets(3, 5))
+
+
+def test_reuse_target_redistils_drafters_only(tmp_path_factory):
+    """A drafters-only rebuild keeps the tokenizer and target byte for byte."""
+    from dataclasses import replace
+
+    from hedgespec_cli.errors import ConfigError
+    from hedgespec_cli.zoo.build import build_zoo
+
+    root = tmp_path_factory.mktemp("reuse")
+    spec = _mini_spec(root)
+    first = build_zoo(spec)
+    target = (spec.out_dir / "target" / "model.safetensors").read_bytes()
+    second = build_zoo(replace(spec, reuse_target=True, max_steps=4))
+    assert (spec.out_dir / "target" / "model.safetensors").read_bytes() == target
+    assert second["models"]["target"] == first["models"]["target"]
+    assert all(second["models"][n]["steps"] == 4 for n in ("generic", "code", "math"))
+    with pytest.raises(ConfigError, match="previous build's --seed"):
+        build_zoo(replace(spec, reuse_target=True, seed=1))

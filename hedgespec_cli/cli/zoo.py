@@ -59,6 +59,7 @@ def build(
     max_steps: Annotated[Optional[int], typer.Option(help="Cap on training steps per stage (a miniature build).")] = None,
     max_chars: Annotated[int, typer.Option(help="Characters of text per domain at most.")] = 2_500_000,
     batch_size: Annotated[int, typer.Option(help="Sequences per training batch.")] = 16,
+    reuse_target: Annotated[bool, typer.Option(help="Keep the built tokenizer and target; re-distil the drafters only.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the build manifest as JSON on stdout.")] = False,
 ) -> None:
     """Fetch the corpora, train the tokenizer, pretrain the target and distil the drafters."""
@@ -74,7 +75,7 @@ def build(
         out_dir=out, data_dir=data_dir, prompts_dir=prompts_dir,
         domains=tuple(d.strip() for d in domains.split(",")) if domains else tuple(DOMAINS),
         seed=seed, time_budget_s=time_budget * 60, max_steps=max_steps, max_chars=max_chars,
-        batch_size=batch_size,
+        batch_size=batch_size, reuse_target=reuse_target,
     )
     with _RichProgress() as progress:
         manifest = build_zoo(spec, progress)

@@ -52,6 +52,7 @@ class BuildSpec:
     target_shape: ModelShape = TARGET_SHAPE
     drafter_shape: ModelShape = DRAFTER_SHAPE
     threads: int = 2
+    reuse_target: bool = False  # keep out_dir's tokenizer and target; re-distil the drafters only
 
     def __post_init__(self):
         unknown = [d for d in self.domains if d not in DOMAINS]
@@ -145,6 +146,17 @@ def _evaluate(model, data: _Data) -> dict[str, float]:
     from hedgespec_cli.zoo.train import heldout_loss
 
     return {d: round(heldout_loss(model, w), 4) for d, w in data.heldout.items()}
+
+
+def _previous_build(spec: BuildSpec) -> dict:
+    """The manifest of the zoo whose target a drafters-only rebuild keeps."""
+    path = spec.out_dir / "build.json"
+    if not (path.is_file() and (spec.out_dir / "target").is_dir()):
+        raise ConfigError(f"--reuse-target needs a built zoo in {spec.out_dir} (build.json and target/)")
+    previous = json.loads(path.read_text())
+    if previous["seed"] != spec.seed or list(previous["spec"]["domains"]) != list(spec.domains):
+        raise ConfigError("--reuse-target needs the previous build's --seed and --domains")
+    return previous
 
 
 def _save(model, tokenizer, path: Path) -> None:
@@ -255,8 +267,12 @@ def build_zoo(spec: BuildSpec, progress: Progress | None = None) -> dict:
 
     t = time.perf_counter()
     progress.start("tokenizer")
-    tokenizer = train_tokenizer({n: (d.text for d in c.train) for n, c in corpora.items()},
-                                spec.vocab_size, spec.out_dir / "tokenizer")
+    previous = _previous_build(spec) if spec.reuse_target else None
+    if previous is not None:  # the target (and EAGLE-3 heads trained on it) stay valid
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(spec.out_dir / "tokenizer"), local_files_only=True)
+    else:
+        tokenizer = train_tokenizer({n: (d.text for d in c.train) for n, c in corpora.items()},
+                                    spec.vocab_size, spec.out_dir / "tokenizer")
     data = _tokenize(corpora, tokenizer, spec)
     prompt_counts = _write_prompts(corpora, tokenizer, spec) if spec.prompts_dir else {}
     stages["tokenizer"] = round(time.perf_counter() - t, 1)
@@ -265,8 +281,9 @@ def build_zoo(spec: BuildSpec, progress: Progress | None = None) -> dict:
     # Split what is left of the budget: TARGET_SHARE to the target, the rest evenly to drafters.
     train_s = max(spec.time_budget_s - (time.perf_counter() - t0), 0.0) * (1 - EVAL_RESERVE)
     drafter_names = [GENERIC, *spec.domains]
-    target_budget = StageBudget(train_s * TARGET_SHARE, spec.max_steps)
-    drafter_budget = StageBudget(train_s * (1 - TARGET_SHARE) / len(drafter_names), spec.max_steps)
+    share = 0.0 if previous is not None else TARGET_SHARE
+    target_budget = StageBudget(train_s * share, spec.max_steps)
+    drafter_budget = StageBudget(train_s * (1 - share) / len(drafter_names), spec.max_steps)
     models: dict[str, dict] = {}
     domains = list(spec.domains)
 
@@ -276,14 +293,20 @@ def build_zoo(spec: BuildSpec, progress: Progress | None = None) -> dict:
 
     t = time.perf_counter()
     progress.start("target")
-    target = make_model(spec.target_shape, tokenizer, seed=spec.seed)
     sample, mix = _sampler(data, domains, spec, seed=spec.seed)
-    stats = pretrain(target, sample, target_budget, spec.target_lr, on_step("target"))
-    target = _round_trip(target)
-    models["target"] = _model_entry(target, "target", None, stats, _evaluate(target, data))
-    _save(target, tokenizer, spec.out_dir / "target")
-    stages["target"] = round(time.perf_counter() - t, 1)
-    progress.finish("target", f"{stats['steps']} steps, loss {stats['train_loss']:.3f}")
+    if previous is not None:
+        target = transformers.AutoModelForCausalLM.from_pretrained(str(spec.out_dir / "target")).float()
+        models["target"] = previous["models"]["target"]
+        stages["target"] = previous["stages_wall_s"]["target"]
+        progress.finish("target", "reused from the previous build")
+    else:
+        target = make_model(spec.target_shape, tokenizer, seed=spec.seed)
+        stats = pretrain(target, sample, target_budget, spec.target_lr, on_step("target"))
+        target = _round_trip(target)
+        models["target"] = _model_entry(target, "target", None, stats, _evaluate(target, data))
+        _save(target, tokenizer, spec.out_dir / "target")
+        stages["target"] = round(time.perf_counter() - t, 1)
+        progress.finish("target", f"{stats['steps']} steps, loss {stats['train_loss']:.3f}")
     for p in target.parameters():
         p.requires_grad_(False)
 
