@@ -28,12 +28,12 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
 from hedgespec_cli.errors import CheckpointError, ConfigError
+from hedgespec_cli.zoo.build import Progress, SilentProgress
 from hedgespec_cli.models.eagle3 import ARCHITECTURES, Eagle3Config, Eagle3Head, fused_layers, save_eagle3
 from hedgespec_cli.zoo.train import StageBudget, lr_at
 
@@ -45,23 +45,6 @@ SAVE_DTYPE = torch.float16  # as the zoo's other checkpoints
 Corpus = Sequence[str] | torch.Tensor  # texts, or one 1-D stream of target token ids
 
 
-class Progress(Protocol):
-    """The zoo build's progress protocol (start / update / finish per stage)."""
-
-    def start(self, stage: str) -> None: ...
-    def update(self, stage: str, frac: float, note: str) -> None: ...
-    def finish(self, stage: str, note: str) -> None: ...
-
-
-class _Silent:
-    def start(self, stage: str) -> None:
-        pass
-
-    def update(self, stage: str, frac: float, note: str) -> None:
-        pass
-
-    def finish(self, stage: str, note: str) -> None:
-        pass
 
 
 def train_eagle_heads(
@@ -91,7 +74,7 @@ def train_eagle_heads(
         raise ConfigError(f"pass at least one domain corpus ({GENERIC!r} is the mixture head's name)")
     if ttt_steps < 1 or seq_len < 2 or batch_size < 1 or draft_vocab_size < 1:
         raise ConfigError("ttt_steps, batch_size and draft_vocab_size must be >= 1, seq_len >= 2")
-    progress = progress or _Silent()
+    progress = progress or SilentProgress()
     start = time.perf_counter()
     target = _load_target(Path(target_dir))
     streams = _token_streams(Path(target_dir), corpora_by_domain, seq_len + ttt_steps + 1)
