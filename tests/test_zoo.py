@@ -168,3 +168,24 @@ def test_reuse_target_redistils_drafters_only(tmp_path_factory):
     assert all(second["models"][n]["steps"] == 4 for n in ("generic", "code", "math"))
     with pytest.raises(ConfigError, match="previous build's --seed"):
         build_zoo(replace(spec, reuse_target=True, seed=1))
+
+
+def test_build_with_eagle_heads_gives_a_loadable_eagle3_profile(tmp_path_factory):
+    from dataclasses import replace
+
+    from hedgespec_cli.config import load_profile
+    from hedgespec_cli.decoding.engine import DecodeSettings, Engine
+    from hedgespec_cli.runner import open_pool, run_query
+    from hedgespec_cli.zoo.build import build_zoo
+
+    root = tmp_path_factory.mktemp("eagle_zoo")
+    spec = replace(_mini_spec(root), target_shape=replace(MINI_TARGET, layers=3), max_steps=2, eagle_budget_s=60)
+    build_zoo(spec)
+    profile = load_profile(str(root / "tiny-eagle3.yaml"))
+    assert [d.kind for d in profile.drafters] == ["eagle3"] * 3
+    assert profile.generic().name == "generic"
+    pool = open_pool(profile)
+    engine = Engine(pool, DecodeSettings(K=3, max_new_tokens=12))
+    ids = pool.tokenizer("def f(x):\n    return")["input_ids"]
+    want = run_query(engine, ids, "ar").output_ids
+    assert run_query(engine, ids, "hedgespec", domain="code").output_ids == want

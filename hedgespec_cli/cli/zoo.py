@@ -60,6 +60,7 @@ def build(
     max_chars: Annotated[int, typer.Option(help="Characters of text per domain at most.")] = 2_500_000,
     batch_size: Annotated[int, typer.Option(help="Sequences per training batch.")] = 16,
     reuse_target: Annotated[bool, typer.Option(help="Keep the built tokenizer and target; re-distil the drafters only.")] = False,
+    eagle_minutes: Annotated[float, typer.Option(help="Also train EAGLE-3 heads for this many minutes (0: none).")] = 0.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the build manifest as JSON on stdout.")] = False,
 ) -> None:
     """Fetch the corpora, train the tokenizer, pretrain the target and distil the drafters."""
@@ -75,7 +76,7 @@ def build(
         out_dir=out, data_dir=data_dir, prompts_dir=prompts_dir,
         domains=tuple(d.strip() for d in domains.split(",")) if domains else tuple(DOMAINS),
         seed=seed, time_budget_s=time_budget * 60, max_steps=max_steps, max_chars=max_chars,
-        batch_size=batch_size, reuse_target=reuse_target,
+        batch_size=batch_size, reuse_target=reuse_target, eagle_budget_s=eagle_minutes * 60,
     )
     with _RichProgress() as progress:
         manifest = build_zoo(spec, progress)
@@ -104,6 +105,26 @@ def _render_losses(manifest: dict) -> None:
                  for d in domains]
         table.add_row(name, *cells)
     Console(stderr=True).print(table)
+
+
+@zoo_app.command("eagle")
+def eagle(
+    zoo: Annotated[Path, typer.Option(help="A built zoo directory.")] = Path("profiles/tiny"),
+    data_dir: Annotated[Path, typer.Option(help="Where the build left its corpora.")] = Path("data"),
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    time_budget: Annotated[float, typer.Option(help="Minutes for all heads together.")] = 12.0,
+) -> None:
+    """Train EAGLE-3 heads (generic + one per domain) on a built zoo's target; writes <zoo>-eagle3.yaml."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from hedgespec_cli.zoo.eagle import build_eagle_zoo
+
+    with _RichProgress() as progress:
+        manifest = build_eagle_zoo(zoo, data_dir, seed=seed, time_budget_s=time_budget * 60, progress=progress)
+    for head in manifest["heads"]:
+        depths = ", ".join(f"{a:.2f}" for a in head["greedy_accept"])
+        typer.echo(f"{head['name']:<12} {head['steps']:>5} steps  training greedy acceptance by depth: {depths}")
 
 
 @zoo_app.command("info")

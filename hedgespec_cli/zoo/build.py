@@ -53,6 +53,7 @@ class BuildSpec:
     drafter_shape: ModelShape = DRAFTER_SHAPE
     threads: int = 2
     reuse_target: bool = False  # keep out_dir's tokenizer and target; re-distil the drafters only
+    eagle_budget_s: float = 0.0  # > 0: also train EAGLE-3 heads (generic + per domain) on the target
 
     def __post_init__(self):
         unknown = [d for d in self.domains if d not in DOMAINS]
@@ -350,4 +351,9 @@ def build_zoo(spec: BuildSpec, progress: Progress | None = None) -> dict:
     }
     text = json.dumps(manifest, indent=2) + "\n"
     (spec.out_dir / "build.json").write_text(text)
+    if spec.eagle_budget_s > 0:
+        from hedgespec_cli.zoo.eagle import build_eagle_zoo
+
+        build_eagle_zoo(spec.out_dir, spec.data_dir, seed=spec.seed, time_budget_s=spec.eagle_budget_s,
+                        progress=progress, max_steps=spec.max_steps)
     return json.loads(text)  # exactly what is on disk (tuples become lists)
