@@ -189,3 +189,19 @@ def test_build_with_eagle_heads_gives_a_loadable_eagle3_profile(tmp_path_factory
     ids = pool.tokenizer("def f(x):\n    return")["input_ids"]
     want = run_query(engine, ids, "ar").output_ids
     assert run_query(engine, ids, "hedgespec", domain="code").output_ids == want
+
+
+def test_acceptance_matrix_is_measured_by_the_engine(mini_zoo):
+    from hedgespec_cli.zoo.matrix import acceptance_matrix
+
+    root, _ = mini_zoo
+    (root / "wl.yaml").write_text(
+        "name: wl\nschedule: shift\nsources: [{path: prompts/code.jsonl}, {path: prompts/math.jsonl}]\n"
+    )
+    out = acceptance_matrix(str(root / "tiny.yaml"), str(root / "wl.yaml"), per_domain=2, K=3, max_new_tokens=12)
+    assert out["prompts"] == {"code": 2, "math": 2}
+    assert set(out["gamma"]) == {"code", "math"} and set(out["gamma"]["code"]) == {"generic", "code", "math"}
+    for domain in ("code", "math"):
+        for drafter, length in out["acceptance_length"][domain].items():
+            assert 1.0 <= length <= 4.0  # 1 .. K + 1 tokens per round
+            assert 0.0 <= out["gamma"][domain][drafter] <= 1.0

@@ -127,6 +127,40 @@ def eagle(
         typer.echo(f"{head['name']:<12} {head['steps']:>5} steps  training greedy acceptance by depth: {depths}")
 
 
+@zoo_app.command("matrix")
+def matrix(
+    profile: Annotated[str, typer.Option(help="Profile of the pool to measure.")] = "tiny",
+    workload: Annotated[str, typer.Option(help="Workload whose held-out prompts are decoded.")] = "domain-shift",
+    per_domain: Annotated[int, typer.Option(help="Prompts per domain.")] = 6,
+    K: Annotated[int, typer.Option("-K", "--K", help="Draft length.")] = 5,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens generated per prompt.")] = 128,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the payload as JSON.")] = False,
+) -> None:
+    """Domain x drafter acceptance: mean gamma and greedy acceptance length, measured by the engine."""
+    import json
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from rich.console import Console
+
+    from hedgespec_cli.report.bench_tables import domain_by_drafter
+    from hedgespec_cli.zoo.matrix import acceptance_matrix
+
+    err = Console(stderr=True)
+    payload = acceptance_matrix(profile, workload, per_domain=per_domain, K=K, max_new_tokens=max_new_tokens,
+                                progress=lambda i, n: err.print(f"\rdecoded {i}/{n} prompts", end=""))
+    err.print()
+    if json_out:
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    out = Console()
+    out.print(domain_by_drafter(f"{payload['profile']}: mean gamma (T=0 argmax agreement with the target)",
+                                payload["gamma"], "{:.2f}"))
+    out.print(domain_by_drafter(f"{payload['profile']}: greedy acceptance length per round (MAT of fixed:NAME, "
+                                f"K={K}, {max_new_tokens} tokens, {per_domain} prompts per domain)",
+                                payload["acceptance_length"], "{:.2f}"))
+
+
 @zoo_app.command("info")
 def info(
     zoo_dir: Annotated[Path, typer.Argument(help="A built zoo directory.")] = Path("profiles/tiny"),

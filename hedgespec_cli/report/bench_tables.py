@@ -65,15 +65,15 @@ def domain_table(payload: dict[str, Any]) -> Table:
 
 
 def selection_table(method: str, freq: dict[str, dict[str, float]]) -> Table:
-    return _domain_by_drafter(f"{method}: share of rounds per drafter, by prompt domain", freq, "{:.0%}")
+    return domain_by_drafter(f"{method}: share of rounds per drafter, by prompt domain", freq, "{:.0%}")
 
 
 def acceptance_matrix_table(matrix: dict[str, dict[str, float]]) -> Table:
     title = "Acceptance matrix: mean gamma per domain and drafter (full-information, from the trace)"
-    return _domain_by_drafter(title, matrix, "{:.2f}")
+    return domain_by_drafter(title, matrix, "{:.2f}")
 
 
-def _domain_by_drafter(title: str, rows: dict[str, dict[str, float]], fmt: str) -> Table:
+def domain_by_drafter(title: str, rows: dict[str, dict[str, float]], fmt: str) -> Table:
     """Rows: domains; columns: drafters; each row's largest value in bold."""
     drafters = list(next(iter(rows.values())))
     t = Table(title=title, title_justify="left")
