@@ -13,7 +13,7 @@ from hedgespec_cli.config import load_profile
 from hedgespec_cli.decoding.engine import DecodeSettings, Engine
 from hedgespec_cli.report import summary as S
 from hedgespec_cli.rundir import RunDir, env_fingerprint
-from hedgespec_cli.runner import AR, open_pool, run_query
+from hedgespec_cli.runner import AR, hindsight_pass, needs_hindsight, open_pool, run_query
 from hedgespec_cli.selection import REGISTRY, SelectorSpec, make_selector
 from hedgespec_cli.selection.trace import Trace, TraceQuery, read_trace, write_trace
 from hedgespec_cli.telemetry import TelemetrySampler
@@ -102,7 +102,7 @@ class BenchRun:
         s, prompts = self.settings, self.workload.prompts
         done = {(q["method"], q["query_id"], q["repeat"]) for q in self.lines}
         # References need the query's gamma, which a full-information method produces first.
-        order = sorted(s.methods, key=lambda m: m != AR and REGISTRY[SelectorSpec.parse(m).name].kind == "reference")
+        order = sorted(s.methods, key=needs_hindsight)
         ids = [self.pool.tokenizer(p.text)["input_ids"] for p in prompts]
         self.sampler.start()
         for i, p in enumerate(prompts[: s.warmup]):  # untimed: first-call costs, allocator, caches
@@ -133,9 +133,11 @@ class BenchRun:
         self.engine.generator.manual_seed(self.settings.seed * 1_000_003 + repeat * 10_007 + index)
         key = (prompt.id, repeat)
         hindsight = self.trace[key].gamma if key in self.trace else None
-        needs = method != AR and REGISTRY[SelectorSpec.parse(method).name].kind == "reference"
-        if needs and hindsight is None:
-            hindsight = self._probe(ids, prompt, repeat)
+        if hindsight is None and needs_hindsight(method):
+            probe = hindsight_pass(self.engine, ids, prompt.domain)
+            hindsight = probe.gamma
+            if keep_trace:
+                self.trace[key] = TraceQuery(prompt.id, prompt.domain, probe.output_ids, hindsight)
         record = run_query(
             self.engine, ids, method, domain=prompt.domain, seed=self.settings.seed,
             selector=selector, hindsight=hindsight,
@@ -143,13 +145,6 @@ class BenchRun:
         if keep_trace and record.gamma is not None and key not in self.trace:
             self.trace[key] = TraceQuery(prompt.id, prompt.domain, record.output_ids, record.gamma)
         return record
-
-    def _probe(self, ids: list[int], prompt, repeat: int):
-        """Untimed full-information pass giving a reference method its hindsight gamma."""
-        first = "fixed:" + self.pool.names[0]
-        record = run_query(self.engine, ids, first, domain=prompt.domain, record_gamma=True)
-        self.trace[(prompt.id, repeat)] = TraceQuery(prompt.id, prompt.domain, record.output_ids, record.gamma)
-        return record.gamma
 
     def payload(self, complete: bool) -> dict[str, Any]:
         s, names = self.settings, list(self.pool.names)

@@ -47,6 +47,18 @@ def context_for(pool: Pool, K: int, domain: str | None, hindsight: np.ndarray | 
     return QueryContext(domain, pool.names, pool.domains, K, hindsight)
 
 
+def needs_hindsight(method: str) -> bool:
+    """True for the hindsight references (`oracle`, `oracle-round`), which need the query's gamma."""
+    from hedgespec_cli.selection import REGISTRY, SelectorSpec
+
+    return method != AR and REGISTRY[SelectorSpec.parse(method).name].kind == "reference"
+
+
+def hindsight_pass(engine: Engine, prompt_ids: list[int], domain: str | None) -> QueryRecord:
+    """An untimed full-information pass (first drafter chosen): its gamma is the query's hindsight."""
+    return run_query(engine, prompt_ids, "fixed:" + engine.pool.names[0], domain=domain, record_gamma=True)
+
+
 def run_query(
     engine: Engine,
     prompt_ids: list[int],
@@ -67,16 +79,14 @@ def run_query(
     """
     if method == AR:
         return engine.decode(prompt_ids, record_gamma=False)
-    from hedgespec_cli.selection import REGISTRY, SelectorSpec, make_selector
+    from hedgespec_cli.selection import SelectorSpec, make_selector
 
     spec = SelectorSpec.parse(method, seed=seed)
     pool = engine.pool
     if selector is None:
         selector = make_selector(spec, len(pool.drafters), pool.names)
-    if REGISTRY[spec.name].kind == "reference" and hindsight is None:
-        probe = make_selector("fixed:" + pool.names[0], len(pool.drafters), pool.names)
-        probe.begin_query(context_for(pool, engine.settings.K, domain))
-        hindsight = engine.decode(prompt_ids, probe, record_gamma=True).gamma
+    if hindsight is None and needs_hindsight(method):
+        hindsight = hindsight_pass(engine, prompt_ids, domain).gamma
     selector.begin_query(context_for(pool, engine.settings.K, domain, hindsight))
     record = engine.decode(prompt_ids, selector, record_gamma=record_gamma)
     selector.end_query()

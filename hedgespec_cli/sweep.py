@@ -70,17 +70,19 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
     ids = [pool.tokenizer(p.text)["input_ids"] for p in prompts]
     started = time.monotonic()
     lines: list[dict] = []
+    # One bar per N, showing the tokens/s and MAT of one method (hedgespec when swept).
+    focus = "hedgespec" if "hedgespec" in methods else methods[-1]
     if progress:
-        progress.start([f"N={n}" for n in sizes] + ([AR] if AR in settings.methods else []), len(prompts))
+        progress.start([f"N={n} {focus}" for n in sizes] + ([AR] if AR in settings.methods else []), len(prompts))
     for i, m in enumerate(settings.methods[: 1 + len(methods)]):  # untimed warm-up, one prompt per method
         run_query(Engine(pool, decode, seed=settings.seed), ids[0], m, domain=prompts[0].domain)
     if AR in settings.methods:
-        lines += _run(Engine(pool, decode, seed=settings.seed), [AR], prompts, ids, None, settings, progress, AR)
+        lines += _run(Engine(pool, decode, seed=settings.seed), [AR], prompts, ids, None, settings, progress, AR, AR)
     by_n = {}
     for n in sizes:
         sub = padded_pool(pool, profile.generic().name, n, settings.seed)
         engine = Engine(sub, decode, seed=settings.seed)
-        mine = _run(engine, methods, prompts, ids, n, settings, progress, f"N={n}")
+        mine = _run(engine, methods, prompts, ids, n, settings, progress, f"N={n} {focus}", focus)
         for line in mine:
             run_dir.append_jsonl("queries.jsonl", line)
         ar_lines = [q for q in lines if q["method"] == AR]
@@ -101,7 +103,7 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
     return payload
 
 
-def _run(engine, methods, prompts, ids, n, settings, progress, label) -> list[dict]:
+def _run(engine, methods, prompts, ids, n, settings, progress, label, focus) -> list[dict]:
     out = []
     for i, p in enumerate(prompts):
         for m in methods:
@@ -111,5 +113,5 @@ def _run(engine, methods, prompts, ids, n, settings, progress, label) -> list[di
             line["n_drafters"] = n
             out.append(line)
         if progress:
-            progress.advance(label, out[-1])
+            progress.advance(label, next(q for q in out[::-1] if q["method"] == focus))
     return out

@@ -31,8 +31,8 @@ def query_line(
     reached, kept = np.zeros(K, dtype=int), np.zeros(K, dtype=int)
     selections: dict[int, int] = defaultdict(int)
     for r in record.rounds:
-        # Draft positions 1..a were kept; position a+1 was tried and rejected.
-        reached[: min(r.accepted + 1, r.drafted)] += 1
+        flags = r.accept_flags  # kept positions, then the rejected one (if any)
+        reached[: len(flags)] += 1
         kept[: r.accepted] += 1
         if r.drafter is not None:
             selections[r.drafter] += 1
