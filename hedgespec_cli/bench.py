@@ -12,10 +12,13 @@ from __future__ import annotations
 import signal
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hedgespec_cli.config import check_keys, load_profile, read_yaml
 from hedgespec_cli.errors import ConfigError, HedgespecError
+
+if TYPE_CHECKING:
+    from hedgespec_cli.decoding.engine import DecodeSettings
 
 SCHEMA = "hedgespec.run/1"
 DEFAULT_ONLINE = ("ucbspec", "exp3spec", "metasd-ucb", "random", "router", "hedgespec")
@@ -31,6 +34,8 @@ class BenchSettings:
     temperature: float | None = None
     top_p: float | None = None
     K: int | None = None
+    tree_top_k: int | None = None  # > 0: EAGLE dynamic draft trees of depth K; 0 = chains
+    tree_tokens: int | None = None  # nodes kept per tree
     max_new_tokens: int | None = None
     prompts: int | None = None
     repeats: int = 1
@@ -51,6 +56,8 @@ class BenchSettings:
                 raise ConfigError(f"{key} must be at least 1 (got {value})")
         if self.warmup < 0:
             raise ConfigError(f"warmup must be >= 0 (got {self.warmup})")
+        if self.tree_top_k is not None and self.tree_top_k < 0:
+            raise ConfigError(f"tree_top_k must be >= 0 (got {self.tree_top_k}); 0 drafts chains")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be at least 1 (got {self.threads})")
         if self.sample_interval <= 0:
@@ -140,6 +147,20 @@ def _settings_of(run_dir: Path) -> BenchSettings:
     return resolve_settings(data.get("bench", {}), None)
 
 
+def decode_settings(settings: BenchSettings) -> DecodeSettings:
+    """The engine's knobs for a resolved run (after `with_profile_defaults`)."""
+    from hedgespec_cli.decoding.engine import DecodeSettings
+    from hedgespec_cli.decoding.tree import TreeShape
+
+    return DecodeSettings(
+        K=settings.K,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        max_new_tokens=settings.max_new_tokens,
+        tree=TreeShape.from_options(settings.tree_top_k, settings.tree_tokens),
+    )
+
+
 def settings_dict(settings: BenchSettings) -> dict[str, Any]:
     out = asdict(settings)
     out["methods"] = list(settings.methods) if settings.methods else None
@@ -161,6 +182,8 @@ def with_profile_defaults(settings: BenchSettings, profile_name: str) -> BenchSe
         K=settings.K if settings.K is not None else d.get("K", 5),
         temperature=settings.temperature if settings.temperature is not None else d.get("temperature", 0.0),
         top_p=settings.top_p if settings.top_p is not None else d.get("top_p", 1.0),
+        tree_top_k=settings.tree_top_k if settings.tree_top_k is not None else d.get("tree_top_k", 0),
+        tree_tokens=settings.tree_tokens if settings.tree_tokens is not None else d.get("tree_tokens", 60),
         device=settings.device or prof.device,
         dtype=settings.dtype or prof.dtype,
     )

@@ -8,12 +8,25 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from hedgespec_cli.bench import SCHEMA, BenchSettings, Progress, settings_dict, with_profile_defaults
+from hedgespec_cli.bench import (
+    SCHEMA,
+    BenchSettings,
+    Progress,
+    decode_settings,
+    settings_dict,
+    with_profile_defaults,
+)
 from hedgespec_cli.config import load_profile
-from hedgespec_cli.decoding.engine import DecodeSettings, Engine
+from hedgespec_cli.decoding.engine import Engine
 from hedgespec_cli.report import summary as S
 from hedgespec_cli.rundir import RunDir, env_fingerprint
-from hedgespec_cli.runner import AR, hindsight_pass, needs_hindsight, open_pool, run_query
+from hedgespec_cli.runner import (
+    AR,
+    hindsight_pass,
+    needs_hindsight,
+    open_pool,
+    run_query,
+)
 from hedgespec_cli.selection import REGISTRY, SelectorSpec, make_selector
 from hedgespec_cli.selection.trace import Trace, TraceQuery, read_trace, write_trace
 from hedgespec_cli.telemetry import TelemetrySampler
@@ -46,16 +59,7 @@ class BenchRun:
         self.lines = lines
         self.trace = trace  # (query_id, repeat) -> TraceQuery
         self.pool = open_pool(self.profile, device=settings.device, dtype=settings.dtype)
-        self.engine = Engine(
-            self.pool,
-            DecodeSettings(
-                K=settings.K,
-                temperature=settings.temperature,
-                top_p=settings.top_p,
-                max_new_tokens=settings.max_new_tokens,
-            ),
-            seed=settings.seed,
-        )
+        self.engine = Engine(self.pool, decode_settings(settings), seed=settings.seed)
         self._footprint = self.pool.memory()
         self.sampler = TelemetrySampler(settings.sample_interval, sink=run_dir.file(FILES["telemetry"]))
         self.env = env_fingerprint()
@@ -92,6 +96,7 @@ class BenchRun:
             "K": s.K,
             "temperature": s.temperature,
             "top_p": s.top_p,
+            "tree": tree.to_dict() if (tree := self.engine.settings.tree) else None,
             "max_new_tokens": s.max_new_tokens,
             "seed": s.seed,
             "device": s.device,

@@ -17,7 +17,7 @@ from hedgespec_cli.errors import ConfigError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROFILE_KEYS = {"name", "description", "target", "tokenizer", "drafters", "dtype", "device", "decoding"}
 DRAFTER_KEYS = {"name", "kind", "path", "domain", "role"}
-DECODING_KEYS = {"K", "temperature", "top_p", "max_new_tokens"}
+DECODING_KEYS = {"K", "temperature", "top_p", "max_new_tokens", "tree_top_k", "tree_tokens"}
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,8 @@ def generate_once(
     K: int | None,
     temperature: float | None,
     top_p: float | None,
+    tree_top_k: int | None,
+    tree_tokens: int | None,
     max_new_tokens: int | None,
     seed: int,
     device: str | None,
@@ -113,6 +115,7 @@ def generate_once(
     """`hedgespec generate`: load, decode one prompt, optionally save its trace -> payload."""
     from hedgespec_cli.config import load_profile
     from hedgespec_cli.decoding.engine import DecodeSettings
+    from hedgespec_cli.decoding.tree import TreeShape
 
     if target is not None:
         if not drafters:
@@ -126,6 +129,8 @@ def generate_once(
         temperature=temperature if temperature is not None else d.get("temperature", 0.0),
         top_p=top_p if top_p is not None else d.get("top_p", 1.0),
         max_new_tokens=max_new_tokens if max_new_tokens is not None else d.get("max_new_tokens", 128),
+        tree=TreeShape.from_options(tree_top_k if tree_top_k is not None else d.get("tree_top_k"),
+                                    tree_tokens if tree_tokens is not None else d.get("tree_tokens")),
     )
     method = method or f"fixed:{prof.generic().name}"
     pool = open_pool(prof, device=device, dtype=dtype)
@@ -142,6 +147,7 @@ def generate_once(
         "new_tokens": record.new_tokens,
         "rounds": len(record.rounds),
         "mat": record.mat,
+        "tree": settings.tree.to_dict() if settings.tree else None,
         "tokens_per_s": record.tokens_per_s,
         "wall_ms": record.wall_ns / 1e6,
         "phase_ms": {k: v / 1e6 for k, v in record.phase_ns.items()},

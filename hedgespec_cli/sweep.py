@@ -18,9 +18,15 @@ from typing import Any
 
 import torch
 
-from hedgespec_cli.bench import BenchSettings, Progress, settings_dict, with_profile_defaults
+from hedgespec_cli.bench import (
+    BenchSettings,
+    Progress,
+    decode_settings,
+    settings_dict,
+    with_profile_defaults,
+)
 from hedgespec_cli.config import ModelSpec, load_profile
-from hedgespec_cli.decoding.engine import DecodeSettings, Engine
+from hedgespec_cli.decoding.engine import Engine
 from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.models import CausalLM, Pool
 from hedgespec_cli.report import summary as S
@@ -63,8 +69,7 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
     run_dir = RunDir.create(settings.out, f"{profile.name}-sweep", workload.name)
     run_dir.write_yaml("config.yaml", {"bench": settings_dict(settings), "sweep_drafters": sizes})
     run_dir.write_json("env.json", env_fingerprint())
-    decode = DecodeSettings(K=settings.K, temperature=settings.temperature, top_p=settings.top_p,
-                            max_new_tokens=settings.max_new_tokens)
+    decode = decode_settings(settings)
     methods = [m for m in settings.methods if m != AR]
     prompts = workload.prompts
     ids = [pool.tokenizer(p.text)["input_ids"] for p in prompts]

@@ -23,6 +23,8 @@ def bench(
     top_p: Annotated[Optional[float], typer.Option(help="Nucleus mass at T > 0 [default: profile].")] = None,
     K: Annotated[Optional[int], typer.Option("-K", "--K", help="Draft length [default: profile].")] = None,
     max_new_tokens: Annotated[Optional[int], typer.Option(help="Tokens per prompt [default: workload/profile].")] = None,
+    tree_top_k: Annotated[Optional[int], typer.Option(help="Draft trees: children per node (EAGLE-2 dynamic tree of depth K); 0 = chains [default: profile].")] = None,
+    tree_tokens: Annotated[Optional[int], typer.Option(help="Draft trees: nodes kept per tree [default: profile, else 60].")] = None,
     prompts: Annotated[Optional[int], typer.Option(help="Use the first N prompts of the workload.")] = None,
     repeats: Annotated[Optional[int], typer.Option(help="Timed passes over the prompts [default: 1].")] = None,
     warmup: Annotated[Optional[int], typer.Option(help="Untimed warm-up prompts per method [default: 1].")] = None,
@@ -44,6 +46,7 @@ def bench(
 
     flags = dict(
         profile=profile, workload=workload, methods=methods, temperature=temperature, top_p=top_p, K=K,
+        tree_top_k=tree_top_k, tree_tokens=tree_tokens,
         max_new_tokens=max_new_tokens, prompts=prompts, repeats=repeats, warmup=warmup, seed=seed,
         device=device, dtype=dtype, out=out, sample_interval=sample_interval, threads=threads,
     )

@@ -22,6 +22,8 @@ def generate(
     temperature: Annotated[Optional[float], typer.Option(help="0 = greedy.")] = None,
     top_p: Annotated[Optional[float], typer.Option(help="Nucleus sampling mass (T > 0).")] = None,
     max_new_tokens: Annotated[Optional[int], typer.Option(help="Tokens to generate at most.")] = None,
+    tree_top_k: Annotated[Optional[int], typer.Option(help="Draft trees: children per node, depth K; 0 = chains.")] = None,
+    tree_tokens: Annotated[Optional[int], typer.Option(help="Draft trees: nodes kept per tree [default: 60].")] = None,
     seed: Annotated[int, typer.Option(help="Seed for sampling and randomised selectors.")] = 0,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda or auto.")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="float32, float16 or bfloat16.")] = None,
@@ -36,7 +38,8 @@ def generate(
 
     payload = generate_once(
         prompt=prompt, profile=profile, target=target, drafters=drafter or [], method=method,
-        K=K, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
+        K=K, temperature=temperature, top_p=top_p, tree_top_k=tree_top_k, tree_tokens=tree_tokens,
+        max_new_tokens=max_new_tokens, seed=seed,
         device=device, dtype=dtype, domain=domain, trace=trace,
     )
     if json_out:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import torch
 
+from hedgespec_cli.decoding.tree import DraftTree, TreeShape, grow_tree
 from hedgespec_cli.errors import WorkloadError
 from hedgespec_cli.models import CausalLM, Pool
 from hedgespec_cli.models.stacked import StackedLlama, shape_key, stackable
@@ -53,6 +54,9 @@ class DrafterGroup(Protocol):
     def draft(self, state: Any, member: int, ctx: Prefix, L: int, k: int, pick: Pick) -> tuple[torch.Tensor, torch.Tensor]:
         """Member `member` (index into members) chain-drafts k tokens at L.. -> ids (k,), q logits (k, V)."""
 
+    def draft_tree(self, state: Any, member: int, ctx: Prefix, L: int, depth: int, shape: TreeShape) -> DraftTree:
+        """Member `member` grows a dynamic tree under x[L-1]; its cache then holds x[:L] and nothing of the tree."""
+
     def observe(self, state: Any, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None) -> torch.Tensor:
         """n tokens were verified (committed length now L) -> q logits (members, n, V) at them.
 
@@ -76,6 +80,11 @@ def _chain(step: Callable[[torch.Tensor], torch.Tensor], first: torch.Tensor, k:
     return torch.cat(tokens), torch.stack(rows)
 
 
+def _tree_mask(visible: torch.Tensor, base: int) -> torch.Tensor:
+    """A tree feed's (m, F + m) visibility among tree rows -> (m, base + F + m) over the whole cache."""
+    return torch.cat([visible.new_ones(visible.shape[0], base), visible], dim=1)
+
+
 class LMGroup:
     """One independent causal LM on the transformers path (any architecture)."""
 
@@ -93,11 +102,24 @@ class LMGroup:
         first = self.lm.forward(ctx.x[cache.length : L], cache).logits[-1]  # (V,) q at position L
         return _chain(lambda tok: self.lm.forward(tok, cache).logits[-1], first, k, pick)
 
+    def draft_tree(self, cache, member: int, ctx: Prefix, L: int, depth: int, shape: TreeShape) -> DraftTree:
+        root = self.lm.forward(ctx.x[cache.length : L], cache).logits[-1]
+
+        def feed(tokens, d, parent_slots, visible):
+            pos = torch.full((tokens.numel(),), L - 1 + d, device=tokens.device)
+            return self.lm.forward(tokens, cache, positions=pos, visible=_tree_mask(visible, L)).logits
+
+        tree = grow_tree(root, feed, depth, shape)
+        cache.crop(L)
+        return tree
+
     def observe(self, cache, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None) -> torch.Tensor:
-        # A chosen drafter's draft rows are valid up to its first rejected
-        # token: they were computed on exactly the verified prefix.
-        known = drafted[: min(n, len(drafted))] if chosen is not None and drafted is not None else None
+        # A chosen drafter's draft rows (positions L-n onwards) were computed on
+        # exactly the verified prefix up to what its cache still holds after
+        # the roll-back; the positions after that are recomputed in one call.
         self.settle(cache, 0, L)
+        reuse = cache.length - (L - n) + 1 if chosen is not None and drafted is not None else 0
+        known = drafted[:reuse] if reuse > 0 else None
         fresh = self.lm.forward(ctx.x[cache.length : L - 1], cache).logits if cache.length < L - 1 else None
         return torch.cat([t for t in (known, fresh) if t is not None])[-n:].unsqueeze(0)  # (1, n, V)
 
@@ -122,6 +144,17 @@ class StackedGroup:
     def draft(self, cache, member: int, ctx: Prefix, L: int, k: int, pick: Pick):
         first = self.stack.forward(ctx.x[cache.lengths[member] : L], cache, member)[0, -1]
         return _chain(lambda tok: self.stack.forward(tok, cache, member)[0, -1], first, k, pick)
+
+    def draft_tree(self, cache, member: int, ctx: Prefix, L: int, depth: int, shape: TreeShape) -> DraftTree:
+        root = self.stack.forward(ctx.x[cache.lengths[member] : L], cache, member)[0, -1]
+
+        def feed(tokens, d, parent_slots, visible):
+            pos = torch.full((tokens.numel(),), L - 1 + d, device=tokens.device)
+            return self.stack.forward(tokens, cache, member, positions=pos, visible=_tree_mask(visible, L))[0]
+
+        tree = grow_tree(root, feed, depth, shape)
+        cache.lengths[member] = L
+        return tree
 
     def observe(self, cache, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None) -> torch.Tensor:
         # Align every member at the shortest cache (the chosen one is rolled
@@ -173,19 +206,23 @@ class Eagle3Group:
     def prefill(self, state: _EagleState, ctx: Prefix, L: int) -> None:
         self._feed_target(state, ctx, L - 2)
 
+    def _depth_one(self, state: _EagleState, ctx: Prefix, L: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Catch-up and depth 1 in one call: rows up to L-2 on target features -> logits, hidden; the last row predicts x[L]."""
+        if L < 2:
+            raise WorkloadError("EAGLE-3 drafters need prompts of at least 2 tokens (a feature and a token)")
+        self.settle(state, 0, L)
+        a = state.target_rows
+        out = self.head.forward(ctx.x[a + 1 : L], self._fc(ctx.feats[a : L - 1]), state.cache)
+        state.target_rows = L - 1
+        return out
+
     def _chain(self, state: _EagleState, ctx: Prefix, L: int, k: int, pick: Pick | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Depth 1 from the target feature at L-2, deeper from the head's own hidden.
 
         pick None follows the committed tokens x[L..] instead of drafting: the
         counterfactual of full-information feedback, "as it would have drafted".
         """
-        if L < 2:
-            raise WorkloadError("EAGLE-3 drafters need prompts of at least 2 tokens (a feature and a token)")
-        self.settle(state, 0, L)
-        a = state.target_rows
-        # Catch-up and depth 1 in one call: rows a..L-2 on target features; the last predicts x[L].
-        logits, hidden = self.head.forward(ctx.x[a + 1 : L], self._fc(ctx.feats[a : L - 1]), state.cache)
-        state.target_rows = L - 1
+        logits, hidden = self._depth_one(state, ctx, L)
         tokens, rows = [], []
         for depth in range(k):
             q = self.head.target_logits(logits[-1])  # (V,) -inf outside the draft vocabulary
@@ -198,6 +235,27 @@ class Eagle3Group:
 
     def draft(self, state: _EagleState, member: int, ctx: Prefix, L: int, k: int, pick: Pick):
         return self._chain(state, ctx, L, k, pick)
+
+    def draft_tree(self, state: _EagleState, member: int, ctx: Prefix, L: int, depth: int, shape: TreeShape) -> DraftTree:
+        # Depth 1 as in a chain; a node at depth d is fed with the hidden of the
+        # row that proposed it (its parent's), at head position L-2+d.
+        logits, hidden = self._depth_one(state, ctx, L)
+        base = state.cache.length
+        fed = [hidden[-1:]]  # fed[0]: the root's row; fed[1 + f]: tree row f
+
+        @torch.inference_mode()
+        def feed(tokens, d, parent_slots, visible):
+            m = tokens.numel()
+            features = torch.cat(fed)[parent_slots + 1]  # (m, H)
+            pos = torch.full((m,), L - 2 + d, device=tokens.device)
+            h = self.head.run_layer(tokens.view(1, m), features.view(1, m, -1), pos, state.cache,
+                                    _tree_mask(visible, base))[0]
+            fed.append(h)
+            return self.head.target_logits(self.head.logits(h))
+
+        tree = grow_tree(self.head.target_logits(logits[-1]), feed, depth, shape)
+        state.cache.crop(base)
+        return tree
 
     def observe(self, state: _EagleState, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None) -> torch.Tensor:
         # Depth m of the counterfactual runs on the head's own hidden from depth

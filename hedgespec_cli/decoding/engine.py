@@ -22,6 +22,15 @@ import numpy as np
 import torch
 
 from hedgespec_cli.decoding.drafters import Prefix, group_drafters
+from hedgespec_cli.decoding.tree import (
+    DraftTree,
+    TreeShape,
+    gamma_tree_greedy,
+    gamma_tree_sampling,
+    tree_attention,
+    verify_tree_greedy,
+    verify_tree_sampling,
+)
 from hedgespec_cli.decoding.verify import (
     gamma_greedy,
     gamma_sampling,
@@ -40,13 +49,14 @@ PHASES = ("prefill", "draft", "verify", "evaluate", "learn", "other")
 
 @dataclass(frozen=True)
 class DecodeSettings:
-    """Decoding knobs, validated once."""
+    """Decoding knobs, validated once. tree None drafts chains of K tokens, else trees of depth K."""
 
     K: int = 5
     temperature: float = 0.0
     top_p: float = 1.0
     max_new_tokens: int = 128
     stop_at_eos: bool = True
+    tree: TreeShape | None = None
 
     def __post_init__(self) -> None:
         if self.K < 1:
@@ -81,6 +91,9 @@ class Chooser(Protocol):
 class RoundRecord:
     """One round. drafter is None for plain decoding; accepted = a, the draft tokens kept.
 
+    drafted: draft tokens on the longest path the target could accept (the
+    chain length, or the tree depth); tree_nodes: tokens a tree sent to the
+    target (0 for chains).
     decision: the chooser's Decision (arm, probs, weights); None for ar.
     """
 
@@ -94,6 +107,7 @@ class RoundRecord:
     learn_ns: int
     other_ns: int
     decision: Decision | None = None
+    tree_nodes: int = 0
 
     @property
     def accept_flags(self) -> list[bool]:
@@ -179,7 +193,8 @@ class Engine:
         t_cache = pool.target.new_cache()
         if P > 1:
             self._target(ctx, 0, P - 1, t_cache)
-        states = [g.new_state(x.numel()) for g in self.groups]
+        extra = s.tree.fed_rows(s.K) if s.tree else 0  # drafter rows a growing tree occupies
+        states = [g.new_state(x.numel() + extra) for g in self.groups]
         if full:  # bandit methods prefill a drafter only when they first choose it
             for g, state in zip(self.groups, states):
                 g.prefill(state, ctx, P)
@@ -193,15 +208,9 @@ class Engine:
             decision = chooser.choose(L - P) if spec else None
             arm = decision.arm if spec else None
             t1 = now()
-            draft = x.new_empty(0)
-            q_logits = None
-            if k:
-                gi, member = self._where[arm]
-                draft, q_logits = self.groups[gi].draft(states[gi], member, ctx, L, k, self._pick)
-                x[L : L + k] = draft  # scratch: overwritten by the verified tokens below
+            draft = self._draft(states, arm, ctx, L, k)
             t2 = now()
-            p_logits = self._target(ctx, L - 1, L + k, t_cache)  # (k + 1, V)
-            tokens, a = self._verify(draft, q_logits, p_logits)
+            tokens, a, p_logits, q_logits = self._check(draft, ctx, L, t_cache)
             tokens, stop = self._cut(tokens, s.max_new_tokens - (L - P))
             n = tokens.numel()
             x[L : L + n] = tokens
@@ -219,7 +228,8 @@ class Engine:
             if spec:
                 chooser.update(self._feedback(chooser, arm, gamma, n, k, q_logits, p_logits))
             t5 = now()
-            rounds.append(RoundRecord(arm, n, k, a, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t1 - t0, decision))
+            nodes = draft.size if isinstance(draft, DraftTree) else 0
+            rounds.append(RoundRecord(arm, n, k, a, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t1 - t0, decision, nodes))
             t0 = t5
             if stop == "eos":
                 break
@@ -235,6 +245,43 @@ class Engine:
         return QueryRecord(P, x[P:L].tolist(), rounds, gamma_all, phase, wall, stop)
 
     # -- the steps of a round -------------------------------------------------
+
+    def _draft(self, states: list, arm: int | None, ctx: Prefix, L: int, k: int) -> tuple | DraftTree | None:
+        """The chosen drafter proposes: (ids (k,), q logits (k, V)) for a chain, a DraftTree, or None (k = 0)."""
+        if not k:
+            return None
+        gi, member = self._where[arm]
+        if self.settings.tree is not None:
+            return self.groups[gi].draft_tree(states[gi], member, ctx, L, k, self.settings.tree)
+        draft, q_logits = self.groups[gi].draft(states[gi], member, ctx, L, k, self._pick)
+        ctx.x[L : L + k] = draft  # scratch: overwritten by the verified tokens
+        return draft, q_logits
+
+    def _check(self, draft, ctx: Prefix, L: int, cache) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor | None]:
+        """One target pass verifies the draft -> tokens to append, a, p logits and q logits at the
+        verified positions (the accepted path for a tree: the target cache is compacted to it)."""
+        if isinstance(draft, DraftTree):
+            return self._check_tree(draft, ctx, L, cache)
+        ids, q_logits = draft if draft is not None else (ctx.x.new_empty(0), None)
+        p_logits = self._target(ctx, L - 1, L + ids.numel(), cache)  # (k + 1, V)
+        tokens, a = self._verify(ids, q_logits, p_logits)
+        return tokens, a, p_logits, q_logits
+
+    def _check_tree(self, tree: DraftTree, ctx: Prefix, L: int, cache) -> tuple:
+        visible, depth = tree_attention(tree, L - 1)
+        ids = torch.cat([ctx.x[L - 1 : L], tree.tokens])
+        out = self.pool.target.forward(ids, cache, hidden=self._fused is not None,
+                                       positions=depth + (L - 1), visible=visible)
+        s = self.settings
+        if s.greedy:
+            verdict = verify_tree_greedy(tree, out.logits)
+        else:
+            verdict = verify_tree_sampling(tree, process_logits(out.logits, s.temperature, s.top_p), self.generator)
+        rows = [0] + [1 + i for i in verdict.path]  # the root, then the accepted nodes
+        cache.keep(L - 1, [L - 1 + r for r in rows])
+        if self._fused is not None:
+            ctx.feats[L - 1 : L - 1 + len(rows)] = torch.cat([out.hidden[i][rows] for i in self._fused], dim=-1).float()
+        return verdict.tokens, verdict.accepted, out.logits[rows], tree.path_q(verdict.path)
 
     def _target(self, ctx: Prefix, a: int, b: int, cache) -> torch.Tensor:
         """Target forward over x[a:b] -> logits (b - a, V); stores EAGLE-3 features when needed.
@@ -295,7 +342,12 @@ class Engine:
         for gi, (g, state) in enumerate(zip(self.groups, states)):
             mine = gi == g_chosen
             q[list(g.members)] = g.observe(state, ctx, L, n, m_chosen if mine else None, q_logits if mine else None)
-        if s.greedy:
+        if s.tree is not None:  # the target's mass on each drafter's top_k children (DESIGN.md section 5)
+            if s.greedy:
+                gamma = gamma_tree_greedy(p_logits, q, s.tree.top_k)
+            else:
+                gamma = gamma_tree_sampling(process_logits(p_logits, s.temperature, s.top_p), q, s.tree.top_k)
+        elif s.greedy:
             gamma = gamma_greedy(p_logits.unsqueeze(0), q)  # (N, n), one batched argmax
         else:
             p = process_logits(p_logits, s.temperature, s.top_p)
@@ -318,17 +370,19 @@ class Engine:
         return BanditFeedback(arm, n, k, self.settings.K, reward)
 
     def _block_reward(self, q_logits: torch.Tensor | None, p_logits: torch.Tensor, k: int) -> float:
-        """MetaSD's block divergence reward: (1/k) sum_k (1 - TV(p_k, q_k)) over drafted positions.
+        """MetaSD's block divergence reward: the mean of 1 - TV(p, q) over the drafted positions
+        (a tree: the positions of the verified path where its drafter's q is known).
 
         At T = 0 the distributions are the temperature-1 softmaxes (one-hot
         processing would reduce the divergence to the acceptance indicator).
         """
-        if not k:
+        if not k or q_logits is None:
             return 0.0
+        m = min(len(q_logits), len(p_logits))
         t = self.settings.temperature or 1.0
         top_p = self.settings.top_p if self.settings.temperature else 1.0
-        p = process_logits(p_logits[:k], t, top_p)
-        q = process_logits(q_logits, t, top_p)
+        p = process_logits(p_logits[:m], t, top_p)
+        q = process_logits(q_logits[:m], t, top_p)
         return float(gamma_sampling(p, q).mean())
 
     def _check_prompt(self, prompt_ids: list[int]) -> None:

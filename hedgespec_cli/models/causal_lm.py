@@ -29,6 +29,25 @@ class KVCache:
             self.inner.crop(-drop)
             self.length = length
 
+    def keep(self, start: int, rows: list[int]) -> None:
+        """Keep the first `start` tokens, then the tokens at `rows` (each >= start) in that order.
+
+        Compacts a draft tree's verification pass down to the accepted path.
+        """
+        if any(r < start or r >= self.length for r in rows):
+            raise ValueError(f"rows {rows} are outside {start}..{self.length - 1}")
+        if rows == list(range(start, start + len(rows))):
+            self.crop(start + len(rows))
+            return
+        idx = torch.tensor(rows, dtype=torch.long)
+        for layer in self.inner.layers:
+            if getattr(layer, "keys", None) is None or layer.keys.numel() == 0:
+                continue
+            pick = idx.to(layer.keys.device)
+            layer.keys = torch.cat([layer.keys[..., :start, :], layer.keys[..., pick, :]], dim=-2)
+            layer.values = torch.cat([layer.values[..., :start, :], layer.values[..., pick, :]], dim=-2)
+        self.length = start + len(rows)
+
 
 @dataclass(frozen=True)
 class ForwardOut:
@@ -52,13 +71,35 @@ class CausalLM:
         return KVCache(DynamicCache(config=self.model.config))
 
     @torch.inference_mode()
-    def forward(self, ids: torch.Tensor, cache: KVCache, *, hidden: bool = False) -> ForwardOut:
-        """Feed `ids` (T,) after the `cache.length` tokens already in `cache`."""
+    def forward(
+        self,
+        ids: torch.Tensor,
+        cache: KVCache,
+        *,
+        hidden: bool = False,
+        positions: torch.Tensor | None = None,
+        visible: torch.Tensor | None = None,
+    ) -> ForwardOut:
+        """Feed `ids` (T,) after the `cache.length` tokens already in `cache`.
+
+        Draft trees pass `positions` (T,) and `visible` (T, cache.length + T)
+        bool, which cached or new token each new one attends to; by default
+        the positions follow the cache and attention is causal.
+        """
+        extra = {}
+        if positions is not None:
+            extra["position_ids"] = positions.view(1, -1).to(self.device)
+        if visible is not None:
+            # A prepared 4D mask goes to the attention unchanged (additive: 0 or the dtype's min).
+            dtype = self.model.get_input_embeddings().weight.dtype
+            additive = torch.zeros(visible.shape, dtype=dtype, device=self.device)
+            extra["attention_mask"] = additive.masked_fill_(~visible.to(self.device), torch.finfo(dtype).min)[None, None]
         out = self.model(
             input_ids=ids.view(1, -1).to(self.device),
             past_key_values=cache.inner,
             use_cache=True,
             output_hidden_states=hidden,
+            **extra,
         )
         cache.length += ids.numel()
         states = tuple(h[0] for h in out.hidden_states) if hidden else None

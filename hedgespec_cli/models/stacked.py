@@ -92,11 +92,20 @@ class StackedLlama:
         return StackedCache(zeros, zeros.clone(), [0] * self.n)
 
     @torch.inference_mode()
-    def forward(self, ids: torch.Tensor, cache: StackedCache, member: int | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        ids: torch.Tensor,
+        cache: StackedCache,
+        member: int | None = None,
+        *,
+        positions: torch.Tensor | None = None,
+        visible: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Feed ids (T,) to every drafter (member None) or to one -> logits (B, T, V).
 
         Every fed drafter must hold the same number of cached tokens; the new
-        tokens take the positions after them.
+        tokens take the positions after them and attend causally, unless a
+        draft tree passes `positions` (T,) and `visible` (T, length + T) bool.
         """
         sel = slice(None) if member is None else slice(member, member + 1)
         lengths = cache.lengths[sel]
@@ -109,12 +118,18 @@ class StackedLlama:
         ids = ids.to(self.device)
         # (B, T, H): each drafter embeds the same ids with its own table.
         x = self.embed[sel][:, ids]
-        pos = torch.arange(start, end, device=self.device, dtype=torch.float32)
+        if positions is None:
+            pos = torch.arange(start, end, device=self.device, dtype=torch.float32)
+        else:
+            pos = positions.to(self.device, torch.float32)
         freqs = pos[:, None] * self.inv_freq[None, :]  # (T, d/2)
         cos = torch.cat([freqs, freqs], -1).cos().to(self.dtype)  # (T, d)
         sin = torch.cat([freqs, freqs], -1).sin().to(self.dtype)
         # Causal mask over the cached prefix plus the new block: (T, end).
-        mask = torch.ones(T, end, dtype=torch.bool, device=self.device).tril(diagonal=start)
+        if visible is None:
+            mask = torch.ones(T, end, dtype=torch.bool, device=self.device).tril(diagonal=start)
+        else:
+            mask = visible.to(self.device)
         for layer, w in enumerate(self.blocks):
             h = _rms(x, w["input_layernorm"][sel], self.eps)
             q = (h @ w["q_proj"][sel]).view(B, T, self.heads, self.head_dim).transpose(1, 2)

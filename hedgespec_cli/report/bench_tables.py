@@ -20,12 +20,17 @@ def _speedup(s: dict | None) -> str:
     return f"{s['geomean']:.2f}x [{lo:.2f}, {hi:.2f}]"
 
 
+def _tree_label(cfg: dict[str, Any]) -> str:
+    tree = cfg.get("tree")
+    return f", tree top_k={tree['top_k']} tokens={tree['total_tokens']} (depth K)" if tree else ""
+
+
 def main_table(payload: dict[str, Any]) -> Table:
     cfg = payload["config"]
     t = Table(
         title=(
             f"{cfg['profile']['name']} / {cfg['workload']['name']}: K={cfg['K']}, T={cfg['temperature']}, "
-            f"max_new_tokens={cfg['max_new_tokens']}" + ("" if payload["complete"] else "  [INCOMPLETE]")
+            f"max_new_tokens={cfg['max_new_tokens']}{_tree_label(cfg)}" + ("" if payload["complete"] else "  [INCOMPLETE]")
         ),
         title_justify="left",
         caption=(

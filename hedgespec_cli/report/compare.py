@@ -306,7 +306,7 @@ def compare_runs(
             warnings.append(f"{label} run {d} failed its validity checks: {_failed_constraints(r)}")
         if q is None:
             warnings.append(f"no queries.jsonl in {d}: no paired per-prompt statistics")
-    for key in ("temperature", "K"):
+    for key in ("temperature", "K", "tree"):
         vb, vc = _get(b, "config", key), _get(c, "config", key)
         if vb != vc:
             warnings.append(f"config.{key} differs: {vb!r} vs {vc!r}")

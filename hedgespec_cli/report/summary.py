@@ -4,7 +4,9 @@ Pure functions over the dicts that `queries.jsonl` holds, so a saved run can
 be re-summarised from its files alone. Definitions (units in the names):
 
 - MAT: sum of tokens appended / number of rounds (bonus token included).
-- acceptance_rate: accepted draft tokens / drafted tokens.
+- acceptance_rate: accepted draft tokens / drafted tokens (for draft trees,
+  drafted counts the tree depth per round, the most a round can accept;
+  tree_nodes counts the tokens the trees sent to the target).
 - tokens_per_s: sum of new tokens / sum of query wall time (prefill included).
 - speedup_vs_ar: geometric mean over (prompt, repeat) pairs of the method's
   tokens/s over `ar`'s, with a seeded percentile-bootstrap 95% CI.
@@ -49,6 +51,7 @@ def query_line(
         "tokens_per_s": record.tokens_per_s,
         "drafted": sum(r.drafted for r in record.rounds),
         "accepted": sum(r.accepted for r in record.rounds),
+        "tree_nodes": sum(r.tree_nodes for r in record.rounds),
         "phase_ms": {k: v / 1e6 for k, v in record.phase_ns.items()},
         "selections": {str(k): v for k, v in sorted(selections.items())},
         "pos_reached": reached.tolist(),
@@ -63,6 +66,7 @@ def round_lines(method: str, query_id: str, repeat: int, record: Any) -> list[di
         {
             "method": method, "query_id": query_id, "repeat": repeat, "round": i,
             "drafter": r.drafter, "n": r.n, "drafted": r.drafted, "accepted": r.accepted,
+            "tree_nodes": r.tree_nodes,
             "probs": _floats(r.decision.probs) if r.decision else None,
             "weights": _floats(r.decision.weights) if r.decision and r.decision.weights is not None else None,
             "draft_ms": r.draft_ns / 1e6, "verify_ms": r.verify_ns / 1e6,
