@@ -43,6 +43,7 @@ class BenchSettings:
     seed: int = 0
     device: str | None = None
     dtype: str | None = None
+    drafter_dtype: str | None = None  # drafters' weights; None: the profile's, else the target's dtype
     out: str = "runs"
     sample_interval: float = 0.1
     threads: int | None = None  # torch intra-op threads on CPU; None keeps torch's default
@@ -186,4 +187,5 @@ def with_profile_defaults(settings: BenchSettings, profile_name: str) -> BenchSe
         tree_tokens=settings.tree_tokens if settings.tree_tokens is not None else d.get("tree_tokens", 60),
         device=settings.device or prof.device,
         dtype=settings.dtype or prof.dtype,
+        drafter_dtype=settings.drafter_dtype or prof.drafter_dtype or settings.dtype or prof.dtype,
     )

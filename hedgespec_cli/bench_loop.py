@@ -58,7 +58,8 @@ class BenchRun:
         self.dir = run_dir
         self.lines = lines
         self.trace = trace  # (query_id, repeat) -> TraceQuery
-        self.pool = open_pool(self.profile, device=settings.device, dtype=settings.dtype)
+        self.pool = open_pool(self.profile, device=settings.device, dtype=settings.dtype,
+                              drafter_dtype=settings.drafter_dtype)
         self.engine = Engine(self.pool, decode_settings(settings), seed=settings.seed)
         self._footprint = self.pool.memory()
         self.sampler = TelemetrySampler(settings.sample_interval, sink=run_dir.file(FILES["telemetry"]))
@@ -101,6 +102,7 @@ class BenchRun:
             "seed": s.seed,
             "device": s.device,
             "dtype": s.dtype,
+            "drafter_dtype": s.drafter_dtype,
         }
 
     def execute(self, progress: Progress) -> None:

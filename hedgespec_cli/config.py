@@ -15,7 +15,7 @@ import yaml
 from hedgespec_cli.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PROFILE_KEYS = {"name", "description", "target", "tokenizer", "drafters", "dtype", "device", "decoding"}
+PROFILE_KEYS = {"name", "description", "target", "tokenizer", "drafters", "dtype", "drafter_dtype", "device", "decoding"}
 DRAFTER_KEYS = {"name", "kind", "path", "domain", "role"}
 DECODING_KEYS = {"K", "temperature", "top_p", "max_new_tokens", "tree_top_k", "tree_tokens"}
 
@@ -41,6 +41,7 @@ class Profile:
     tokenizer: Path | None = None
     dtype: str = "float32"
     device: str = "cpu"
+    drafter_dtype: str | None = None  # None: the target's dtype
     decoding: dict[str, Any] = field(default_factory=dict)
 
     def drafter_index(self, name: str) -> int:
@@ -65,6 +66,7 @@ class Profile:
                 for d in self.drafters
             ],
             "dtype": self.dtype,
+            "drafter_dtype": self.drafter_dtype,
             "device": self.device,
             "decoding": dict(self.decoding),
         }
@@ -150,5 +152,6 @@ def load_profile(name_or_path: str) -> Profile:
         tokenizer=base / data["tokenizer"] if data.get("tokenizer") else None,
         dtype=str(data.get("dtype", "float32")),
         device=str(data.get("device", "cpu")),
+        drafter_dtype=str(data["drafter_dtype"]) if data.get("drafter_dtype") else None,
         decoding=decoding,
     )

@@ -17,13 +17,16 @@ from hedgespec_cli.selection.feedback import QueryContext
 AR = "ar"
 
 
-def open_pool(profile: Profile, *, device: str | None = None, dtype: str | None = None) -> Pool:
+def open_pool(
+    profile: Profile, *, device: str | None = None, dtype: str | None = None, drafter_dtype: str | None = None
+) -> Pool:
     """Load the profile's target and drafters once; every method shares them."""
     return load_pool(
         profile.target,
         list(profile.drafters),
         device=device or profile.device,
         dtype=dtype or profile.dtype,
+        drafter_dtype=drafter_dtype or profile.drafter_dtype,
         tokenizer_path=profile.tokenizer,
     )
 

@@ -65,7 +65,7 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
     workload = load_workload(settings.workload, limit=settings.prompts)
     max_new = settings.max_new_tokens or workload.max_new_tokens or profile.decoding.get("max_new_tokens", 128)
     settings = replace(settings, max_new_tokens=int(max_new))
-    pool = open_pool(profile, device=settings.device, dtype=settings.dtype)
+    pool = open_pool(profile, device=settings.device, dtype=settings.dtype, drafter_dtype=settings.drafter_dtype)
     run_dir = RunDir.create(settings.out, f"{profile.name}-sweep", workload.name)
     run_dir.write_yaml("config.yaml", {"bench": settings_dict(settings), "sweep_drafters": sizes})
     run_dir.write_json("env.json", env_fingerprint())

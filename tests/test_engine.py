@@ -193,3 +193,18 @@ def test_bad_settings_and_prompts(tiny_pool):
         engine.decode([])
     with pytest.raises(WorkloadError, match="exceeds the models' context of 256"):
         engine.decode([5] * 100)
+
+
+def test_bfloat16_drafters_stay_lossless(tiny_models):
+    """--drafter-dtype changes the drafters' numerics only: the target still decides every token."""
+    names = ["near", "far", "random"]
+    pool = load_pool(ModelSpec("target", tiny_models["target"]), [ModelSpec(n, tiny_models[n]) for n in names],
+                     drafter_dtype="bfloat16")
+    assert next(pool.target.model.parameters()).dtype == torch.float32
+    assert all(next(d.model.parameters()).dtype == torch.bfloat16 for d in pool.drafters)
+    engine = Engine(pool, DecodeSettings(K=3, max_new_tokens=20, stop_at_eos=False))
+    for prompt in PROMPTS[:2]:
+        ids = pool.tokenizer(prompt)["input_ids"]
+        want = reference_greedy(pool.target.model, ids, 20, None)
+        for arm in range(3):
+            assert engine.decode(ids, Fixed(arm, 3)).output_ids == want

@@ -31,6 +31,7 @@ def bench(
     seed: Annotated[Optional[int], typer.Option(help="Run seed [default: 0].")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda or auto [default: profile].")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="float32, float16 or bfloat16 [default: profile].")] = None,
+    drafter_dtype: Annotated[Optional[str], typer.Option(help="Drafters' dtype, e.g. bfloat16 to halve evaluation reads [default: profile, else --dtype].")] = None,
     out: Annotated[Optional[str], typer.Option(help="Folder for run directories [default: runs].")] = None,
     sample_interval: Annotated[Optional[float], typer.Option(help="Telemetry interval in seconds [default: 0.1].")] = None,
     threads: Annotated[Optional[int], typer.Option(help="torch CPU threads [default: torch's].")] = None,
@@ -48,7 +49,7 @@ def bench(
         profile=profile, workload=workload, methods=methods, temperature=temperature, top_p=top_p, K=K,
         tree_top_k=tree_top_k, tree_tokens=tree_tokens,
         max_new_tokens=max_new_tokens, prompts=prompts, repeats=repeats, warmup=warmup, seed=seed,
-        device=device, dtype=dtype, out=out, sample_interval=sample_interval, threads=threads,
+        device=device, dtype=dtype, drafter_dtype=drafter_dtype, out=out, sample_interval=sample_interval, threads=threads,
     )
     settings = resolve_settings(flags, config)
     progress = None if quiet or json_out else _RichProgress()

@@ -337,21 +337,24 @@ class Engine:
         The chosen drafter reuses the q rows it computed while drafting.
         """
         s = self.settings
-        q = p_logits.new_empty(self.n_drafters, n, p_logits.shape[-1])  # (N, n, V) every drafter's q
+        tree = s.tree
+        # The target's side once per round; each group's q rows are scored as they come.
+        if s.greedy:
+            p_side = p_logits  # the argmax is all that matters
+        else:
+            p_side = process_logits(p_logits, s.temperature, s.top_p)
+        gamma = torch.empty(self.n_drafters, n, dtype=torch.float64, device=p_logits.device)
         g_chosen, m_chosen = self._where[chosen]
         for gi, (g, state) in enumerate(zip(self.groups, states)):
             mine = gi == g_chosen
-            q[list(g.members)] = g.observe(state, ctx, L, n, m_chosen if mine else None, q_logits if mine else None)
-        if s.tree is not None:  # the target's mass on each drafter's top_k children (DESIGN.md section 5)
-            if s.greedy:
-                gamma = gamma_tree_greedy(p_logits, q, s.tree.top_k)
+            q = g.observe(state, ctx, L, n, m_chosen if mine else None, q_logits if mine else None)  # (m, n, V)
+            if tree is not None:  # the target's mass on each drafter's top_k children (DESIGN.md section 5)
+                prim = gamma_tree_greedy(p_side, q, tree.top_k) if s.greedy else gamma_tree_sampling(p_side, q, tree.top_k)
+            elif s.greedy:
+                prim = gamma_greedy(p_side.unsqueeze(0), q)
             else:
-                gamma = gamma_tree_sampling(process_logits(p_logits, s.temperature, s.top_p), q, s.tree.top_k)
-        elif s.greedy:
-            gamma = gamma_greedy(p_logits.unsqueeze(0), q)  # (N, n), one batched argmax
-        else:
-            p = process_logits(p_logits, s.temperature, s.top_p)
-            gamma = gamma_sampling(p.unsqueeze(0), process_logits(q, s.temperature, s.top_p))
+                prim = gamma_sampling(p_side.unsqueeze(0), process_logits(q, s.temperature, s.top_p))
+            gamma[list(g.members)] = prim
         return gamma.T.cpu().numpy()  # (n, N)
 
     def _feedback(

@@ -69,10 +69,16 @@ def load_pool(
     *,
     device: str = "cpu",
     dtype: str = "float32",
+    drafter_dtype: str | None = None,
     tokenizer_path: Path | None = None,
 ) -> Pool:
-    """Load everything a run needs; raises with a fix-it message on any problem."""
+    """Load everything a run needs; raises with a fix-it message on any problem.
+
+    drafter_dtype: the drafters' weights (default: `dtype`); the target's
+    dtype alone decides the output, so any drafter dtype stays lossless.
+    """
     torch_dtype = _resolve_dtype(dtype)
+    drafter_torch_dtype = _resolve_dtype(drafter_dtype) if drafter_dtype else torch_dtype
     placement = _resolve_device(device)
     tokenizer = load_tokenizer(tokenizer_path or target.path, target.name)
     target_lm = CausalLM(target.name, _load_model(target, torch_dtype, placement))
@@ -84,7 +90,7 @@ def load_pool(
             raise ConfigError(
                 f"drafter {spec.name!r} has kind {spec.kind!r}; supported kinds: {', '.join(DRAFTER_LOADERS)}"
             )
-        drafter = DRAFTER_LOADERS[spec.kind](spec, target_lm, torch_dtype, drafter_device)
+        drafter = DRAFTER_LOADERS[spec.kind](spec, target_lm, drafter_torch_dtype, drafter_device)
         check_compatible(target_lm, tokenizer, drafter, spec)
         pool_drafters.append(drafter)
     return Pool(target_lm, pool_drafters, tokenizer, list(drafters))

@@ -54,15 +54,19 @@ def _check_loss(loss: np.ndarray, n: int, who: str) -> np.ndarray:
     return loss
 
 
-def normalhedge_scale(R_plus: np.ndarray, tol: float = 1e-7) -> float:
-    """NormalHedge's scale c > 0 solving mean_i exp([R_i]_+^2 / (2c)) = e, by bisection.
+def normalhedge_scale(R_plus: np.ndarray, tol: float = 1e-7, guess: float | None = None) -> float:
+    """NormalHedge's scale c > 0 solving mean_i exp([R_i]_+^2 / (2c)) = e.
 
     Chaudhuri, Freund & Hsu (2009), "A Parameter-free Hedging Algorithm",
-    Figure 1. Needs max [R]_+ > 0. The left side falls as c grows, and
-        c = max R+^2 / 2           makes every term <= e       -> side <= e
-        c = max R+^2 / (2(1+ln N)) makes the largest term N e  -> side >= e
-    so bisection on log c inside that bracket converges. It stops when
-    |log(mean exp(...)) - 1| <= tol, i.e. |mean exp(...) - e| <= e * tol.
+    Figure 1. Needs max [R]_+ > 0. In u = log c the gap
+        g(u) = log mean_i exp(a_i),  a_i = [R_i]_+^2 / (2 e^u),  minus 1
+    falls and is convex, and the root lies in the bracket
+        c = max R+^2 / 2           makes every term <= e       -> g <= 0
+        c = max R+^2 / (2(1+ln N)) makes the largest term N e  -> g >= 0.
+    Newton steps (g'(u) = -softmax(a) . a) from `guess` (the previous step's
+    c: regrets move little per token, so 2-4 steps suffice) fall back to
+    bisection whenever they leave the bracket. It stops when |g| <= tol,
+    i.e. |mean exp(...) - e| <= e * tol.
     """
     sq = np.asarray(R_plus, dtype=np.float64) ** 2
     top = sq.max()
@@ -70,17 +74,24 @@ def normalhedge_scale(R_plus: np.ndarray, tol: float = 1e-7) -> float:
         raise ValueError("normalhedge_scale needs at least one positive regret")
     lo = math.log(top / (2.0 * (1.0 + math.log(sq.size))))
     hi = math.log(top / 2.0)
-    mid = hi
+    u = min(max(math.log(guess), lo), hi) if guess else hi
+    half = 0.5 * sq
     for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        gap = _logmeanexp(sq / (2.0 * math.exp(mid))) - 1.0
+        a = half * math.exp(-u)
+        m = a.max()
+        e = np.exp(a - m)
+        total = e.sum()
+        gap = m + math.log(total / sq.size) - 1.0
         if abs(gap) <= tol:
             break
-        if gap > 0:  # side too large -> c too small
-            lo = mid
+        if gap > 0:  # mean too large -> c too small
+            lo = u
         else:
-            hi = mid
-    return math.exp(mid)
+            hi = u
+        slope = -float(e @ a) / total
+        step = u - gap / slope if slope < 0 else lo - 1.0
+        u = step if lo < step < hi else 0.5 * (lo + hi)
+    return math.exp(u)
 
 
 class NormalHedge:
@@ -108,7 +119,7 @@ class NormalHedge:
             self.c, self._p = None, np.full(self.n, 1.0 / self.n)
             return
         # Figure 1: p_i ∝ ([R_i]_+ / c) exp([R_i]_+^2 / (2c)), c from normalhedge_scale
-        self.c = normalhedge_scale(R_plus)
+        self.c = normalhedge_scale(R_plus, guess=self.c)
         log_w = np.full(self.n, -np.inf)
         log_w[positive] = np.log(R_plus[positive] / self.c) + R_plus[positive] ** 2 / (2 * self.c)
         check_finite(log_w[positive], "NormalHedge log-weights")
