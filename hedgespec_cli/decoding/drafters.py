@@ -171,9 +171,11 @@ class StackedGroup:
 class _EagleState:
     """An EAGLE-3 head's cache and how many of its rows came from target features.
 
-    Row t pairs the feature at position t with token x[t+1]. Between rounds the
-    invariant is: rows 0..L-3 consumed, all from target features (so the last
-    one predicts x[L-1]); drafting appends rows fed with the head's own hidden.
+    Row t pairs the feature at position t with token x[t+1]. Between rounds
+    the head holds rows 0..target_rows-1, all fed with target features, with
+    target_rows <= L-2; its next call first catches up the rest in the same
+    forward. Drafting appends rows fed with the head's own hidden, dropped by
+    `settle`.
     """
 
     cache: Any
@@ -262,8 +264,10 @@ class Eagle3Group:
         # m-1, so the n rows are computed one after another (DESIGN.md section 5).
         start = L - n
         _, rows = self._chain(state, ctx, start, n, None)
+        # Drop the rows fed with the head's own hidden; the next draft or
+        # counterfactual re-feeds the verified tokens with target features in
+        # the call it makes anyway (one call fewer per head per round).
         self.settle(state, 0, L)
-        self._feed_target(state, ctx, L - 2)  # restore the invariant with target features
         return rows.unsqueeze(0)  # (1, n, V)
 
     def settle(self, state: _EagleState, member: int, L: int) -> None:
