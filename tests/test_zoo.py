@@ -190,6 +190,15 @@ def test_build_with_eagle_heads_gives_a_loadable_eagle3_profile(tmp_path_factory
     want = run_query(engine, ids, "ar").output_ids
     assert run_query(engine, ids, "hedgespec", domain="code").output_ids == want
 
+    # Smaller heads (narrower MLP, smaller draft vocabulary) retrain in place, same format.
+    from hedgespec_cli.zoo.eagle import build_eagle_zoo
+
+    manifest = build_eagle_zoo(root / "tiny", root / "data", time_budget_s=60, max_steps=1,
+                               draft_vocab_size=40, intermediate_size=24)
+    assert manifest["settings"]["intermediate_size"] == 24
+    small = open_pool(load_profile(str(root / "tiny-eagle3.yaml")))
+    assert all(h.config.intermediate_size == 24 and h.config.draft_vocab_size == 40 for h in small.drafters)
+
 
 def test_acceptance_matrix_is_measured_by_the_engine(mini_zoo):
     from hedgespec_cli.zoo.matrix import acceptance_matrix

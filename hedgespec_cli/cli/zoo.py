@@ -113,6 +113,9 @@ def eagle(
     data_dir: Annotated[Path, typer.Option(help="Where the build left its corpora.")] = Path("data"),
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
     time_budget: Annotated[float, typer.Option(help="Minutes for all heads together.")] = 12.0,
+    max_steps: Annotated[Optional[int], typer.Option(help="Steps per head at most (the same for every head: reproducible).")] = None,
+    draft_vocab: Annotated[int, typer.Option(help="Draft vocabulary per head (most frequent target tokens).")] = 2048,
+    intermediate: Annotated[Optional[int], typer.Option(help="Heads' MLP width [default: the target's].")] = None,
 ) -> None:
     """Train EAGLE-3 heads (generic + one per domain) on a built zoo's target; writes <zoo>-eagle3.yaml."""
     import os
@@ -121,7 +124,8 @@ def eagle(
     from hedgespec_cli.zoo.eagle import build_eagle_zoo
 
     with _RichProgress() as progress:
-        manifest = build_eagle_zoo(zoo, data_dir, seed=seed, time_budget_s=time_budget * 60, progress=progress)
+        manifest = build_eagle_zoo(zoo, data_dir, seed=seed, time_budget_s=time_budget * 60, progress=progress,
+                                   max_steps=max_steps, draft_vocab_size=draft_vocab, intermediate_size=intermediate)
     for head in manifest["heads"]:
         depths = ", ".join(f"{a:.2f}" for a in head["greedy_accept"])
         typer.echo(f"{head['name']:<12} {head['steps']:>5} steps  training greedy acceptance by depth: {depths}")

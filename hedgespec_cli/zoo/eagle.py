@@ -57,6 +57,7 @@ def train_eagle_heads(
     progress: Progress | None = None,
     max_steps: int | None = None,
     draft_vocab_size: int = 2048,
+    intermediate_size: int | None = None,
     seq_len: int = 128,
     batch_size: int = 8,
     ttt_steps: int = 3,
@@ -67,6 +68,8 @@ def train_eagle_heads(
 
     `time_budget_s` is the total, split evenly: every head gets the same share (and at most
     `max_steps` steps). Texts are tokenised with the tokenizer saved next to the target.
+    `intermediate_size` sets the head's MLP width (default: the target's; the layer starts
+    random either way).
     """
     if time_budget_s <= 0 and max_steps is None:
         raise ConfigError("give the EAGLE-3 heads a positive time budget or a max_steps cap")
@@ -74,6 +77,8 @@ def train_eagle_heads(
         raise ConfigError(f"pass at least one domain corpus ({GENERIC!r} is the mixture head's name)")
     if ttt_steps < 1 or seq_len < 2 or batch_size < 1 or draft_vocab_size < 1:
         raise ConfigError("ttt_steps, batch_size and draft_vocab_size must be >= 1, seq_len >= 2")
+    if intermediate_size is not None and intermediate_size < 1:
+        raise ConfigError(f"the heads' intermediate size must be >= 1 (got {intermediate_size})")
     progress = progress or SilentProgress()
     start = time.perf_counter()
     target = _load_target(Path(target_dir))
@@ -88,7 +93,7 @@ def train_eagle_heads(
         domains = list(corpora_by_domain) if name == GENERIC else [name]
         gen = torch.Generator().manual_seed(seed + i)
         draft_ids = draft_vocabulary([streams[d] for d in domains], vocab, draft_vocab_size)
-        head = _new_head(target, draft_ids, layers, gen)
+        head = _new_head(target, draft_ids, layers, gen, intermediate_size)
         sample = _sampler([streams[d] for d in domains], batch_size, seq_len + ttt_steps + 1, gen)
         stage = f"eagle3-{name}"
         progress.start(stage)
@@ -107,7 +112,7 @@ def train_eagle_heads(
     manifest = {
         "schema": SCHEMA, "target": str(target_dir), "fused_layers": list(layers), "seed": seed,
         "settings": {"time_budget_s": time_budget_s, "max_steps": max_steps, "draft_vocab_size": draft_vocab_size,
-                     "seq_len": seq_len, "batch_size": batch_size, "ttt_steps": ttt_steps, "peak_lr": peak_lr},
+                     "intermediate_size": head.config.intermediate_size, "seq_len": seq_len, "batch_size": batch_size, "ttt_steps": ttt_steps, "peak_lr": peak_lr},
         "heads": heads, "wall_s": round(time.perf_counter() - start, 1),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -178,13 +183,15 @@ def _sampler(streams: list[torch.Tensor], batch_size: int, width: int, gen: torc
     return sample
 
 
-def _new_head(target, draft_ids: torch.Tensor, layers: tuple[int, ...], gen: torch.Generator) -> Eagle3Head:
-    """A head shaped like one target layer, warm-started at an early exit (see the module docstring)."""
+def _new_head(target, draft_ids: torch.Tensor, layers: tuple[int, ...], gen: torch.Generator,
+              intermediate_size: int | None = None) -> Eagle3Head:
+    """A head shaped like one target layer (MLP width `intermediate_size` if given), warm-started at
+    an early exit (see the module docstring)."""
     tc = target.config
     rope = getattr(tc, "rope_parameters", None) or getattr(tc, "rope_scaling", None) or {}
     raw = {
         "architectures": [ARCHITECTURES[0]], "hidden_size": tc.hidden_size,
-        "intermediate_size": tc.intermediate_size, "num_attention_heads": tc.num_attention_heads,
+        "intermediate_size": intermediate_size or tc.intermediate_size, "num_attention_heads": tc.num_attention_heads,
         "num_key_value_heads": tc.num_key_value_heads, "head_dim": getattr(tc, "head_dim", None),
         "rms_norm_eps": tc.rms_norm_eps, "rope_theta": getattr(tc, "rope_theta", None),
         "rope_parameters": dict(rope), "max_position_embeddings": tc.max_position_embeddings,
@@ -281,7 +288,7 @@ def _train(head: Eagle3Head, target, sample, budget: StageBudget, peak_lr: float
 
 def build_eagle_zoo(
     zoo_dir: Path, data_dir: Path, *, seed: int = 0, time_budget_s: float, progress: Progress | None = None,
-    max_steps: int | None = None,
+    max_steps: int | None = None, draft_vocab_size: int = 2048, intermediate_size: int | None = None,
 ) -> dict:
     """Train the zoo's EAGLE-3 heads (generic + one per domain) on its target, from the
     same training text as the LM drafters, into `zoo_dir/eagle3/`, and write the sibling
@@ -296,7 +303,8 @@ def build_eagle_zoo(
     domains, max_chars = zoo["spec"]["domains"], zoo["spec"]["max_chars"]
     texts = {d: [doc.text for doc in load_corpus(d, Path(data_dir), max_chars).train] for d in domains}
     manifest = train_eagle_heads(zoo_dir / "target", texts, zoo_dir / "eagle3", seed=seed,
-                                 time_budget_s=time_budget_s, progress=progress, max_steps=max_steps)
+                                 time_budget_s=time_budget_s, progress=progress, max_steps=max_steps,
+                                 draft_vocab_size=draft_vocab_size, intermediate_size=intermediate_size)
     base = zoo_dir.name
     lines = [
         f"name: {base}-eagle3",
