@@ -257,3 +257,23 @@ def _assert_law_pooled(counts: torch.Tensor, law: torch.Tensor) -> None:
     dof = int(keep.sum()) + int(rest_e > 0) - 1
     crit = dof * (1 - 2 / (9 * dof) + 3.09 * (2 / (9 * dof)) ** 0.5) ** 3
     assert chi2 < crit, (float(chi2), crit, dof)
+
+
+@pytest.mark.parametrize("kind", ["lm", "eagle3"])
+def test_tree_mat_is_at_least_chain_mat_on_the_zoo(kind):
+    """The zoo's generic drafter (LM or EAGLE-3 head): a depth-K tree accepts at least as much as a K chain."""
+    from pathlib import Path
+
+    zoo = Path(__file__).resolve().parents[1] / "profiles" / "tiny"
+    path = zoo / ("eagle3/generic" if kind == "eagle3" else "drafters/generic")
+    pool = load_pool(ModelSpec("target", zoo / "target"), [ModelSpec("generic", path, kind=kind)],
+                     tokenizer_path=zoo / "tokenizer")
+    prompts = ["def read_config(path):\n    with open(path) as f:\n",
+               "And it came to pass in those days, that there went out a decree",
+               "The protein binds to the membrane and"]
+    mats = {}
+    for label, tree in (("chain", None), ("tree", TreeShape(top_k=4, total_tokens=24))):
+        engine = Engine(pool, DecodeSettings(K=4, max_new_tokens=48, stop_at_eos=False, tree=tree))
+        recs = [engine.decode(pool.tokenizer(p)["input_ids"], Fixed(0, 1)) for p in prompts]
+        mats[label] = sum(r.new_tokens for r in recs) / sum(len(r.rounds) for r in recs)
+    assert mats["tree"] >= mats["chain"], mats
