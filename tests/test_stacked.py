@@ -46,3 +46,58 @@ def test_stacking_changes_no_token_and_no_gamma(tiny_pool):
             assert a.output_ids == b.output_ids
             assert [r.n for r in a.rounds] == [r.n for r in b.rounds]
             np.testing.assert_array_equal(a.gamma, b.gamma)
+
+
+def _zoo_eagle_pool(names=("generic", "code", "math")):
+    from pathlib import Path
+
+    from hedgespec_cli.config import ModelSpec
+    from hedgespec_cli.models import load_pool
+
+    zoo = Path(__file__).resolve().parents[1] / "profiles" / "tiny"
+    return load_pool(ModelSpec("target", zoo / "target"),
+                     [ModelSpec(n, zoo / "eagle3" / n, kind="eagle3") for n in names],
+                     tokenizer_path=zoo / "tokenizer")
+
+
+def test_stacked_eagle3_heads_match_the_heads_one_by_one():
+    from hedgespec_cli.decoding.drafters import StackedEagle3Group
+    from hedgespec_cli.models.stacked import StackedEagle3
+
+    pool = _zoo_eagle_pool()
+    assert [type(g) for g in group_drafters(pool)] == [StackedEagle3Group]
+    heads = pool.drafters
+    stack = StackedEagle3(heads)
+    ids = torch.tensor(pool.tokenizer("The protein binds to the membrane and")["input_ids"])
+    with torch.inference_mode():
+        out = pool.target.model(ids.view(1, -1), output_hidden_states=True)
+    feats = torch.cat([out.hidden_states[i][0] for i in (2, 4, 5)], dim=-1)  # the 8-layer target's fused layers
+    T = len(ids) - 1
+    cache = stack.new_cache(64)
+    hidden = stack.layer(ids[1:], stack.fuse(feats[:T]), cache)  # (N, T, H), all heads
+    deeper = stack.layer(ids[-1:], hidden[:, -1:], cache)  # one step on each head's own hidden
+    for j, head in enumerate(heads):
+        hc = head.new_cache()
+        want, want_h = head.forward(ids[1:], head.fc(feats[:T]), hc)
+        assert torch.allclose(stack.target_logits(hidden)[j], head.target_logits(want), atol=1e-4)
+        want2, _ = head.forward(ids[-1:], want_h[-1:], hc)
+        assert torch.allclose(stack.target_logits(deeper)[j], head.target_logits(want2), atol=1e-4)
+
+
+def test_stacking_eagle3_heads_changes_no_token_and_no_gamma():
+    from hedgespec_cli.decoding.tree import TreeShape
+
+    pool = _zoo_eagle_pool()
+    prompts = ["def read_config(path):\n    with open(path) as f:\n", "And it came to pass in those days"]
+    for tree in (None, TreeShape(top_k=3, total_tokens=12)):
+        settings = DecodeSettings(K=4, max_new_tokens=32, stop_at_eos=False, tree=tree)
+        stacked, single = Engine(pool, settings), Engine(pool, settings, stack_drafters=False)
+        for prompt in prompts:
+            ids = pool.tokenizer(prompt)["input_ids"]
+            for arm in range(3):
+                for full in (True, False):
+                    a, b = stacked.decode(ids, Fixed(arm, 3, full)), single.decode(ids, Fixed(arm, 3, full))
+                    assert a.output_ids == b.output_ids
+                    assert [r.n for r in a.rounds] == [r.n for r in b.rounds], (prompt, arm, full, tree)
+                    if full:
+                        assert np.array_equal(a.gamma, b.gamma), (prompt, arm, tree)

@@ -24,7 +24,7 @@ import torch
 from hedgespec_cli.decoding.tree import DraftTree, TreeShape, grow_tree
 from hedgespec_cli.errors import WorkloadError
 from hedgespec_cli.models import CausalLM, Pool
-from hedgespec_cli.models.stacked import StackedLlama, shape_key, stackable
+from hedgespec_cli.models.stacked import StackedEagle3, StackedLlama, eagle3_shape_key, shape_key, stackable
 
 Pick = Callable[[torch.Tensor], torch.Tensor]  # (V,) logits -> (1,) token id
 
@@ -277,14 +277,108 @@ class Eagle3Group:
         state.cache.crop(state.target_rows)
 
 
+class StackedEagle3Group:
+    """EAGLE-3 heads of one shape: the counterfactual runs every head in one call per depth.
+
+    Same protocol and invariants as `Eagle3Group`, per member: `target_rows[m]`
+    rows of head m hold target features; `cache.lengths[m]` may be larger
+    while it drafts on its own hidden.
+    """
+
+    needs_target_features = True
+
+    def __init__(self, indices: list[int], heads: list) -> None:
+        self.members = tuple(indices)
+        self.stack = StackedEagle3(heads)
+
+    def new_state(self, capacity: int) -> _StackedEagleState:
+        return _StackedEagleState(self.stack.new_cache(capacity), [0] * self.stack.n)
+
+    def prefill(self, state: _StackedEagleState, ctx: Prefix, L: int) -> None:
+        if L > 2:  # rows 0..L-3 for every head
+            self.stack.layer(ctx.x[1 : L - 1], self.stack.fuse(ctx.feats[: L - 2]), state.cache)
+            state.target_rows[:] = [L - 2] * self.stack.n
+
+    def _depth_one(self, state: _StackedEagleState, ctx: Prefix, L: int, member: int | None):
+        """Catch-up and depth 1 for one head or all (aligned first) -> hidden (B, T, H); the last row predicts x[L]."""
+        if L < 2:
+            raise WorkloadError("EAGLE-3 drafters need prompts of at least 2 tokens (a feature and a token)")
+        fed = range(self.stack.n) if member is None else (member,)
+        a = min(min(state.target_rows[m] for m in fed), L - 2)
+        for m in fed:
+            state.target_rows[m] = state.cache.lengths[m] = a
+        hidden = self.stack.layer(ctx.x[a + 1 : L], self.stack.fuse(ctx.feats[a : L - 1], member), state.cache, member)
+        for m in fed:
+            state.target_rows[m] = L - 1
+        return hidden
+
+    def draft(self, state: _StackedEagleState, member: int, ctx: Prefix, L: int, k: int, pick: Pick):
+        hidden = self._depth_one(state, ctx, L, member)[:, -1:]  # (1, 1, H)
+        tokens, rows = [], []
+        for depth in range(k):
+            q = self.stack.target_logits(hidden, member)[0, -1]
+            tok = pick(q)
+            tokens.append(tok)
+            rows.append(q)
+            if depth < k - 1:
+                hidden = self.stack.layer(tok, hidden, state.cache, member)
+        return torch.cat(tokens), torch.stack(rows)
+
+    def draft_tree(self, state: _StackedEagleState, member: int, ctx: Prefix, L: int, depth: int, shape: TreeShape) -> DraftTree:
+        hidden = self._depth_one(state, ctx, L, member)[0, -1:]  # (1, H)
+        base = state.cache.lengths[member]
+        fed = [hidden]
+
+        def feed(tokens, d, parent_slots, visible):
+            m = tokens.numel()
+            features = torch.cat(fed)[parent_slots + 1]  # (m, H): the proposing row's hidden
+            pos = torch.full((m,), L - 2 + d, device=tokens.device)
+            h = self.stack.layer(tokens, features.unsqueeze(0), state.cache, member, positions=pos,
+                                 visible=_tree_mask(visible, base))[0]
+            fed.append(h)
+            return self.stack.target_logits(h.unsqueeze(0), member)[0]
+
+        tree = grow_tree(self.stack.target_logits(hidden.unsqueeze(0), member)[0, -1], feed, depth, shape)
+        state.cache.lengths[member] = base
+        return tree
+
+    def observe(self, state: _StackedEagleState, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None) -> torch.Tensor:
+        # Every head's counterfactual along the n verified tokens, depth by depth, all heads per call.
+        start = L - n
+        hidden = self._depth_one(state, ctx, start, None)[:, -1:]  # (N, 1, H)
+        rows = []
+        for depth in range(n):
+            rows.append(self.stack.target_logits(hidden)[:, -1])  # (N, V)
+            if depth < n - 1:
+                hidden = self.stack.layer(ctx.x[start + depth : start + depth + 1], hidden, state.cache)
+        for m in range(self.stack.n):
+            self.settle(state, m, L)
+        return torch.stack(rows, dim=1)  # (N, n, V)
+
+    def settle(self, state: _StackedEagleState, member: int, L: int) -> None:
+        state.target_rows[member] = min(state.target_rows[member], L - 2)
+        state.cache.lengths[member] = state.target_rows[member]
+
+
+@dataclass
+class _StackedEagleState:
+    cache: Any
+    target_rows: list[int]
+
+
 def group_drafters(pool: Pool, *, stack: bool = True) -> list[DrafterGroup]:
     """Split the pool into groups: same-shape plain-Llama LMs stacked, the rest one by one."""
     groups: list[DrafterGroup] = []
     by_shape: dict[tuple, list[int]] = {}
+    heads_by_shape: dict[tuple, list[int]] = {}
     for j, (spec, lm) in enumerate(zip(pool.specs, pool.drafters)):
         config = getattr(getattr(lm, "model", None), "config", None)  # None: not a transformers model
         if spec.kind == "eagle3":
-            groups.append(Eagle3Group(j, lm))
+            key = eagle3_shape_key(lm) if stack else None
+            if key is None:
+                groups.append(Eagle3Group(j, lm))
+            else:
+                heads_by_shape.setdefault(key, []).append(j)
         elif stack and spec.kind == "lm" and config is not None and stackable(config):
             by_shape.setdefault(shape_key(config), []).append(j)
         else:
@@ -294,4 +388,9 @@ def group_drafters(pool: Pool, *, stack: bool = True) -> list[DrafterGroup]:
             groups.append(LMGroup(indices[0], pool.drafters[indices[0]]))
         else:
             groups.append(StackedGroup(indices, [pool.drafters[j] for j in indices]))
+    for indices in heads_by_shape.values():
+        if len(indices) == 1:
+            groups.append(Eagle3Group(indices[0], pool.drafters[indices[0]]))
+        else:
+            groups.append(StackedEagle3Group(indices, [pool.drafters[j] for j in indices]))
     return groups

@@ -162,3 +162,114 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
     half = x.shape[-1] // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
     return x * cos + rotated * sin
+
+
+def eagle3_shape_key(head) -> tuple | None:
+    """EAGLE-3 heads with equal keys can share one stack (None: never stacked)."""
+    if hasattr(head, "embed_tokens"):  # a head with its own embeddings: kept on its own
+        return None
+    return (head.config, head.fc.weight.dtype, head.fc.weight.device, head.embed_weight.data_ptr())
+
+
+class StackedEagle3:
+    """N same-shape EAGLE-3 heads (sharing the target's embeddings) stacked on dim 0.
+
+    `layer` runs the heads' decoder layer for all of them (member None) or one;
+    the numerics are `Eagle3Head.run_layer`'s, batched over heads
+    (`tests/test_stacked.py` checks them against the heads one by one).
+    """
+
+    def __init__(self, heads: list) -> None:
+        c = heads[0].config
+        self.n, self.heads, self.kv_heads, self.head_dim = len(heads), c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        self.eps = c.rms_norm_eps
+        self.vocab_size = c.vocab_size
+        self.embed = heads[0].embed_weight
+        self.dtype, self.device = heads[0].fc.weight.dtype, heads[0].fc.weight.device
+        self.inv_freq = heads[0]._inv_freq.to(self.device)
+
+        def stack(get, transpose: bool = True) -> torch.Tensor:
+            return torch.stack([(get(h).T if transpose else get(h)).detach() for h in heads])
+
+        layer = [h.midlayer for h in heads]
+        self.fc = stack(lambda h: h.fc.weight)  # (N, 3 H_t, H)
+        self.w = {p: torch.stack([getattr(m.self_attn, p).weight.T.detach() for m in layer]) for p in ("q_proj", "k_proj", "v_proj", "o_proj")}
+        self.w.update({p: torch.stack([getattr(m.mlp, p).weight.T.detach() for m in layer]) for p in ("gate_proj", "up_proj", "down_proj")})
+        for p in ("hidden_norm", "input_layernorm", "post_attention_layernorm"):
+            self.w[p] = torch.stack([getattr(m, p).weight.detach() for m in layer])
+        self.norm = stack(lambda h: h.norm.weight, transpose=False)  # (N, H)
+        self.lm_head = stack(lambda h: h.lm_head.weight)  # (N, H, V_d)
+        self.target_ids = torch.stack([h.target_ids for h in heads])  # (N, V_d)
+
+    def new_cache(self, capacity: int) -> StackedCache:
+        shape = (1, self.n, self.kv_heads, capacity, self.head_dim)
+        zeros = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        return StackedCache(zeros, zeros.clone(), [0] * self.n)
+
+    @torch.inference_mode()
+    def fuse(self, feats: torch.Tensor, member: int | None = None) -> torch.Tensor:
+        """(T, 3 H_t) target features -> (B, T, H) each head's fused input."""
+        sel = slice(None) if member is None else slice(member, member + 1)
+        return feats.to(self.dtype) @ self.fc[sel]
+
+    @torch.inference_mode()
+    def layer(
+        self,
+        ids: torch.Tensor,
+        feats: torch.Tensor,
+        cache: StackedCache,
+        member: int | None = None,
+        *,
+        positions: torch.Tensor | None = None,
+        visible: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Rows pairing ids (T,) with features (B, T, H) after each fed head's cached rows -> hidden (B, T, H).
+
+        Positions follow the cache and attention is causal unless a draft tree
+        passes `positions` (T,) and `visible` (T, length + T) bool.
+        """
+        sel = slice(None) if member is None else slice(member, member + 1)
+        lengths = cache.lengths[sel]
+        start = lengths[0]
+        if any(n != start for n in lengths):
+            raise ValueError(f"stacked EAGLE-3 layer needs equal cache lengths, got {lengths}")
+        T = ids.numel()
+        end = start + T
+        B = len(lengths)
+        w = {k: v[sel] for k, v in self.w.items()}
+        pos = torch.arange(start, end, device=self.device) if positions is None else positions.to(self.device)
+        angles = pos.float()[:, None] * self.inv_freq[None, :]
+        cos = torch.cat([angles, angles], -1).cos().to(self.dtype)
+        sin = torch.cat([angles, angles], -1).sin().to(self.dtype)
+        emb = F.embedding(ids.to(self.device), self.embed).to(self.dtype)  # (T, H), shared by the heads
+        feats = feats.to(self.dtype)
+        x = torch.cat([_rms(emb.expand(B, T, -1), w["input_layernorm"], self.eps),
+                       _rms(feats, w["hidden_norm"], self.eps)], dim=-1)  # (B, T, 2H)
+        q = (x @ w["q_proj"]).view(B, T, self.heads, self.head_dim).transpose(1, 2)
+        k = (x @ w["k_proj"]).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = (x @ w["v_proj"]).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k = _rope(q, cos, sin), _rope(k, cos, sin)
+        cache.k[0, sel, :, start:end] = k
+        cache.v[0, sel, :, start:end] = v
+        if visible is None:
+            mask = None if T == 1 else torch.ones(T, end, dtype=torch.bool, device=self.device).tril(diagonal=start)
+        else:
+            mask = visible.to(self.device)
+        att = F.scaled_dot_product_attention(
+            q, cache.k[0, sel, :, :end], cache.v[0, sel, :, :end], attn_mask=mask,
+            enable_gqa=self.heads != self.kv_heads,
+        )
+        h = feats + att.transpose(1, 2).reshape(B, T, -1) @ w["o_proj"]
+        m = _rms(h, w["post_attention_layernorm"], self.eps)
+        for j in range(self.n)[sel]:
+            cache.lengths[j] = end
+        return h + (F.silu(m @ w["gate_proj"]) * (m @ w["up_proj"])) @ w["down_proj"]
+
+    @torch.inference_mode()
+    def target_logits(self, hidden: torch.Tensor, member: int | None = None) -> torch.Tensor:
+        """(B, T, H) hidden -> (B, T, V) float32 target-vocabulary logits, -inf outside each draft vocabulary."""
+        sel = slice(None) if member is None else slice(member, member + 1)
+        draft = (_rms(hidden, self.norm[sel], self.eps) @ self.lm_head[sel]).float()  # (B, T, V_d)
+        out = draft.new_full((*draft.shape[:-1], self.vocab_size), float("-inf"))
+        idx = self.target_ids[sel][:, None, :].expand(-1, draft.shape[1], -1)
+        return out.scatter_(-1, idx, draft)
