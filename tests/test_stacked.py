@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from test_engine import PROMPTS, Fixed
 
 from hedgespec_cli.decoding.drafters import LMGroup, StackedGroup, group_drafters
 from hedgespec_cli.decoding.engine import DecodeSettings, Engine
 from hedgespec_cli.models.stacked import StackedLlama
-
-from test_engine import PROMPTS, Fixed
 
 
 def test_stacked_forward_matches_transformers(tiny_pool):

@@ -24,7 +24,13 @@ import torch
 from hedgespec_cli.decoding.tree import DraftTree, TreeShape, grow_tree
 from hedgespec_cli.errors import WorkloadError
 from hedgespec_cli.models import CausalLM, Pool
-from hedgespec_cli.models.stacked import StackedEagle3, StackedLlama, eagle3_shape_key, shape_key, stackable
+from hedgespec_cli.models.stacked import (
+    StackedEagle3,
+    StackedLlama,
+    eagle3_shape_key,
+    shape_key,
+    stackable,
+)
 
 Pick = Callable[[torch.Tensor], torch.Tensor]  # (V,) logits -> (1,) token id
 
