@@ -209,3 +209,13 @@ def test_sweep_drafters_pads_the_pool_and_stays_lossless(tiny_bench, tmp_path):
             assert set(row) == set(five[: int(n)]) and sum(row.values()) == pytest.approx(1.0)
     for q in queries:  # every pool size decodes the same text
         assert ar_ids.setdefault(q["query_id"], q["output_ids"]) == q["output_ids"]
+    from rich.console import Console
+
+    from hedgespec_cli.report.bench_tables import sweep_phase_table
+
+    for n in ("1", "5"):  # per-round phase times add up to the measured wall time per round
+        hs = payload["by_n"][n]["methods"]["hedgespec"]
+        assert sum(hs["phase_ms_per_round"].values()) == pytest.approx(hs["wall_s"] * 1e3 / hs["rounds"])
+    console = Console(record=True, width=120)
+    console.print(sweep_phase_table(payload))
+    assert "evaluate" in console.export_text()

@@ -68,7 +68,7 @@ def _sweep(settings, sizes_text: str, progress, *, json_out: bool, quiet: bool) 
     from rich.console import Console
 
     from hedgespec_cli.errors import ConfigError
-    from hedgespec_cli.report.bench_tables import sweep_table
+    from hedgespec_cli.report.bench_tables import sweep_phase_table, sweep_table
     from hedgespec_cli.rundir import dumps_json
     from hedgespec_cli.sweep import run_sweep
 
@@ -85,6 +85,9 @@ def _sweep(settings, sizes_text: str, progress, *, json_out: bool, quiet: bool) 
         typer.echo(dumps_json(payload, indent=2))
     elif not quiet:
         Console().print(sweep_table(payload))
+        phases = sweep_phase_table(payload)
+        if phases is not None:
+            Console().print(phases)
         Console().print(f"results: {payload['run_dir']}/sweep.json ({payload['elapsed_s']:.0f} s)")
 
 

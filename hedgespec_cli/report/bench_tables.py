@@ -182,3 +182,23 @@ def sweep_table(payload: dict[str, Any]) -> Table:
         hs = ms.get("hedgespec")
         t.add_row(n, *cells, _f(hs["eval_overhead_frac"] * 100, ".1f") if hs else "-")
     return t
+
+
+def sweep_phase_table(payload: dict[str, Any], method: str = "hedgespec") -> Table | None:
+    """Rows: pool size N; the method's wall time per round split by phase (ms)."""
+    rows = [(n, b["methods"][method]) for n, b in payload["by_n"].items() if method in b["methods"]]
+    if not rows or "phase_ms_per_round" not in rows[0][1]:
+        return None
+    phases = [p for p in rows[0][1]["phase_ms_per_round"] if p != "prefill"]
+    t = Table(
+        title=f"{method}: wall time per round by phase (ms), by pool size N",
+        title_justify="left",
+        caption="per round = phase time summed over queries / rounds; prefill (once per query) is left out",
+        caption_justify="left",
+    )
+    for col in ("N", "round", *phases):
+        t.add_column(col, justify="right")
+    for n, m in rows:
+        ms = m["phase_ms_per_round"]
+        t.add_row(n, f"{sum(ms[p] for p in phases):.2f}", *(f"{ms[p]:.2f}" for p in phases))
+    return t

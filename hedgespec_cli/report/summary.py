@@ -127,6 +127,7 @@ def _metrics(qs: list[dict], drafters: list[str]) -> dict[str, Any]:
         "wall_s": wall,
         "eval_overhead_frac": (phase["evaluate"] + phase["learn"]) / (wall * 1e3),
         "phase_frac": {p: v / (wall * 1e3) for p, v in phase.items()},
+        "phase_ms_per_round": {p: v / rounds for p, v in phase.items()},
         "per_position_acceptance": [float(k / r) if r else None for k, r in zip(kept, reached)],
         "repeat_tokens_per_s": repeat_tps,
         "repeat_cv": float(np.std(repeat_tps) / np.mean(repeat_tps)) if len(repeat_tps) > 1 else None,
