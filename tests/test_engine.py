@@ -5,13 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import make_llama, make_tokenizer
 
 from hedgespec_cli.decoding.engine import DecodeSettings, Engine
-from hedgespec_cli.errors import CheckpointError, ConfigError, VocabMismatchError, WorkloadError
+from hedgespec_cli.errors import (
+    CheckpointError,
+    ConfigError,
+    VocabMismatchError,
+    WorkloadError,
+)
 from hedgespec_cli.models import ModelSpec, load_pool
 from hedgespec_cli.selection.feedback import BanditFeedback, Decision, FullFeedback
-
-from conftest import make_llama, make_tokenizer
 
 PROMPTS = ["the cat sat on", "a, b. c", "zzz", "hello world and more words here"]
 
@@ -130,30 +134,29 @@ def test_records_account_for_time_and_tokens(tiny_pool):
     assert rec.rounds[-1].drafted <= 3 and rec.tokens_per_s > 0
 
 
-def test_sampling_matches_target_distribution(tiny_models):
-    """First two tokens at T = 1: SD with a poor drafter vs the exact target law (chi-square)."""
-    chars = "abcde"
-    tok = make_tokenizer(chars)
-    root = tiny_models["target"].parent / "small_vocab"
+def small_vocab_pool(tiny_models, folder: str):
+    """A 5-character target and a poor drafter: small enough to tabulate the law of two tokens."""
+    tok = make_tokenizer("abcde")
+    root = tiny_models["target"].parent / folder
     target = make_llama(root / "t", tok, hidden=32, layers=1, seed=5, sharpen=6.0)
     drafter = make_llama(root / "d", tok, hidden=16, layers=1, seed=6, sharpen=6.0)
-    pool = load_pool(ModelSpec("t", target), [ModelSpec("d", drafter)])
-    settings = DecodeSettings(K=2, temperature=1.0, max_new_tokens=2, stop_at_eos=False)
-    engine = Engine(pool, settings, seed=0)
-    prompt = tok("ab")["input_ids"]
-    V = pool.target.vocab_size
+    return load_pool(ModelSpec("t", target), [ModelSpec("d", drafter)])
+
+
+def two_token_law(pool, prompt: list[int]) -> torch.Tensor:
+    """(V * V,) the target's exact joint law of the first two sampled tokens at T = 1."""
+    model, V = pool.target.model, pool.target.vocab_size
     with torch.inference_mode():
-        p1 = torch.softmax(pool.target.model(torch.tensor([prompt])).logits[0, -1], -1)
-        law = torch.stack(
-            [p1[t] * torch.softmax(pool.target.model(torch.tensor([prompt + [t]])).logits[0, -1], -1) for t in range(V)]
-        ).flatten()  # (V * V,) joint law of the first two tokens
-    draws = 3000
-    counts = torch.zeros(V * V)
-    for _ in range(draws):
-        a, b = engine.decode(prompt, Fixed(0, 1)).output_ids
-        counts[a * V + b] += 1
-    expected = law * draws
-    keep = expected >= 5  # chi-square needs expected counts >= 5; pool the rest
+        p1 = torch.softmax(model(torch.tensor([prompt])).logits[0, -1], -1)
+        return torch.stack(
+            [p1[t] * torch.softmax(model(torch.tensor([prompt + [t]])).logits[0, -1], -1) for t in range(V)]
+        ).flatten()
+
+
+def assert_fits(counts: torch.Tensor, law: torch.Tensor) -> None:
+    """Chi-square goodness of fit at the 99.9th percentile; cells expecting < 5 draws are pooled."""
+    expected = law * counts.sum()
+    keep = expected >= 5
     chi2 = (((counts[keep] - expected[keep]) ** 2) / expected[keep]).sum()
     rest_o, rest_e = counts[~keep].sum(), expected[~keep].sum()
     if rest_e > 0:
@@ -162,6 +165,23 @@ def test_sampling_matches_target_distribution(tiny_models):
     # 99.9th percentile of chi-square(dof) via the Wilson-Hilferty approximation.
     crit = dof * (1 - 2 / (9 * dof) + 3.09 * (2 / (9 * dof)) ** 0.5) ** 3
     assert chi2 < crit, (float(chi2), crit, dof)
+
+
+def sample_two_tokens(engine: Engine, prompt: list[int], draws: int = 3000) -> torch.Tensor:
+    V = engine.pool.target.vocab_size
+    counts = torch.zeros(V * V)
+    for _ in range(draws):
+        a, b = engine.decode(prompt, Fixed(0, 1)).output_ids
+        counts[a * V + b] += 1
+    return counts
+
+
+def test_sampling_matches_target_distribution(tiny_models):
+    """First two tokens at T = 1: SD with a poor drafter vs the exact target law (chi-square)."""
+    pool = small_vocab_pool(tiny_models, "small_vocab")
+    engine = Engine(pool, DecodeSettings(K=2, temperature=1.0, max_new_tokens=2, stop_at_eos=False), seed=0)
+    prompt = pool.tokenizer("ab")["input_ids"]
+    assert_fits(sample_two_tokens(engine, prompt), two_token_law(pool, prompt))
 
 
 def test_missing_checkpoint_is_a_clear_error(tiny_models, tmp_path):

@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_eagle_engine import eagle_pool  # noqa: F401  (fixture)
+from test_engine import (
+    PROMPTS,
+    Fixed,
+    assert_fits,
+    reference_greedy,
+    sample_two_tokens,
+    small_vocab_pool,
+    two_token_law,
+)
 
 from hedgespec_cli.decoding.engine import DecodeSettings, Engine
 from hedgespec_cli.decoding.tree import (
@@ -18,10 +28,6 @@ from hedgespec_cli.decoding.tree import (
 )
 from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.models import ModelSpec, load_pool
-
-from conftest import make_llama, make_tokenizer
-from test_eagle_engine import eagle_pool  # noqa: F401  (fixture)
-from test_engine import PROMPTS, Fixed, reference_greedy
 
 V = 7
 
@@ -129,18 +135,8 @@ def test_verify_tree_sampling_keeps_the_target_law():
         first[v.tokens[0]] += 1
         if v.path[:1] == [0]:
             second_after_a[v.tokens[1]] += 1
-    _assert_law(first, p[0])
-    _assert_law(second_after_a, p[1])
-
-
-def _assert_law(counts: torch.Tensor, law: torch.Tensor) -> None:
-    """Chi-square goodness of fit at the 99.9th percentile (Wilson-Hilferty)."""
-    expected = law * counts.sum()
-    keep = expected >= 5
-    chi2 = float((((counts[keep] - expected[keep]) ** 2) / expected[keep]).sum())
-    dof = int(keep.sum()) - 1
-    crit = dof * (1 - 2 / (9 * dof) + 3.09 * (2 / (9 * dof)) ** 0.5) ** 3
-    assert chi2 < crit, (chi2, crit, dof)
+    assert_fits(first, p[0])
+    assert_fits(second_after_a, p[1])
 
 
 def test_tree_gamma_is_target_mass_on_the_top_k():
@@ -224,39 +220,12 @@ def test_tree_gamma_at_the_root_predicts_the_first_acceptance(tiny_pool):
 
 def test_tree_sampling_matches_target_distribution(tiny_models):
     """First two tokens at T = 1 through a tree and a poor drafter vs the exact target law."""
-    chars = "abcde"
-    tok = make_tokenizer(chars)
-    root = tiny_models["target"].parent / "small_vocab_tree"
-    target = make_llama(root / "t", tok, hidden=32, layers=1, seed=5, sharpen=6.0)
-    drafter = make_llama(root / "d", tok, hidden=16, layers=1, seed=6, sharpen=6.0)
-    pool = load_pool(ModelSpec("t", target), [ModelSpec("d", drafter)])
+    pool = small_vocab_pool(tiny_models, "small_vocab_tree")
     settings = DecodeSettings(K=2, temperature=1.0, max_new_tokens=2, stop_at_eos=False,
                               tree=TreeShape(top_k=2, total_tokens=4))
     engine = Engine(pool, settings, seed=0)
-    prompt = tok("ab")["input_ids"]
-    Vs = pool.target.vocab_size
-    with torch.inference_mode():
-        p1 = torch.softmax(pool.target.model(torch.tensor([prompt])).logits[0, -1], -1)
-        law = torch.stack(
-            [p1[t] * torch.softmax(pool.target.model(torch.tensor([prompt + [t]])).logits[0, -1], -1) for t in range(Vs)]
-        ).flatten()
-    counts = torch.zeros(Vs * Vs)
-    for _ in range(3000):
-        a, b = engine.decode(prompt, Fixed(0, 1)).output_ids
-        counts[a * Vs + b] += 1
-    _assert_law_pooled(counts, law)
-
-
-def _assert_law_pooled(counts: torch.Tensor, law: torch.Tensor) -> None:
-    expected = law * counts.sum()
-    keep = expected >= 5
-    chi2 = (((counts[keep] - expected[keep]) ** 2) / expected[keep]).sum()
-    rest_o, rest_e = counts[~keep].sum(), expected[~keep].sum()
-    if rest_e > 0:
-        chi2 += (rest_o - rest_e) ** 2 / rest_e
-    dof = int(keep.sum()) + int(rest_e > 0) - 1
-    crit = dof * (1 - 2 / (9 * dof) + 3.09 * (2 / (9 * dof)) ** 0.5) ** 3
-    assert chi2 < crit, (float(chi2), crit, dof)
+    prompt = pool.tokenizer("ab")["input_ids"]
+    assert_fits(sample_two_tokens(engine, prompt), two_token_law(pool, prompt))
 
 
 @pytest.mark.parametrize("kind", ["lm", "eagle3"])

@@ -107,29 +107,11 @@ class StackedLlama:
         tokens take the positions after them and attend causally, unless a
         draft tree passes `positions` (T,) and `visible` (T, length + T) bool.
         """
-        sel = slice(None) if member is None else slice(member, member + 1)
-        lengths = cache.lengths[sel]
-        start = lengths[0]
-        if any(n != start for n in lengths):
-            raise ValueError(f"stacked forward needs equal cache lengths, got {lengths}")
-        T = ids.numel()
-        end = start + T
-        B = len(lengths)
-        ids = ids.to(self.device)
+        b = _block(cache, member, ids.numel(), positions, visible, self.inv_freq, self.dtype)
+        sel, start, end, B, T = b.sel, b.start, b.end, b.B, b.T
+        cos, sin, mask = b.cos, b.sin, b.mask
         # (B, T, H): each drafter embeds the same ids with its own table.
-        x = self.embed[sel][:, ids]
-        if positions is None:
-            pos = torch.arange(start, end, device=self.device, dtype=torch.float32)
-        else:
-            pos = positions.to(self.device, torch.float32)
-        freqs = pos[:, None] * self.inv_freq[None, :]  # (T, d/2)
-        cos = torch.cat([freqs, freqs], -1).cos().to(self.dtype)  # (T, d)
-        sin = torch.cat([freqs, freqs], -1).sin().to(self.dtype)
-        # Causal mask over the cached prefix plus the new block: (T, end).
-        if visible is None:
-            mask = torch.ones(T, end, dtype=torch.bool, device=self.device).tril(diagonal=start)
-        else:
-            mask = visible.to(self.device)
+        x = self.embed[sel][:, ids.to(self.device)]
         for layer, w in enumerate(self.blocks):
             h = _rms(x, w["input_layernorm"][sel], self.eps)
             q = (h @ w["q_proj"][sel]).view(B, T, self.heads, self.head_dim).transpose(1, 2)
@@ -148,6 +130,43 @@ class StackedLlama:
         for j in range(self.n)[sel]:
             cache.lengths[j] = end
         return (_rms(x, self.norm[sel], self.eps) @ self.lm_head[sel]).float()  # (B, T, V)
+
+
+@dataclass(frozen=True)
+class _Block:
+    """Where a stacked call writes: members `sel` (B of them) get rows start..end-1 (T new ones)."""
+
+    sel: slice
+    start: int
+    end: int
+    B: int
+    T: int
+    cos: torch.Tensor  # (T, d) rotary tables at the rows' positions
+    sin: torch.Tensor
+    mask: torch.Tensor | None  # (T, end) bool; None: every row sees everything
+
+
+def _block(cache: StackedCache, member: int | None, T: int, positions: torch.Tensor | None,
+           visible: torch.Tensor | None, inv_freq: torch.Tensor, dtype: torch.dtype) -> _Block:
+    """The shared bookkeeping of a stacked call: equal cache lengths, rotary tables and the attention mask
+    (causal after the cache by default; a draft tree's explicit positions and visibility otherwise)."""
+    sel = slice(None) if member is None else slice(member, member + 1)
+    lengths = cache.lengths[sel]
+    start = lengths[0]
+    if any(n != start for n in lengths):
+        raise ValueError(f"a stacked call needs equal cache lengths, got {lengths}")
+    end = start + T
+    device = inv_freq.device
+    pos = torch.arange(start, end, device=device) if positions is None else positions.to(device)
+    freqs = pos.float()[:, None] * inv_freq[None, :]  # (T, d/2)
+    table = torch.cat([freqs, freqs], -1)  # (T, d): the half-split layout
+    if visible is not None:
+        mask = visible.to(device)
+    elif T == 1:
+        mask = None
+    else:
+        mask = torch.ones(T, end, dtype=torch.bool, device=device).tril(diagonal=start)
+    return _Block(sel, start, end, len(lengths), T, table.cos().to(dtype), table.sin().to(dtype), mask)
 
 
 def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -228,19 +247,9 @@ class StackedEagle3:
         Positions follow the cache and attention is causal unless a draft tree
         passes `positions` (T,) and `visible` (T, length + T) bool.
         """
-        sel = slice(None) if member is None else slice(member, member + 1)
-        lengths = cache.lengths[sel]
-        start = lengths[0]
-        if any(n != start for n in lengths):
-            raise ValueError(f"stacked EAGLE-3 layer needs equal cache lengths, got {lengths}")
-        T = ids.numel()
-        end = start + T
-        B = len(lengths)
+        b = _block(cache, member, ids.numel(), positions, visible, self.inv_freq, self.dtype)
+        sel, start, end, B, T = b.sel, b.start, b.end, b.B, b.T
         w = {k: v[sel] for k, v in self.w.items()}
-        pos = torch.arange(start, end, device=self.device) if positions is None else positions.to(self.device)
-        angles = pos.float()[:, None] * self.inv_freq[None, :]
-        cos = torch.cat([angles, angles], -1).cos().to(self.dtype)
-        sin = torch.cat([angles, angles], -1).sin().to(self.dtype)
         emb = F.embedding(ids.to(self.device), self.embed).to(self.dtype)  # (T, H), shared by the heads
         feats = feats.to(self.dtype)
         x = torch.cat([_rms(emb.expand(B, T, -1), w["input_layernorm"], self.eps),
@@ -248,15 +257,11 @@ class StackedEagle3:
         q = (x @ w["q_proj"]).view(B, T, self.heads, self.head_dim).transpose(1, 2)
         k = (x @ w["k_proj"]).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         v = (x @ w["v_proj"]).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
-        q, k = _rope(q, cos, sin), _rope(k, cos, sin)
+        q, k = _rope(q, b.cos, b.sin), _rope(k, b.cos, b.sin)
         cache.k[0, sel, :, start:end] = k
         cache.v[0, sel, :, start:end] = v
-        if visible is None:
-            mask = None if T == 1 else torch.ones(T, end, dtype=torch.bool, device=self.device).tril(diagonal=start)
-        else:
-            mask = visible.to(self.device)
         att = F.scaled_dot_product_attention(
-            q, cache.k[0, sel, :, :end], cache.v[0, sel, :, :end], attn_mask=mask,
+            q, cache.k[0, sel, :, :end], cache.v[0, sel, :, :end], attn_mask=b.mask,
             enable_gqa=self.heads != self.kv_heads,
         )
         h = feats + att.transpose(1, 2).reshape(B, T, -1) @ w["o_proj"]
