@@ -16,7 +16,6 @@ Losses, both in [0, 1]:
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from hedgespec_cli.selection.base import check_finite
 
@@ -40,8 +39,13 @@ def acceptance_lengths(gamma: np.ndarray, K: int, *, close: bool = False) -> np.
         gamma = np.concatenate([gamma, np.zeros((K - 1, N))])
     if gamma.shape[0] < K:
         return np.zeros((0, N))
-    windows = sliding_window_view(gamma, K, axis=0)  # (M, N, K): windows[s, j, m] = gamma[s+m, j]
-    return 1.0 + np.cumprod(windows, axis=2).sum(axis=2)
+    M = gamma.shape[0] - K + 1
+    run = np.ones((M, N))  # prod_{m<k} gamma[s+m], grown one k at a time
+    A = np.ones((M, N))
+    for m in range(K):
+        run *= gamma[m : m + M]
+        A += run
+    return A
 
 
 def tap_loss(gamma: np.ndarray) -> np.ndarray:
