@@ -59,6 +59,10 @@ class BenchSettings:
             raise ConfigError(f"warmup must be >= 0 (got {self.warmup})")
         if self.tree_top_k is not None and self.tree_top_k < 0:
             raise ConfigError(f"tree_top_k must be >= 0 (got {self.tree_top_k}); 0 drafts chains")
+        if self.tree_top_k and self.tree_tokens is not None:
+            from hedgespec_cli.decoding.tree import TreeShape
+
+            TreeShape(self.tree_top_k, self.tree_tokens)  # validates before any run directory exists
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be at least 1 (got {self.threads})")
         if self.sample_interval <= 0:

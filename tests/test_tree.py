@@ -149,11 +149,14 @@ def test_tree_gamma_is_target_mass_on_the_top_k():
     assert gamma_tree_greedy(p.log(), q, 3).tolist() == [[0.0], [1.0]]
 
 
-def test_tree_shape_validation():
+def test_tree_shape_validation(tiny_pool):
     with pytest.raises(ConfigError, match="top_k"):
         TreeShape(top_k=0)
     with pytest.raises(ConfigError, match="total"):
         TreeShape(total_tokens=0)
+    with pytest.raises(ConfigError, match="exceeds the vocabulary"):
+        Engine(tiny_pool, DecodeSettings(tree=TreeShape(top_k=tiny_pool.target.vocab_size + 1)))
+    assert TreeShape.from_options(0, 60) is None and TreeShape.from_options(4, None) == TreeShape(4, 60)
 
 
 # -- the engine on trees -------------------------------------------------------

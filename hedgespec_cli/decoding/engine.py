@@ -153,6 +153,9 @@ class Engine:
     def __init__(self, pool: Pool, settings: DecodeSettings, *, seed: int = 0, stack_drafters: bool = True) -> None:
         self.pool = pool
         self.settings = settings
+        if settings.tree is not None and settings.tree.top_k > pool.target.vocab_size:
+            raise ConfigError(f"tree top_k {settings.tree.top_k} exceeds the vocabulary of {pool.target.vocab_size} "
+                              "tokens; pass a smaller --tree-top-k")
         # Same-shape plain-Llama drafters are stacked and evaluated in one call.
         self.groups = group_drafters(pool, stack=stack_drafters)
         self._where = {j: (gi, m) for gi, g in enumerate(self.groups) for m, j in enumerate(g.members)}
