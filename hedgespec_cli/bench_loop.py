@@ -202,7 +202,8 @@ class BenchRun:
         if queries:
             write_trace(
                 self.dir.file(FILES["trace"]),
-                Trace(s.K, s.temperature, s.max_new_tokens, self.pool.names, self.pool.domains, queries),
+                Trace(s.K, s.temperature, s.max_new_tokens, self.pool.names, self.pool.domains, queries,
+                      tree.to_dict() if (tree := self.engine.settings.tree) else None),
             )
         payload = self.payload(complete)
         self.dir.write_json("results.json", payload)

@@ -162,5 +162,6 @@ def generate_once(
 
         query = TraceQuery("prompt-0", domain, record.output_ids, record.gamma)
         write_trace(trace, Trace(settings.K, settings.temperature, settings.max_new_tokens,
-                                 pool.names, pool.domains, [query]))
+                                 pool.names, pool.domains, [query],
+                                 settings.tree.to_dict() if settings.tree else None))
     return payload

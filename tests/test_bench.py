@@ -222,3 +222,17 @@ def test_sweep_drafters_pads_the_pool_and_stays_lossless(tiny_bench, tmp_path):
     console = Console(record=True, width=120)
     console.print(sweep_phase_table(payload))
     assert "evaluate" in console.export_text()
+
+
+def test_bench_with_draft_trees_records_the_tree_and_stays_lossless(tiny_bench, tmp_path):
+    from hedgespec_cli.selection.trace import read_trace
+
+    payload = run_bench(settings(tiny_bench, tmp_path, methods="ar,fixed:near,hedgespec,oracle", prompts=2,
+                                 tree_top_k=3, tree_tokens=10))
+    run = Path(payload["run_dir"])
+    assert payload["config"]["tree"] == {"top_k": 3, "total_tokens": 10}
+    assert payload["validity"]["constraints"]["lossless"] is True  # every method equals ar token for token
+    assert read_trace(run / "trace.jsonl").tree == {"top_k": 3, "total_tokens": 10}
+    rounds = read_jsonl(run / "rounds.jsonl")
+    assert any(r["tree_nodes"] > 0 for r in rounds if r["method"] == "fixed:near")
+    assert all(r["tree_nodes"] <= 10 for r in rounds)

@@ -116,6 +116,19 @@ def test_temperature_above_zero_is_a_seeded_approximation():
     assert "APPROXIMATION" in a["notes"][0]
 
 
+def test_tree_traces_round_trip_and_replay_as_an_upper_bound(tmp_path):
+    from dataclasses import replace
+
+    trace = replace(hand_trace(), tree={"top_k": 4, "total_tokens": 24})
+    back = read_trace(write_trace(tmp_path / "t.jsonl", trace))
+    assert back.tree == {"top_k": 4, "total_tokens": 24}
+    payload = replay_payload(replay(back, ["hedgespec"]))
+    assert not payload["exact"] and "UPPER BOUND" in payload["notes"][0]
+    assert payload["trace"]["tree"] == {"top_k": 4, "total_tokens": 24}
+    with pytest.raises(TraceError, match="trace tree must be"):
+        replace(hand_trace(), tree={"top_k": 0, "total_tokens": 24})
+
+
 def test_temperature_zero_needs_binary_gamma():
     q = np.full((6, 2), 0.5)
     trace = Trace(2, 0.0, 6, NAMES, (None, None), (TraceQuery("q", None, (0,) * 6, q),))

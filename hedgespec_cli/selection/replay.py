@@ -173,7 +173,9 @@ def replay(trace: Trace, methods: Sequence[str | SelectorSpec], *, seed: int = 0
             for q, a in zip(trace.queries, accepts)
         )
         runs[spec.label] = MethodRun(spec.label, kind, queries)
-    return ReplayResult(trace, seed, trace.temperature == 0, runs, tuple(labels))
+    # A tree trace's gamma says whether the target's token is among a drafter's top_k, as if every
+    # node had all its children: the pruned tree the engine verified may accept less.
+    return ReplayResult(trace, seed, trace.temperature == 0 and trace.tree is None, runs, tuple(labels))
 
 
 def default_methods(drafters: Sequence[str]) -> list[str]:
@@ -251,14 +253,21 @@ def replay_payload(result: ReplayResult) -> dict:
         "oracle-round: per round the longest accepted run from the same position (no method "
         "appends more in a round starting there)",
     ]
+    caveats = []
     if result.exact:
-        notes.insert(0, "T = 0: replay is exact (the live engine makes the same rounds)")
-    else:
-        notes.insert(
-            0,
+        caveats.append("T = 0: replay is exact (the live engine makes the same rounds)")
+    if trace.temperature > 0:
+        caveats.append(
             f"T = {trace.temperature}: replay is an APPROXIMATION; acceptance is sampled as "
-            f"Bernoulli(gamma) per position and drafter (seed {result.seed}), shared by all methods",
+            f"Bernoulli(gamma) per position and drafter (seed {result.seed}), shared by all methods"
         )
+    if trace.tree is not None:
+        caveats.append(
+            f"draft-tree trace (top_k={trace.tree['top_k']}, total_tokens={trace.tree['total_tokens']}): "
+            "replay is an UPPER BOUND; it counts a position as accepted when the target's token is among "
+            "the drafter's top_k, as if no node had been pruned"
+        )
+    notes[:0] = caveats
     if any(label.startswith("metasd-ucb") for label in result.requested):
         notes.append(METASD_PROXY_NOTE)
     return {

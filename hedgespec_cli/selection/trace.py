@@ -70,6 +70,7 @@ class Trace:
     drafters: tuple[str, ...]
     drafter_domains: tuple[str | None, ...]
     queries: tuple[TraceQuery, ...]
+    tree: dict[str, int] | None = None  # {"top_k", "total_tokens"} when recorded with draft trees
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "drafters", tuple(self.drafters))
@@ -85,6 +86,11 @@ class Trace:
             raise TraceError(f"trace drafters must be non-empty and unique, got {list(self.drafters)}")
         if len(self.drafter_domains) != len(self.drafters):
             raise TraceError("trace drafter_domains must have one entry (or null) per drafter")
+        if self.tree is not None and not (
+            isinstance(self.tree, dict)
+            and all(isinstance(self.tree.get(k), int) and self.tree[k] >= 1 for k in ("top_k", "total_tokens"))
+        ):
+            raise TraceError(f"trace tree must be {{top_k: int >= 1, total_tokens: int >= 1}}, got {self.tree!r}")
         ids = set()
         for q in self.queries:
             if q.gamma.shape[1] != len(self.drafters):
@@ -109,6 +115,7 @@ class Trace:
             "max_new_tokens": self.max_new_tokens,
             "drafters": list(self.drafters),
             "drafter_domains": list(self.drafter_domains),
+            **({"tree": dict(self.tree)} if self.tree else {}),
         }
 
 
@@ -190,6 +197,7 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
             drafters=tuple(_field(head, "drafters", where)),
             drafter_domains=tuple(head.get("drafter_domains") or [None] * len(head.get("drafters", []))),
             queries=tuple(queries),
+            tree=head.get("tree"),
         )
     except TraceError as err:
         msg = str(err)
