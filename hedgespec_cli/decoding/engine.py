@@ -1,8 +1,9 @@
 """The multi-drafter speculative decoding engine (DESIGN.md sections 3 and 5).
 
 One loop serves every method. Per round: the chooser picks drafter i, i drafts
-k tokens (chain), the target verifies them in one forward, the verified tokens
-are appended and every cache is rolled back to the verified prefix. With
+k tokens (a chain) or a tree of depth k (decoding/tree.py), the target verifies
+them in one forward, the verified tokens are appended and every cache is
+rolled back (for a tree: compacted) to the verified prefix. With
 full-information feedback the verified tokens are then prefilled into every
 drafter (each needs them to draft next anyway), which yields every drafter's
 `gamma` at every verified position without another target call.
@@ -271,6 +272,7 @@ class Engine:
         return tokens, a, p_logits, q_logits
 
     def _check_tree(self, tree: DraftTree, ctx: Prefix, L: int, cache) -> tuple:
+        """[root x[L-1], nodes...] in one masked target pass; walk the tree; keep the accepted path's KV."""
         visible, depth = tree_attention(tree, L - 1)
         ids = torch.cat([ctx.x[L - 1 : L], tree.tokens])
         out = self.pool.target.forward(ids, cache, hidden=self._fused is not None,
