@@ -109,6 +109,31 @@ def test_full_information_gamma_predicts_other_drafters_exactly(tiny_pool):
                 s += r.n
 
 
+@pytest.mark.parametrize("stack", [False, True])
+def test_evaluation_call_also_gives_the_next_first_draft_row(tiny_pool, stack, monkeypatch):
+    """Full information costs each drafter group one call per round, and that call leaves every
+    drafter's q at the next position: the chosen drafter then drafts K tokens in K - 1 calls."""
+    K = 4
+    engine = Engine(tiny_pool, DecodeSettings(K=K, max_new_tokens=30, stop_at_eos=False), stack_drafters=stack)
+    calls: dict[int, int] = {}
+    for gi, group in enumerate(engine.groups):
+        model = group.stack if hasattr(group, "stack") else group.lm
+        original = model.forward
+
+        def counted(*args, _gi=gi, _original=original, **kwargs):
+            calls[_gi] = calls.get(_gi, 0) + 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(model, "forward", counted)
+    for chooser in (Fixed(1, 4), Cycle(0, 4)):
+        calls.clear()
+        rec = engine.decode(tiny_pool.tokenizer(PROMPTS[3])["input_ids"], chooser)
+        drafting = sum(r.drafted - 1 for r in rec.rounds if r.drafted)  # chain steps after the first
+        rounds = len(rec.rounds)
+        first = 1  # only round 1's first row needs a catch-up call (no evaluation has run yet)
+        assert sum(calls.values()) == len(engine.groups) * (1 + rounds) + drafting + first, chooser
+
+
 def test_feedback_types_follow_the_chooser(tiny_pool):
     engine = Engine(tiny_pool, DecodeSettings(K=2, max_new_tokens=10))
     ids = tiny_pool.tokenizer("abc")["input_ids"]

@@ -8,6 +8,12 @@ and returns its distribution at each newly verified position
 (full-information feedback), `settle` only rolls one member back (bandit
 methods do not evaluate the drafters they did not choose).
 
+Plain-LM groups' `observe` also feeds the last committed token, so its call
+leaves every member's q at the next position (`_LMState.ahead`): the next
+round's chosen drafter starts its draft from that row instead of a call of
+its own, and the next `observe` starts from it too. Their caches then hold
+every committed token.
+
 A group is one drafter on the transformers path (`LMGroup`), or several
 plain-Llama drafters of one shape whose weights are stacked so the whole
 group is evaluated in one forward (`StackedGroup`).
@@ -91,25 +97,57 @@ def _tree_mask(visible: torch.Tensor, base: int) -> torch.Tensor:
     return torch.cat([visible.new_ones(visible.shape[0], base), visible], dim=1)
 
 
+@dataclass
+class _LMState:
+    """A plain-LM group's cache and the q rows `observe` computed one position ahead.
+
+    ahead: (members, V) every member's logits at position `ahead_at` (the
+    committed length when `observe` ran), i.e. computed on x[:ahead_at].
+    """
+
+    cache: Any
+    ahead: torch.Tensor | None = None
+    ahead_at: int = -1
+
+    def first_row(self, member: int, L: int, length: int) -> torch.Tensor | None:
+        """The member's q at position L if `observe` left it and its cache holds x[:L] exactly."""
+        return self.ahead[member] if self.ahead_at == L and length == L else None
+
+    def evaluated(self, rows: torch.Tensor, start: int, L: int) -> torch.Tensor:
+        """rows (members, T, V): q at positions start+1..L from a call over x[start:L] -> q at the
+        positions before L (from `start` on when `ahead` holds that one); keeps q at L as `ahead`."""
+        if self.ahead_at == start:
+            rows = torch.cat([self.ahead.unsqueeze(1), rows], dim=1)
+        self.ahead, self.ahead_at = rows[:, -1], L
+        return rows[:, :-1]
+
+
 class LMGroup:
     """One independent causal LM on the transformers path (any architecture)."""
 
     def __init__(self, index: int, lm: CausalLM) -> None:
         self.members, self.lm = (index,), lm
 
-    def new_state(self, capacity: int):
-        return self.lm.new_cache()
+    def new_state(self, capacity: int) -> _LMState:
+        return _LMState(self.lm.new_cache())
 
-    def prefill(self, cache, ctx: Prefix, L: int) -> None:
+    def prefill(self, state: _LMState, ctx: Prefix, L: int) -> None:
         if L > 1:
-            self.lm.forward(ctx.x[: L - 1], cache)
+            self.lm.forward(ctx.x[: L - 1], state.cache)
 
-    def draft(self, cache, member: int, ctx: Prefix, L: int, k: int, pick: Pick):
-        first = self.lm.forward(ctx.x[cache.length : L], cache).logits[-1]  # (V,) q at position L
-        return _chain(lambda tok: self.lm.forward(tok, cache).logits[-1], first, k, pick)
+    def _root(self, state: _LMState, ctx: Prefix, L: int) -> torch.Tensor:
+        """(V,) q at position L: the row `observe` left, or one catch-up call."""
+        cache = state.cache
+        first = state.first_row(0, L, cache.length)
+        return first if first is not None else self.lm.forward(ctx.x[cache.length : L], cache).logits[-1]
 
-    def draft_tree(self, cache, member: int, ctx: Prefix, L: int, depth: int, shape: TreeShape) -> DraftTree:
-        root = self.lm.forward(ctx.x[cache.length : L], cache).logits[-1]
+    def draft(self, state: _LMState, member: int, ctx: Prefix, L: int, k: int, pick: Pick):
+        cache = state.cache
+        return _chain(lambda tok: self.lm.forward(tok, cache).logits[-1], self._root(state, ctx, L), k, pick)
+
+    def draft_tree(self, state: _LMState, member: int, ctx: Prefix, L: int, depth: int, shape: TreeShape) -> DraftTree:
+        root = self._root(state, ctx, L)
+        cache = state.cache
 
         def feed(tokens, d, parent_slots, visible):
             pos = torch.full((tokens.numel(),), L - 1 + d, device=tokens.device)
@@ -119,18 +157,23 @@ class LMGroup:
         cache.crop(L)
         return tree
 
-    def observe(self, cache, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None) -> torch.Tensor:
+    def observe(self, state: _LMState, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None) -> torch.Tensor:
         # A chosen drafter's draft rows (positions L-n onwards) were computed on
         # exactly the verified prefix up to what its cache still holds after
-        # the roll-back; the positions after that are recomputed in one call.
-        self.settle(cache, 0, L)
-        reuse = cache.length - (L - n) + 1 if chosen is not None and drafted is not None else 0
-        known = drafted[:reuse] if reuse > 0 else None
-        fresh = self.lm.forward(ctx.x[cache.length : L - 1], cache).logits if cache.length < L - 1 else None
-        return torch.cat([t for t in (known, fresh) if t is not None])[-n:].unsqueeze(0)  # (1, n, V)
+        # the roll-back; the positions after that are recomputed in one call,
+        # which also feeds x[L-1] and so leaves q at L for the next round.
+        cache = state.cache
+        self.settle(state, 0, L)
+        c = cache.length
+        fresh = self.lm.forward(ctx.x[c:L], cache).logits.unsqueeze(0)  # (1, L - c, V): positions c+1..L
+        if chosen is not None and drafted is not None:  # its draft rows: positions L-n..c
+            rows = torch.cat([drafted[: c - (L - n) + 1].unsqueeze(0), fresh], dim=1)
+            state.ahead, state.ahead_at = rows[:, -1], L
+            return rows[:, :-1]  # (1, n, V)
+        return state.evaluated(fresh, c, L)[:, -n:]  # (1, n, V)
 
-    def settle(self, cache, member: int, L: int) -> None:
-        cache.crop(min(cache.length, L - 1))
+    def settle(self, state: _LMState, member: int, L: int) -> None:
+        state.cache.crop(min(state.cache.length, L - 1))
 
 
 class StackedGroup:
@@ -140,19 +183,27 @@ class StackedGroup:
         self.members = tuple(indices)
         self.stack = StackedLlama([lm.model for lm in lms])
 
-    def new_state(self, capacity: int):
-        return self.stack.new_cache(capacity)
+    def new_state(self, capacity: int) -> _LMState:
+        return _LMState(self.stack.new_cache(capacity))
 
-    def prefill(self, cache, ctx: Prefix, L: int) -> None:
+    def prefill(self, state: _LMState, ctx: Prefix, L: int) -> None:
         if L > 1:
-            self.stack.forward(ctx.x[: L - 1], cache)
+            self.stack.forward(ctx.x[: L - 1], state.cache)
 
-    def draft(self, cache, member: int, ctx: Prefix, L: int, k: int, pick: Pick):
-        first = self.stack.forward(ctx.x[cache.lengths[member] : L], cache, member)[0, -1]
-        return _chain(lambda tok: self.stack.forward(tok, cache, member)[0, -1], first, k, pick)
+    def _root(self, state: _LMState, member: int, ctx: Prefix, L: int) -> torch.Tensor:
+        cache = state.cache
+        first = state.first_row(member, L, cache.lengths[member])
+        if first is not None:
+            return first
+        return self.stack.forward(ctx.x[cache.lengths[member] : L], cache, member)[0, -1]
 
-    def draft_tree(self, cache, member: int, ctx: Prefix, L: int, depth: int, shape: TreeShape) -> DraftTree:
-        root = self.stack.forward(ctx.x[cache.lengths[member] : L], cache, member)[0, -1]
+    def draft(self, state: _LMState, member: int, ctx: Prefix, L: int, k: int, pick: Pick):
+        cache = state.cache
+        return _chain(lambda tok: self.stack.forward(tok, cache, member)[0, -1], self._root(state, member, ctx, L), k, pick)
+
+    def draft_tree(self, state: _LMState, member: int, ctx: Prefix, L: int, depth: int, shape: TreeShape) -> DraftTree:
+        root = self._root(state, member, ctx, L)
+        cache = state.cache
 
         def feed(tokens, d, parent_slots, visible):
             pos = torch.full((tokens.numel(),), L - 1 + d, device=tokens.device)
@@ -162,15 +213,16 @@ class StackedGroup:
         cache.lengths[member] = L
         return tree
 
-    def observe(self, cache, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None) -> torch.Tensor:
+    def observe(self, state: _LMState, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None) -> torch.Tensor:
         # Align every member at the shortest cache (the chosen one is rolled
         # back and recomputed with the others: one call instead of two).
+        cache = state.cache
         m = min(min(cache.lengths), L - 1)
         cache.lengths[:] = [m] * len(cache.lengths)
-        return self.stack.forward(ctx.x[m : L - 1], cache)[:, -n:]  # (members, n, V)
+        return state.evaluated(self.stack.forward(ctx.x[m:L], cache), m, L)[:, -n:]  # (members, n, V)
 
-    def settle(self, cache, member: int, L: int) -> None:
-        cache.lengths[member] = min(cache.lengths[member], L - 1)
+    def settle(self, state: _LMState, member: int, L: int) -> None:
+        state.cache.lengths[member] = min(state.cache.lengths[member], L - 1)
 
 
 @dataclass

@@ -33,7 +33,7 @@ from hedgespec_cli.decoding.tree import (
     verify_tree_sampling,
 )
 from hedgespec_cli.decoding.verify import (
-    gamma_greedy,
+    gamma_greedy_at,
     gamma_sampling,
     process_logits,
     verify_greedy,
@@ -345,7 +345,7 @@ class Engine:
         tree = s.tree
         # The target's side once per round; each group's q rows are scored as they come.
         if s.greedy:
-            p_side = p_logits  # the argmax is all that matters
+            p_side = p_logits  # its argmax is all that matters (for chains: the committed tokens)
         else:
             p_side = process_logits(p_logits, s.temperature, s.top_p)
         gamma = torch.empty(self.n_drafters, n, dtype=torch.float64, device=p_logits.device)
@@ -356,7 +356,7 @@ class Engine:
             if tree is not None:  # the target's mass on each drafter's top_k children (DESIGN.md section 5)
                 prim = gamma_tree_greedy(p_side, q, tree.top_k) if s.greedy else gamma_tree_sampling(p_side, q, tree.top_k)
             elif s.greedy:
-                prim = gamma_greedy(p_side.unsqueeze(0), q)
+                prim = gamma_greedy_at(ctx.x[L - n : L], q)
             else:
                 prim = gamma_sampling(p_side.unsqueeze(0), process_logits(q, s.temperature, s.top_p))
             gamma[list(g.members)] = prim

@@ -83,7 +83,13 @@ def verify_sampling(
 
 def gamma_greedy(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
     """(n, V), (n, V) -> (n,) indicator argmax q == argmax p (DESIGN.md section 5)."""
-    return (p_logits.argmax(dim=-1) == q_logits.argmax(dim=-1)).to(torch.float64)
+    return gamma_greedy_at(p_logits.argmax(dim=-1), q_logits)
+
+
+def gamma_greedy_at(target_tokens: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """`gamma_greedy` given the target's argmax tokens (n,): at T = 0 those are the committed
+    tokens themselves, so the engine needs no argmax of p."""
+    return (q_logits.argmax(dim=-1) == target_tokens).to(torch.float64)
 
 
 def gamma_sampling(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ transformers. Caches keep an explicit length so roll-back is one call.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import torch
@@ -57,6 +58,11 @@ class ForwardOut:
     hidden: tuple[torch.Tensor, ...] | None = None
 
 
+def cache_kwarg(model: PreTrainedModel) -> str:
+    """The forward keyword that takes a KV cache: `cache` from transformers 5.24, `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 class CausalLM:
     """A Hugging Face causal LM with the engine's forward API."""
 
@@ -66,6 +72,7 @@ class CausalLM:
         self.device = model.get_input_embeddings().weight.device
         self.vocab_size = int(model.config.vocab_size)
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
+        self._cache_kw = cache_kwarg(model)
 
     def new_cache(self) -> KVCache:
         return KVCache(DynamicCache(config=self.model.config))
@@ -96,9 +103,9 @@ class CausalLM:
             extra["attention_mask"] = additive.masked_fill_(~visible.to(self.device), torch.finfo(dtype).min)[None, None]
         out = self.model(
             input_ids=ids.view(1, -1).to(self.device),
-            past_key_values=cache.inner,
             use_cache=True,
             output_hidden_states=hidden,
+            **{self._cache_kw: cache.inner},
             **extra,
         )
         cache.length += ids.numel()
