@@ -23,7 +23,7 @@ def _mini_spec(root, seed=0):
         out_dir=root / "tiny", data_dir=root / "data", prompts_dir=root / "prompts",
         domains=("code", "math"), seed=seed, time_budget_s=600, max_steps=3,
         max_chars=60_000, vocab_size=400, seq_len=32, batch_size=2, eval_windows=2,
-        prompts_per_domain=3, target_shape=MINI_TARGET, drafter_shape=MINI_DRAFTER,
+        prompts_per_domain=3, target_shape=MINI_TARGET, drafter_shape=MINI_DRAFTER, continuations=3,
     )
 
 
@@ -214,3 +214,50 @@ def test_acceptance_matrix_is_measured_by_the_engine(mini_zoo):
         for drafter, length in out["acceptance_length"][domain].items():
             assert 1.0 <= length <= 4.0  # 1 .. K + 1 tokens per round
             assert 0.0 <= out["gamma"][domain][drafter] <= 1.0
+
+
+def test_continuations_are_the_targets_greedy_text(mini_zoo):
+    """On-policy distillation data: a train-split prefix, then exactly the target's argmax tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from hedgespec_cli.zoo.build import SilentProgress, _Data, _continuations
+
+    root, _ = mini_zoo
+    target = AutoModelForCausalLM.from_pretrained(root / "tiny" / "target", dtype=torch.float32).eval()
+    stream = torch.arange(3, 300, dtype=torch.int32) % 397
+    data = _Data(train={"code": stream})
+    spec = _mini_spec(root)
+    bank = _continuations(target, data, spec, SilentProgress())["code"]
+    prefix = (spec.seq_len + 1) // 4
+    assert bank.shape == (spec.continuations, spec.seq_len + 1)
+    for row in bank:
+        start = int(row[0]) - 3
+        assert torch.equal(row[:prefix], stream[start:start + prefix].long())  # a real prefix
+        with torch.no_grad():
+            greedy = target(input_ids=row[None, :-1]).logits[0].argmax(-1)
+        assert torch.equal(row[prefix:], greedy[prefix - 1:])
+
+
+def test_sampler_mixes_in_continuations_at_the_set_rate(tmp_path):
+    from dataclasses import replace
+
+    import torch
+
+    from hedgespec_cli.zoo.build import _Data, _sampler
+
+    spec = replace(_mini_spec(tmp_path), batch_size=400)
+    data = _Data(train={"code": torch.zeros(500, dtype=torch.int32)})
+    bank = {"code": torch.ones(5, spec.seq_len + 1, dtype=torch.long)}
+    for frac, lo, hi in ((0.0, 0, 0), (1.0, 400, 400), (0.5, 150, 250)):
+        sample, _ = _sampler(data, ["code"], replace(spec, onpolicy_frac=frac), seed=0, onpolicy=bank)
+        batch = sample()
+        assert batch.shape == (400, spec.seq_len + 1)
+        assert lo <= int(batch[:, 0].sum()) <= hi  # rows from the bank are all ones
+
+
+def test_spec_rejects_an_onpolicy_share_outside_0_1(tmp_path):
+    from hedgespec_cli.zoo.build import BuildSpec
+
+    with pytest.raises(ConfigError, match="onpolicy-frac"):
+        BuildSpec(out_dir=tmp_path, onpolicy_frac=1.5)

@@ -60,6 +60,8 @@ def build(
     max_chars: Annotated[int, typer.Option(help="Characters of text per domain at most.")] = 2_500_000,
     batch_size: Annotated[int, typer.Option(help="Sequences per training batch.")] = 16,
     reuse_target: Annotated[bool, typer.Option(help="Keep the built tokenizer and target; re-distil the drafters only.")] = False,
+    onpolicy_frac: Annotated[float, typer.Option(help="Share of each drafter batch taken from the target's own greedy continuations (0: real text only).")] = 0.5,
+    continuations: Annotated[int, typer.Option(help="Target continuations generated per domain for on-policy distillation.")] = 128,
     eagle_minutes: Annotated[float, typer.Option(help="Also train EAGLE-3 heads for this many minutes (0: none).")] = 0.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the build manifest as JSON on stdout.")] = False,
 ) -> None:
@@ -77,6 +79,7 @@ def build(
         domains=tuple(d.strip() for d in domains.split(",")) if domains else tuple(DOMAINS),
         seed=seed, time_budget_s=time_budget * 60, max_steps=max_steps, max_chars=max_chars,
         batch_size=batch_size, reuse_target=reuse_target, eagle_budget_s=eagle_minutes * 60,
+        onpolicy_frac=onpolicy_frac, continuations=continuations,
     )
     with _RichProgress() as progress:
         manifest = build_zoo(spec, progress)

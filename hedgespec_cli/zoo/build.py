@@ -53,6 +53,11 @@ class BuildSpec:
     drafter_shape: ModelShape = DRAFTER_SHAPE
     threads: int = 2
     reuse_target: bool = False  # keep out_dir's tokenizer and target; re-distil the drafters only
+    # On-policy distillation: this share of every drafter batch is the target's own greedy
+    # continuations of train-split prefixes (`continuations` per domain), the text a drafter
+    # meets when it drafts for the target at T = 0.
+    onpolicy_frac: float = 0.5
+    continuations: int = 128
     eagle_budget_s: float = 0.0  # > 0: also train EAGLE-3 heads (generic + per domain) on the target
 
     def __post_init__(self):
@@ -63,6 +68,8 @@ class BuildSpec:
             raise ConfigError("a zoo needs at least two domains; pass more with --domains")
         if GENERIC in self.domains:
             raise ConfigError(f"{GENERIC!r} is the mixture drafter's name, not a domain")
+        if not 0.0 <= self.onpolicy_frac <= 1.0:
+            raise ConfigError(f"--onpolicy-frac must lie in [0, 1], got {self.onpolicy_frac}")
         if self.time_budget_s <= 0 and self.max_steps is None:
             raise ConfigError("give a positive --time-budget or a --max-steps cap")
 
@@ -122,25 +129,78 @@ def _tokenize(corpora: dict[str, Corpus], tokenizer, spec: BuildSpec) -> _Data:
     return data
 
 
-def _sampler(data: _Data, domains: list[str], spec: BuildSpec, seed: int):
-    """Batches of random windows; a mixture draws each row's domain with p ~ sqrt(tokens)."""
+def _sampler(data: _Data, domains: list[str], spec: BuildSpec, seed: int, onpolicy: dict | None = None):
+    """Batches of random windows; a mixture draws each row's domain with p ~ sqrt(tokens).
+
+    With `onpolicy` ({domain: (S, T+1) continuations}), each row is instead one of
+    that domain's target continuations with probability `spec.onpolicy_frac`.
+    """
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     sizes = torch.tensor([float(len(data.train[d])) for d in domains])
     weights = sizes.sqrt() / sizes.sqrt().sum()
     width = spec.seq_len + 1
+    frac = spec.onpolicy_frac if onpolicy else 0.0
 
     def sample():
         rows = []
         picks = torch.multinomial(weights, spec.batch_size, replacement=True, generator=gen)
-        for i in picks.tolist():
+        own = (torch.rand(spec.batch_size, generator=gen) < frac).tolist()
+        for i, from_target in zip(picks.tolist(), own):
+            if from_target:
+                bank = onpolicy[domains[i]]
+                rows.append(bank[int(torch.randint(0, bank.shape[0], (1,), generator=gen))])
+                continue
             s = data.train[domains[i]]
             off = int(torch.randint(0, len(s) - width + 1, (1,), generator=gen))
-            rows.append(s[off:off + width])
+            rows.append(s[off:off + width].long())
         return torch.stack(rows).long()  # (B, T+1)
 
     return sample, {d: round(float(w), 4) for d, w in zip(domains, weights)}
+
+
+def _continuations(target, data: _Data, spec: BuildSpec, progress: Progress) -> dict:
+    """Per domain, `spec.continuations` windows: a train-split prefix (the first quarter) and
+    the target's greedy continuation of it (the rest), generated in batches with a KV cache."""
+    import torch
+
+    width = spec.seq_len + 1
+    prefix = max(width // 4, 1)
+    gen = torch.Generator().manual_seed(spec.seed + 10_007)
+    out: dict = {}
+    total = len(data.train) * spec.continuations
+    done = 0
+    for name, stream in data.train.items():
+        rows = []
+        for start in range(0, spec.continuations, 32):
+            b = min(32, spec.continuations - start)
+            offs = torch.randint(0, len(stream) - prefix + 1, (b,), generator=gen).tolist()
+            ids = torch.stack([stream[o:o + prefix] for o in offs]).long()
+            rows.append(_greedy(target, ids, width - prefix))
+            done += b
+            progress.update("continuations", done / total, name)
+        out[name] = torch.cat(rows)
+    return out
+
+
+def _greedy(model, ids, new: int):
+    """(B, P) prompts -> (B, P + new) with `new` greedy tokens (no stop at EOS: the stream goes on)."""
+    import torch
+    from transformers import DynamicCache
+
+    from hedgespec_cli.models.causal_lm import cache_kwarg
+
+    cache = {cache_kwarg(model): DynamicCache(config=model.config)}  # filled in place
+    with torch.inference_mode():
+        out = model(input_ids=ids, use_cache=True, **cache)
+        seq = [ids]
+        for i in range(new):
+            nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+            seq.append(nxt)
+            if i < new - 1:
+                out = model(input_ids=nxt, use_cache=True, **cache)
+    return torch.cat(seq, dim=1)
 
 
 def _evaluate(model, data: _Data) -> dict[str, float]:
@@ -279,12 +339,13 @@ def build_zoo(spec: BuildSpec, progress: Progress | None = None) -> dict:
     stages["tokenizer"] = round(time.perf_counter() - t, 1)
     progress.finish("tokenizer", f"{len(tokenizer)} tokens")
 
-    # Split what is left of the budget: TARGET_SHARE to the target, the rest evenly to drafters.
-    train_s = max(spec.time_budget_s - (time.perf_counter() - t0), 0.0) * (1 - EVAL_RESERVE)
+    # TARGET_SHARE of what is left of the budget pretrains the target; what is left after it
+    # (and the continuations) is split evenly across the drafters.
+    def left_s() -> float:
+        return max(spec.time_budget_s - (time.perf_counter() - t0), 0.0) * (1 - EVAL_RESERVE)
+
     drafter_names = [GENERIC, *spec.domains]
-    share = 0.0 if previous is not None else TARGET_SHARE
-    target_budget = StageBudget(train_s * share, spec.max_steps)
-    drafter_budget = StageBudget(train_s * (1 - share) / len(drafter_names), spec.max_steps)
+    target_budget = StageBudget(0.0 if previous is not None else left_s() * TARGET_SHARE, spec.max_steps)
     models: dict[str, dict] = {}
     domains = list(spec.domains)
 
@@ -311,6 +372,17 @@ def build_zoo(spec: BuildSpec, progress: Progress | None = None) -> dict:
     for p in target.parameters():
         p.requires_grad_(False)
 
+    onpolicy = None
+    if spec.onpolicy_frac > 0 and spec.continuations > 0:
+        t = time.perf_counter()
+        progress.start("continuations")
+        target.eval()
+        onpolicy = _continuations(target, data, spec, progress)
+        stages["continuations"] = round(time.perf_counter() - t, 1)
+        progress.finish("continuations", f"{spec.continuations} per domain")
+
+    drafter_budget = StageBudget(left_s() / len(drafter_names), spec.max_steps)
+
     for i, name in enumerate(drafter_names):
         t = time.perf_counter()
         stage = f"drafter {name}"
@@ -318,7 +390,7 @@ def build_zoo(spec: BuildSpec, progress: Progress | None = None) -> dict:
         drafter = make_model(spec.drafter_shape, tokenizer, seed=spec.seed + 1 + i)
         # The generic drafter sees the target's mixture; an expert only its own domain.
         sample, _ = _sampler(data, domains if name == GENERIC else [name], spec,
-                             seed=spec.seed + 1 + i)
+                             seed=spec.seed + 1 + i, onpolicy=onpolicy)
         stats = distill(drafter, target, sample, drafter_budget, spec.drafter_lr, on_step(stage))
         drafter = _round_trip(drafter)
         domain, role = (None, "generic") if name == GENERIC else (name, "expert")
