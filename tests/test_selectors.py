@@ -271,6 +271,21 @@ def test_learners_reject_non_finite_losses(cls):
         cls(2).update(np.array([np.inf, 0.0]))
 
 
+@pytest.mark.parametrize("cls", [NormalHedge, Hedge, AdaNormalHedge])
+def test_update_many_equals_one_update_per_row(cls):
+    losses = np.random.default_rng(3).random((40, 5))
+    one, block = cls(5), cls(5)
+    for loss in losses:
+        one.update(loss)
+    block.update_many(losses[:17])
+    block.update_many(losses[17:])
+    np.testing.assert_allclose(block.probs(), one.probs(), rtol=1e-12, atol=1e-15)
+    with pytest.raises(HedgespecError, match="non-finite"):
+        block.update_many(np.array([[0.0] * 5, [np.nan] + [0.0] * 4]))
+    with pytest.raises(ValueError, match="shape"):
+        block.update_many(np.zeros((2, 4)))
+
+
 # -- bandits, by hand ------------------------------------------------------------------------
 
 TWO = ("a", "b")
@@ -345,6 +360,10 @@ class SpyLearner:
 
     def update(self, loss):
         self.losses.append(np.asarray(loss).copy())
+
+    def update_many(self, losses):
+        for loss in losses:
+            self.update(loss)
 
     def reset(self):
         self.losses = []

@@ -130,6 +130,6 @@ class HedgeSpec:
             losses = tap_loss(rows)
         else:
             losses = eal_loss(acceptance_lengths(rows, w, close=close), self.K)  # complete windows only
-        for loss in losses:  # learning is token-level: one step per position, in order
-            self.learner.update(loss)
+        if losses.shape[0]:  # learning is token-level: one step per position, in order
+            self.learner.update_many(losses)
         self._released = start + losses.shape[0]

@@ -27,6 +27,10 @@ class Learner(Protocol):
         """Observe the loss vector l_t, (N,)."""
         ...
 
+    def update_many(self, losses: np.ndarray) -> None:
+        """Observe l_t, l_t+1, ... in order, (m, N): the same as m `update` calls, checked once."""
+        ...
+
     def reset(self) -> None:
         """Forget everything (back to uniform)."""
         ...
@@ -52,6 +56,14 @@ def _check_loss(loss: np.ndarray, n: int, who: str) -> np.ndarray:
         raise ValueError(f"{who}: loss vector must have shape ({n},), got {loss.shape}")
     check_finite(loss, f"loss in {who}")
     return loss
+
+
+def _check_losses(losses: np.ndarray, n: int, who: str) -> np.ndarray:
+    losses = np.asarray(losses, dtype=np.float64)
+    if losses.ndim != 2 or losses.shape[1] != n:
+        raise ValueError(f"{who}: losses must have shape (m, {n}), got {losses.shape}")
+    check_finite(losses, f"loss in {who}")
+    return losses
 
 
 def normalhedge_scale(R_plus: np.ndarray, tol: float = 1e-7, guess: float | None = None) -> float:
@@ -110,7 +122,13 @@ class NormalHedge:
         return self._p.copy()
 
     def update(self, loss: np.ndarray) -> None:
-        loss = _check_loss(loss, self.n, "NormalHedge")
+        self._step(_check_loss(loss, self.n, "NormalHedge"))
+
+    def update_many(self, losses: np.ndarray) -> None:
+        for loss in _check_losses(losses, self.n, "NormalHedge"):  # sequential: p_t+1 depends on p_t
+            self._step(loss)
+
+    def _step(self, loss: np.ndarray) -> None:
         # R_t,i = R_t-1,i + <p_t, l_t> - l_t,i
         self.R += self._p @ loss - loss
         R_plus = np.maximum(self.R, 0.0)
@@ -118,11 +136,12 @@ class NormalHedge:
         if not positive.any():  # all [R]_+ = 0: uniform (Figure 1)
             self.c, self._p = None, np.full(self.n, 1.0 / self.n)
             return
-        # Figure 1: p_i ∝ ([R_i]_+ / c) exp([R_i]_+^2 / (2c)), c from normalhedge_scale
+        # Figure 1: p_i ∝ ([R_i]_+ / c) exp([R_i]_+^2 / (2c)), c from normalhedge_scale.
+        # Finite by construction: c makes mean exp([R]_+^2 / 2c) = e, so every exponent is
+        # at most 1 + ln N, and finite losses keep R finite.
         self.c = normalhedge_scale(R_plus, guess=self.c)
         log_w = np.full(self.n, -np.inf)
         log_w[positive] = np.log(R_plus[positive] / self.c) + R_plus[positive] ** 2 / (2 * self.c)
-        check_finite(log_w[positive], "NormalHedge log-weights")
         self._p = _normalise(log_w)
 
 
@@ -150,6 +169,12 @@ class Hedge:
         self.L += _check_loss(loss, self.n, "Hedge")
         self.t += 1
 
+    def update_many(self, losses: np.ndarray) -> None:
+        # p depends only on the cumulative loss and t: a block is exact in one step.
+        losses = _check_losses(losses, self.n, "Hedge")
+        self.L += losses.sum(axis=0)
+        self.t += losses.shape[0]
+
 
 class AdaNormalHedge:
     """AdaNormalHedge (Luo & Schapire 2015), uniform prior, parameter-free."""
@@ -167,7 +192,13 @@ class AdaNormalHedge:
         return self._p.copy()
 
     def update(self, loss: np.ndarray) -> None:
-        loss = _check_loss(loss, self.n, "AdaNormalHedge")
+        self._step(_check_loss(loss, self.n, "AdaNormalHedge"))
+
+    def update_many(self, losses: np.ndarray) -> None:
+        for loss in _check_losses(losses, self.n, "AdaNormalHedge"):
+            self._step(loss)
+
+    def _step(self, loss: np.ndarray) -> None:
         r = self._p @ loss - loss
         self.R += r
         self.C += np.abs(r)
