@@ -76,3 +76,20 @@ def test_gamma_primitives():
     q = torch.tensor([[0.6, 0.4], [0.9, 0.1]])
     assert gamma_greedy(p, q).tolist() == [1.0, 0.0]
     assert torch.allclose(gamma_sampling(p, q), torch.tensor([0.9, 0.3], dtype=torch.float64))
+
+
+def test_argmax_matches_torch_including_ties_nan_and_other_dtypes():
+    from hedgespec_cli.decoding.verify import argmax
+
+    g = torch.Generator().manual_seed(0)
+    for shape in [(4096,), (6, 4096), (3, 5, 17)]:
+        x = torch.randn(shape, generator=g)
+        assert torch.equal(argmax(x), x.argmax(dim=-1))
+        assert argmax(x).dtype == torch.long
+    tie = torch.tensor([[0.0, 2.0, 2.0, 1.0], [3.0, 3.0, 3.0, 3.0]])
+    assert argmax(tie).tolist() == [1, 0] == tie.argmax(-1).tolist()  # the first maximum
+    nan = torch.tensor([0.0, float("nan"), 5.0])
+    assert int(argmax(nan)) == int(nan.argmax()) == 1
+    half = torch.randn(2, 300, generator=g).bfloat16()  # no numpy dtype: torch's own
+    assert torch.equal(argmax(half), half.argmax(-1))
+    assert argmax(torch.randn(9, generator=g)).dim() == 0

@@ -33,6 +33,7 @@ from hedgespec_cli.decoding.tree import (
     verify_tree_sampling,
 )
 from hedgespec_cli.decoding.verify import (
+    argmax,
     gamma_greedy_at,
     gamma_sampling,
     process_logits,
@@ -303,7 +304,7 @@ class Engine:
         """(V,) drafter logits -> (1,) draft token: argmax at T = 0, else a processed sample."""
         s = self.settings
         if s.greedy:
-            return logits.argmax().view(1)
+            return argmax(logits).view(1)
         law = process_logits(logits.view(1, -1), s.temperature, s.top_p)[0]
         return torch.multinomial(law, 1, generator=self.generator)
 
