@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -61,6 +62,9 @@ class BenchRun:
         self.pool = open_pool(self.profile, device=settings.device, dtype=settings.dtype,
                               drafter_dtype=settings.drafter_dtype)
         self.engine = Engine(self.pool, decode_settings(settings), seed=settings.seed)
+        self.ids = [self.pool.tokenizer(p.text)["input_ids"] for p in self.workload.prompts]
+        for ids in self.ids:  # an empty or too long prompt fails before anything is measured
+            self.engine.check_prompt(ids)
         self._footprint = self.pool.memory()
         self.sampler = TelemetrySampler(settings.sample_interval, sink=run_dir.file(FILES["telemetry"]))
         self.env = env_fingerprint()
@@ -72,7 +76,11 @@ class BenchRun:
         settings = with_profile_defaults(settings, settings.profile)
         if resume is None:
             run_dir = RunDir.create(settings.out, settings.profile, settings.workload)
-            run = cls(settings, run_dir, [], {})
+            try:
+                run = cls(settings, run_dir, [], {})
+            except BaseException:  # a bad method, checkpoint or setting: nothing was measured
+                shutil.rmtree(run_dir.path, ignore_errors=True)
+                raise
             run_dir.write_yaml(FILES["config"], run.config())
             run_dir.write_json(FILES["env"], run.env)
             return run
@@ -110,7 +118,7 @@ class BenchRun:
         done = {(q["method"], q["query_id"], q["repeat"]) for q in self.lines}
         # References need the query's gamma, which a full-information method produces first.
         order = sorted(s.methods, key=needs_hindsight)
-        ids = [self.pool.tokenizer(p.text)["input_ids"] for p in prompts]
+        ids = self.ids
         self.sampler.start()
         for i, p in enumerate(prompts[: s.warmup]):  # untimed: first-call costs, allocator, caches
             for m in order:

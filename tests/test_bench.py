@@ -162,6 +162,8 @@ def test_bad_input_is_one_line_without_traceback(tiny_bench, tmp_path, capsys, m
         assert res.returncode == 2, (args, res.stderr)
         assert message in res.stderr and "Traceback" not in res.stderr, (args, res.stderr)
         assert res.stderr.strip().count("\n") == 0, res.stderr
+        runs = tmp_path / "runs"
+        assert not runs.exists() or not any(runs.iterdir()), (args, "a failed start left a run directory")
 
 
 def test_compare_gates_on_an_artificial_slowdown(tiny_bench, tmp_path, capsys, monkeypatch):

@@ -186,7 +186,7 @@ class Engine:
         the chooser is a bandit; its cost is then part of the measured time.
         """
         s, pool, now = self.settings, self.pool, self._now
-        self._check_prompt(prompt_ids)
+        self.check_prompt(prompt_ids)
         spec = chooser is not None
         full = spec and (record_gamma or chooser.needs_full_feedback)
         P = len(prompt_ids)
@@ -394,7 +394,8 @@ class Engine:
         q = process_logits(q_logits[:m], t, top_p)
         return float(gamma_sampling(p, q).mean())
 
-    def _check_prompt(self, prompt_ids: list[int]) -> None:
+    def check_prompt(self, prompt_ids: list[int]) -> None:
+        """Raise WorkloadError unless the prompt fits: non-empty, and within every model's context."""
         if not prompt_ids:
             raise WorkloadError("empty prompt: every prompt needs at least one token")
         limits = [lm.max_positions for lm in (self.pool.target, *self.pool.drafters)]
