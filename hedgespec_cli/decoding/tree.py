@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from hedgespec_cli.decoding.verify import argmax
 from hedgespec_cli.errors import ConfigError
 
 
@@ -216,7 +217,7 @@ def verify_tree_greedy(tree: DraftTree, p_logits: torch.Tensor) -> TreeVerdict:
 
     p_logits: (T + 1, V) target logits, row 0 the root, row 1 + i node i.
     """
-    best = p_logits.argmax(-1).tolist()
+    best = argmax(p_logits).tolist()
     tokens, kids = tree.tokens.tolist(), tree.children()
     path, row, node = [], 0, -1
     while True:
@@ -262,7 +263,7 @@ def verify_tree_sampling(tree: DraftTree, p: torch.Tensor, generator: torch.Gene
 
 def gamma_tree_greedy(p_logits: torch.Tensor, q_logits: torch.Tensor, top_k: int) -> torch.Tensor:
     """(n, V), (N, n, V) -> (N, n): 1[argmax p is among drafter j's top_k tokens]."""
-    best = p_logits.argmax(-1)  # (n,)
+    best = argmax(p_logits)  # (n,)
     top = q_logits.topk(top_k, dim=-1).indices  # (N, n, k)
     return (top == best[None, :, None]).any(-1).to(torch.float64)
 
