@@ -32,6 +32,7 @@ from hedgespec_cli.models import CausalLM, Pool
 from hedgespec_cli.report import summary as S
 from hedgespec_cli.rundir import RunDir, env_fingerprint
 from hedgespec_cli.runner import AR, open_pool, run_query
+from hedgespec_cli.selection import SelectorSpec
 from hedgespec_cli.workloads import load_workload
 
 PAD_NOISE = 0.5  # noise std relative to each weight tensor's std
@@ -66,13 +67,18 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
     max_new = settings.max_new_tokens or workload.max_new_tokens or profile.decoding.get("max_new_tokens", 128)
     settings = replace(settings, max_new_tokens=int(max_new))
     pool = open_pool(profile, device=settings.device, dtype=settings.dtype, drafter_dtype=settings.drafter_dtype)
-    run_dir = RunDir.create(settings.out, f"{profile.name}-sweep", workload.name)
-    run_dir.write_yaml("config.yaml", {"bench": settings_dict(settings), "sweep_drafters": sizes})
-    run_dir.write_json("env.json", env_fingerprint())
     decode = decode_settings(settings)
     methods = [m for m in settings.methods if m != AR]
     prompts = workload.prompts
     ids = [pool.tokenizer(p.text)["input_ids"] for p in prompts]
+    for m in methods:  # a bad method, setting or prompt fails before the run dir exists
+        SelectorSpec.parse(m)
+    probe = Engine(pool, decode, seed=settings.seed)
+    for prompt_ids in ids:
+        probe.check_prompt(prompt_ids)
+    run_dir = RunDir.create(settings.out, f"{profile.name}-sweep", workload.name)
+    run_dir.write_yaml("config.yaml", {"bench": settings_dict(settings), "sweep_drafters": sizes})
+    run_dir.write_json("env.json", env_fingerprint())
     started = time.monotonic()
     lines: list[dict] = []
     # One bar per N, showing the tokens/s and MAT of one method (hedgespec when swept).

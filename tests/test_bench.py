@@ -156,6 +156,9 @@ def test_bad_input_is_one_line_without_traceback(tiny_bench, tmp_path, capsys, m
         (["--out", str(blocked / "runs"), *prof, *wl], "pass --out to a writable directory"),
         (["--profile", str(root / "odd_vocab.yaml"), *wl], "drafter 'odd' has vocab size 6"),
         ([*prof, "--workload", str(root / "blank.yaml")], "prompt 'blank' is empty"),
+        ([*prof, *wl, "--sweep-drafters", "2", "--methods", "ar,bogus"], "unknown method 'bogus'"),
+        ([*prof, *wl, "--sweep-drafters", "2", "--tree-top-k", "500"], "exceeds the vocabulary"),
+        ([*prof, "--workload", str(root / "long.yaml"), "--sweep-drafters", "2"], "exceeds the models' context"),
     ]
     for args, message in cases:
         res = run_main(*base, *args)
