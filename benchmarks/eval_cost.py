@@ -81,7 +81,8 @@ def main() -> None:
     for name in costs["profile dtype"]:
         print(f"  {name:<32}" + "".join(f"{dtype} {c[name]:6.3f}   " for dtype, c in costs.items()))
 
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     cache = stack.new_cache(PREFIX + 64)
     stack.forward(ids[:PREFIX], cache)
