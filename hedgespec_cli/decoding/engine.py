@@ -346,7 +346,7 @@ class Engine:
         tree = s.tree
         # The target's side once per round; each group's q rows are scored as they come.
         if s.greedy:
-            p_side = p_logits  # its argmax is all that matters (for chains: the committed tokens)
+            p_side = p_logits  # only trees read it: a chain's argmax of p is the committed tokens
         else:
             p_side = process_logits(p_logits, s.temperature, s.top_p)
         gamma = torch.empty(self.n_drafters, n, dtype=torch.float64, device=p_logits.device)

@@ -46,9 +46,10 @@ def process_logits(logits: torch.Tensor, temperature: float, top_p: float = 1.0)
 def argmax(logits: torch.Tensor) -> torch.Tensor:
     """argmax over the last dim, the first maximum on ties, like `Tensor.argmax(-1)`.
 
-    Float CPU tensors go through numpy, whose vectorised argmax is several
-    times faster than torch's for rows of a few thousand logits (5 vs 1 us
-    per 4096-token row here; it runs for every drafted token at T = 0).
+    Float CPU tensors go through numpy, whose vectorised argmax is faster than
+    torch's for rows of a few thousand logits (4096-logit rows here: 3.3 vs
+    5.1 us for one row, 4.5 vs 22.5 us for six); it runs for every drafted
+    token at T = 0.
     """
     if logits.device.type == "cpu" and logits.dtype in (torch.float32, torch.float64):
         return torch.from_numpy(np.asarray(logits.detach().numpy().argmax(axis=-1)))
