@@ -23,6 +23,8 @@ from hedgespec_cli.report import summary as S
 from hedgespec_cli.rundir import RunDir, env_fingerprint
 from hedgespec_cli.runner import (
     AR,
+    check_methods,
+    checked_prompt_ids,
     hindsight_pass,
     needs_hindsight,
     open_pool,
@@ -53,18 +55,14 @@ class BenchRun:
             budget = self.workload.max_new_tokens or self.profile.decoding.get("max_new_tokens", 128)
             settings = replace(settings, max_new_tokens=int(budget))
         self.settings = settings
-        for m in settings.methods:  # fail on a bad method before loading any model
-            if m != AR:
-                SelectorSpec.parse(m)
+        check_methods(settings.methods)  # before loading any model
         self.dir = run_dir
         self.lines = lines
         self.trace = trace  # (query_id, repeat) -> TraceQuery
         self.pool = open_pool(self.profile, device=settings.device, dtype=settings.dtype,
                               drafter_dtype=settings.drafter_dtype)
         self.engine = Engine(self.pool, decode_settings(settings), seed=settings.seed)
-        self.ids = [self.pool.tokenizer(p.text)["input_ids"] for p in self.workload.prompts]
-        for ids in self.ids:  # an empty or too long prompt fails before anything is measured
-            self.engine.check_prompt(ids)
+        self.ids = checked_prompt_ids(self.engine, [p.text for p in self.workload.prompts])
         self._footprint = self.pool.memory()
         self.sampler = TelemetrySampler(settings.sample_interval, sink=run_dir.file(FILES["telemetry"]))
         self.env = env_fingerprint()

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-
+from pathlib import Path
 
 import numpy as np
-
-from pathlib import Path
 
 from hedgespec_cli.config import ModelSpec, Profile
 from hedgespec_cli.decoding.engine import Engine, QueryRecord
@@ -55,6 +53,24 @@ def needs_hindsight(method: str) -> bool:
     from hedgespec_cli.selection import REGISTRY, SelectorSpec
 
     return method != AR and REGISTRY[SelectorSpec.parse(method).name].kind == "reference"
+
+
+def check_methods(methods) -> None:
+    """Parse every method but `ar`: a bad name or hyperparameter fails before anything runs."""
+    from hedgespec_cli.selection import SelectorSpec
+
+    for m in methods:
+        if m != AR:
+            SelectorSpec.parse(m)
+
+
+def checked_prompt_ids(engine: Engine, texts) -> list[list[int]]:
+    """Tokenize each prompt and check it fits the engine's models (WorkloadError otherwise),
+    so an empty or too long prompt fails before anything is measured."""
+    ids = [engine.pool.tokenizer(text)["input_ids"] for text in texts]
+    for prompt_ids in ids:
+        engine.check_prompt(prompt_ids)
+    return ids
 
 
 def hindsight_pass(engine: Engine, prompt_ids: list[int], domain: str | None) -> QueryRecord:

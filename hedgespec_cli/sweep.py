@@ -31,8 +31,7 @@ from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.models import CausalLM, Pool
 from hedgespec_cli.report import summary as S
 from hedgespec_cli.rundir import RunDir, env_fingerprint
-from hedgespec_cli.runner import AR, open_pool, run_query
-from hedgespec_cli.selection import SelectorSpec
+from hedgespec_cli.runner import AR, check_methods, checked_prompt_ids, open_pool, run_query
 from hedgespec_cli.workloads import load_workload
 
 PAD_NOISE = 0.5  # noise std relative to each weight tensor's std
@@ -66,16 +65,13 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
     workload = load_workload(settings.workload, limit=settings.prompts)
     max_new = settings.max_new_tokens or workload.max_new_tokens or profile.decoding.get("max_new_tokens", 128)
     settings = replace(settings, max_new_tokens=int(max_new))
+    check_methods(settings.methods)  # bad methods, settings and prompts fail before the run dir exists
     pool = open_pool(profile, device=settings.device, dtype=settings.dtype, drafter_dtype=settings.drafter_dtype)
     decode = decode_settings(settings)
     methods = [m for m in settings.methods if m != AR]
     prompts = workload.prompts
-    ids = [pool.tokenizer(p.text)["input_ids"] for p in prompts]
-    for m in methods:  # a bad method, setting or prompt fails before the run dir exists
-        SelectorSpec.parse(m)
-    probe = Engine(pool, decode, seed=settings.seed)
-    for prompt_ids in ids:
-        probe.check_prompt(prompt_ids)
+    engine = Engine(pool, decode, seed=settings.seed)  # the full pool: warm-up and `ar`
+    ids = checked_prompt_ids(engine, [p.text for p in prompts])
     run_dir = RunDir.create(settings.out, f"{profile.name}-sweep", workload.name)
     run_dir.write_yaml("config.yaml", {"bench": settings_dict(settings), "sweep_drafters": sizes})
     run_dir.write_json("env.json", env_fingerprint())
@@ -86,9 +82,9 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
     if progress:
         progress.start([f"N={n} {focus}" for n in sizes] + ([AR] if AR in settings.methods else []), len(prompts))
     for i, m in enumerate(settings.methods[: 1 + len(methods)]):  # untimed warm-up, one prompt per method
-        run_query(Engine(pool, decode, seed=settings.seed), ids[0], m, domain=prompts[0].domain)
+        run_query(engine, ids[0], m, domain=prompts[0].domain)
     if AR in settings.methods:
-        lines += _run(Engine(pool, decode, seed=settings.seed), [AR], prompts, ids, None, settings, progress, AR, AR)
+        lines += _run(engine, [AR], prompts, ids, None, settings, progress, AR, AR)
     by_n = {}
     for n in sizes:
         sub = padded_pool(pool, profile.generic().name, n, settings.seed)
