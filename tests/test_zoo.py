@@ -261,3 +261,5 @@ def test_spec_rejects_an_onpolicy_share_outside_0_1(tmp_path):
 
     with pytest.raises(ConfigError, match="onpolicy-frac"):
         BuildSpec(out_dir=tmp_path, onpolicy_frac=1.5)
+    with pytest.raises(ConfigError, match="continuations"):
+        BuildSpec(out_dir=tmp_path, continuations=-1)

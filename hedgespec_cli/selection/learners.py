@@ -50,12 +50,12 @@ def _logmeanexp(x: np.ndarray) -> float:
     return float(top + math.log(np.exp(x - top).mean()))
 
 
-def _check_loss(loss: np.ndarray, n: int, who: str) -> np.ndarray:
+def _one_row(loss: np.ndarray, n: int, who: str) -> np.ndarray:
+    """One loss vector (N,) as a block (1, N) for `update_many`, which checks the values."""
     loss = np.asarray(loss, dtype=np.float64)
     if loss.shape != (n,):
         raise ValueError(f"{who}: loss vector must have shape ({n},), got {loss.shape}")
-    check_finite(loss, f"loss in {who}")
-    return loss
+    return loss[None]
 
 
 def _check_losses(losses: np.ndarray, n: int, who: str) -> np.ndarray:
@@ -122,7 +122,7 @@ class NormalHedge:
         return self._p.copy()
 
     def update(self, loss: np.ndarray) -> None:
-        self._step(_check_loss(loss, self.n, "NormalHedge"))
+        self.update_many(_one_row(loss, self.n, "NormalHedge"))
 
     def update_many(self, losses: np.ndarray) -> None:
         for loss in _check_losses(losses, self.n, "NormalHedge"):  # sequential: p_t+1 depends on p_t
@@ -166,8 +166,7 @@ class Hedge:
         return _normalise(-self.eta * self.L)
 
     def update(self, loss: np.ndarray) -> None:
-        self.L += _check_loss(loss, self.n, "Hedge")
-        self.t += 1
+        self.update_many(_one_row(loss, self.n, "Hedge"))
 
     def update_many(self, losses: np.ndarray) -> None:
         # p depends only on the cumulative loss and t: a block is exact in one step.
@@ -192,7 +191,7 @@ class AdaNormalHedge:
         return self._p.copy()
 
     def update(self, loss: np.ndarray) -> None:
-        self._step(_check_loss(loss, self.n, "AdaNormalHedge"))
+        self.update_many(_one_row(loss, self.n, "AdaNormalHedge"))
 
     def update_many(self, losses: np.ndarray) -> None:
         for loss in _check_losses(losses, self.n, "AdaNormalHedge"):

@@ -70,6 +70,8 @@ class BuildSpec:
             raise ConfigError(f"{GENERIC!r} is the mixture drafter's name, not a domain")
         if not 0.0 <= self.onpolicy_frac <= 1.0:
             raise ConfigError(f"--onpolicy-frac must lie in [0, 1], got {self.onpolicy_frac}")
+        if self.continuations < 0:
+            raise ConfigError(f"--continuations must be >= 0, got {self.continuations}")
         if self.time_budget_s <= 0 and self.max_steps is None:
             raise ConfigError("give a positive --time-budget or a --max-steps cap")
 
@@ -155,7 +157,7 @@ def _sampler(data: _Data, domains: list[str], spec: BuildSpec, seed: int, onpoli
             s = data.train[domains[i]]
             off = int(torch.randint(0, len(s) - width + 1, (1,), generator=gen))
             rows.append(s[off:off + width].long())
-        return torch.stack(rows).long()  # (B, T+1)
+        return torch.stack(rows)  # (B, T+1) int64, like the continuations
 
     return sample, {d: round(float(w), 4) for d, w in zip(domains, weights)}
 
