@@ -23,6 +23,12 @@ from hedgespec_cli.runner import open_pool, run_query
 from hedgespec_cli.workloads import load_workload
 
 
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so that wall-clock reads bracket it (the engine's timers do the same)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def hf_generate(pool, ids: list[int], max_new: int, assistant=None, K: int = 5) -> tuple[list[int], float]:
     """transformers' own decoding: greedy generate, or assisted generation with a fixed draft length."""
     target = pool.target.model
@@ -34,9 +40,11 @@ def hf_generate(pool, ids: list[int], max_new: int, assistant=None, K: int = 5) 
         assistant.generation_config.assistant_confidence_threshold = 0.0
         kwargs["assistant_model"] = assistant
     inp = torch.tensor([ids], device=pool.target.device)
+    sync(pool.target.device)
     t = time.perf_counter()
     with torch.inference_mode():
         out = target.generate(inp, attention_mask=torch.ones_like(inp), **kwargs)
+    sync(pool.target.device)
     dt = time.perf_counter() - t
     return out[0, len(ids):].tolist(), dt
 
@@ -50,11 +58,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("-K", type=int, default=5)
     ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--device", default=None, help="cpu, cuda or auto (default: the profile's)")
+    ap.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: the profile's)")
     args = ap.parse_args()
 
     profile = load_profile(args.profile)
     drafter = args.drafter or profile.generic().name
-    pool = open_pool(profile)
+    pool = open_pool(profile, device=args.device, dtype=args.dtype)
     engine = Engine(pool, DecodeSettings(K=args.K, max_new_tokens=args.max_new_tokens))
     assistant = pool.drafters[pool.names.index(drafter)].model
     prompts = load_workload(args.workload, limit=args.prompts).prompts
@@ -78,7 +88,7 @@ def main() -> None:
             rows[mode].append((n / e_s, n / h_s))
 
     print(f"profile {profile.name}, drafter {drafter}, K={args.K}, {len(ids)} prompts x {args.repeats} repeats, "
-          f"max_new_tokens={args.max_new_tokens}, torch threads {torch.get_num_threads()}")
+          f"max_new_tokens={args.max_new_tokens}, device {pool.target.device}, torch threads {torch.get_num_threads()}")
     print(f"{'mode':<8}{'engine tok/s':>14}{'hf tok/s':>12}{'ratio min':>11}{'median':>9}{'max':>8}")
     for mode, label in (("ar", "ar vs generate"), ("fixed", "fixed vs assisted")):
         ratios = [e / h for e, h in rows[mode]]

@@ -47,7 +47,7 @@ def reference_greedy(model, prompt_ids: list[int], steps: int, eos: int | None) 
     ids = list(prompt_ids)
     with torch.inference_mode():
         for _ in range(steps):
-            nxt = int(model(torch.tensor([ids])).logits[0, -1].argmax())
+            nxt = int(model(torch.tensor([ids], device=model.device)).logits[0, -1].argmax())
             ids.append(nxt)
             if nxt == eos:
                 break

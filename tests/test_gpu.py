@@ -7,8 +7,10 @@ import torch
 
 from hedgespec_cli.config import ModelSpec
 from hedgespec_cli.decoding.engine import DecodeSettings, Engine
+from hedgespec_cli.decoding.tree import TreeShape
 from hedgespec_cli.models import load_pool
 
+from test_eagle_engine import eagle_pool  # noqa: F401  (fixture)
 from test_engine import PROMPTS, Fixed, reference_greedy
 
 pytestmark = [
@@ -29,6 +31,35 @@ def test_cuda_engine_is_lossless_and_times_with_sync(tiny_models):
             rec = engine.decode(ids, Fixed(arm, 4))
             assert rec.output_ids == want
             assert sum(rec.phase_ns.values()) == rec.wall_ns
+
+
+@pytest.mark.parametrize("shape", [TreeShape(top_k=2, total_tokens=6), TreeShape(top_k=4, total_tokens=16)])
+def test_cuda_tree_decoding_is_lossless(tiny_models, shape):
+    """Tree verification passes a custom 4D attention mask: the CUDA attention kernels must honour it."""
+    names = ["copy", "near", "far", "random"]
+    pool = load_pool(ModelSpec("target", tiny_models["target"]), [ModelSpec(n, tiny_models[n]) for n in names], device="cuda")
+    engine = Engine(pool, DecodeSettings(K=3, max_new_tokens=24, stop_at_eos=False, tree=shape))
+    for prompt in PROMPTS:
+        ids = pool.tokenizer(prompt)["input_ids"]
+        want = reference_greedy(pool.target.model, ids, 24, None)
+        for arm in range(4):
+            for full in (True, False):
+                assert engine.decode(ids, Fixed(arm, 4, full)).output_ids == want, (prompt, arm, full)
+
+
+def test_cuda_eagle_heads_are_lossless_on_chains_and_trees(eagle_pool):  # noqa: F811
+    specs = eagle_pool.specs
+    pool = load_pool(ModelSpec("target", specs[2].path.parent / "target"), list(specs), device="cuda")
+    for tree in (None, TreeShape(top_k=3, total_tokens=10)):
+        engine = Engine(pool, DecodeSettings(K=4, max_new_tokens=24, stop_at_eos=False, tree=tree))
+        for prompt in PROMPTS:
+            ids = pool.tokenizer(prompt)["input_ids"]
+            if len(ids) < 2:
+                continue
+            want = reference_greedy(pool.target.model, ids, 24, None)
+            for arm in range(3):  # trained head, random head, LM drafter
+                for full in (True, False):
+                    assert engine.decode(ids, Fixed(arm, 3, full)).output_ids == want, (tree, prompt, arm, full)
 
 
 def test_nvml_sampler_sees_the_gpu(tmp_path):

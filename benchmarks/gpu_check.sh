@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# One pass over everything that needs a CUDA device, for a lent GPU machine:
+#   tests   the CUDA tests (lossless chains, trees and EAGLE-3 heads on cuda, NVML sampler)
+#   bench   the default bench on cuda (validity, NVML telemetry, CUDA allocator peak)
+#   peer    the peer table against transformers' generate / assisted generation
+#   sweep   the drafter-count sweep with its per-round phase split
+#   trees   EAGLE-3 heads with dynamic trees on cuda (validity)
+# Logs and a tarball of the run directories land in OUT (default gpu-check/).
+#
+#   bash benchmarks/gpu_check.sh /tmp/gpu-check            # every step
+#   bash benchmarks/gpu_check.sh /tmp/gpu-check tests trees  # some steps
+#
+# Runs from a checkout without installing (PYTHONPATH); needs torch with CUDA,
+# transformers, typer, rich, pyyaml, nvidia-ml-py and pytest.
+set -uo pipefail
+out=${1:-gpu-check}
+shift || true
+steps=${*:-tests bench peer sweep trees}
+mkdir -p "$out"
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 COLUMNS=${COLUMNS:-160}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+py=${PYTHON:-python3}
+hs() { $py -m hedgespec_cli "$@"; }
+
+tests() { $py -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py; }
+bench() { hs bench --device cuda --out "$out/runs"; }
+peer() { $py benchmarks/peer_hf.py --device cuda --prompts 7 --repeats 3; }
+sweep() {
+  hs bench --device cuda --sweep-drafters 2,4,8,16 --methods ar,fixed:generic,hedgespec --prompts 7 --out "$out/runs"
+}
+trees() {
+  hs bench --device cuda --profile tiny-eagle3 --tree-top-k 4 --methods ar,fixed:generic,hedgespec,oracle \
+    --prompts 14 --out "$out/runs"
+}
+
+{
+  echo "== env ($(date +%T))"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  $py -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__)"
+  for s in $steps; do echo "== $s ($(date +%T))"; $s; done
+  echo "== done ($(date +%T))"
+} 2>&1 | tee "$out/log.txt"
+[ -d "$out/runs" ] && tar -czf "$out/runs.tar.gz" -C "$out" runs && rm -rf "$out/runs"
+exit 0

@@ -1,0 +1,5 @@
+"""`python -m hedgespec_cli`: the `hedgespec` command without an installed entry point."""
+
+from hedgespec_cli.cli.app import main
+
+main()
