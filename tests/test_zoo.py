@@ -263,3 +263,41 @@ def test_spec_rejects_an_onpolicy_share_outside_0_1(tmp_path):
         BuildSpec(out_dir=tmp_path, onpolicy_frac=1.5)
     with pytest.raises(ConfigError, match="continuations"):
         BuildSpec(out_dir=tmp_path, continuations=-1)
+
+
+def test_target_steps_caps_the_target_alone(tmp_path_factory):
+    from dataclasses import replace
+
+    from hedgespec_cli.zoo.build import build_zoo
+
+    root = tmp_path_factory.mktemp("target_steps")
+    manifest = build_zoo(replace(_mini_spec(root), target_steps=5, continuations=0))
+    assert manifest["models"]["target"]["steps"] == 5
+    assert all(manifest["models"][n]["steps"] == 3 for n in ("generic", "code", "math"))
+    assert manifest["spec"]["target_steps"] == 5 and manifest["spec"]["device"] == "cpu"
+
+
+def test_spec_rejects_a_bad_device_or_target_steps(tmp_path):
+    from hedgespec_cli.zoo.build import BuildSpec
+
+    with pytest.raises(ConfigError, match="--device must be cpu or cuda"):
+        BuildSpec(out_dir=tmp_path, device="tpu")
+    with pytest.raises(ConfigError, match="--target-steps"):
+        BuildSpec(out_dir=tmp_path, target_steps=0)
+
+
+def test_build_on_cuda_without_a_gpu_is_one_clear_line(tmp_path):
+    """Through `python -m hedgespec_cli`, as a user without a GPU would see it."""
+    import subprocess
+    import sys
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible")
+    res = subprocess.run([sys.executable, "-m", "hedgespec_cli", "zoo", "build", "--device", "cuda",
+                          "--out", str(tmp_path / "z"), "--data-dir", str(tmp_path / "data"), "--max-steps", "1"],
+                         capture_output=True, text=True)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().count("\n") == 0 and "no CUDA device is visible" in res.stderr
+    assert not (tmp_path / "z").exists()

@@ -57,6 +57,8 @@ def build(
     prompts_dir: Annotated[Optional[Path], typer.Option(help="Write held-out prompts <domain>.jsonl here.")] = Path("workloads/prompts"),
     domains: Annotated[Optional[str], typer.Option(help="Comma-separated subset of domains (default: all).")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Cap on training steps per stage (a miniature build).")] = None,
+    target_steps: Annotated[Optional[int], typer.Option(help="The target's own step cap [default: --max-steps].")] = None,
+    device: Annotated[str, typer.Option(help="Train on cpu or cuda (the saved weights are the same format).")] = "cpu",
     max_chars: Annotated[int, typer.Option(help="Characters of text per domain at most.")] = 2_500_000,
     batch_size: Annotated[int, typer.Option(help="Sequences per training batch.")] = 16,
     reuse_target: Annotated[bool, typer.Option(help="Keep the built tokenizer and target; re-distil the drafters only.")] = False,
@@ -77,7 +79,8 @@ def build(
     spec = BuildSpec(
         out_dir=out, data_dir=data_dir, prompts_dir=prompts_dir,
         domains=tuple(d.strip() for d in domains.split(",")) if domains else tuple(DOMAINS),
-        seed=seed, time_budget_s=time_budget * 60, max_steps=max_steps, max_chars=max_chars,
+        seed=seed, time_budget_s=time_budget * 60, max_steps=max_steps, target_steps=target_steps,
+        device=device, max_chars=max_chars,
         batch_size=batch_size, reuse_target=reuse_target, eagle_budget_s=eagle_minutes * 60,
         onpolicy_frac=onpolicy_frac, continuations=continuations,
     )

@@ -41,6 +41,7 @@ class BuildSpec:
     seed: int = 0
     time_budget_s: float = 45 * 60
     max_steps: int | None = None  # per training stage; caps a miniature build
+    target_steps: int | None = None  # the target's own step cap (default: max_steps)
     max_chars: int = 2_500_000  # per domain
     vocab_size: int = 4096
     seq_len: int = 256
@@ -52,6 +53,7 @@ class BuildSpec:
     target_shape: ModelShape = TARGET_SHAPE
     drafter_shape: ModelShape = DRAFTER_SHAPE
     threads: int = 2
+    device: str = "cpu"  # where every stage trains: "cpu" or "cuda" (the weights are saved the same)
     reuse_target: bool = False  # keep out_dir's tokenizer and target; re-distil the drafters only
     # On-policy distillation: this share of every drafter batch is the target's own greedy
     # continuations of train-split prefixes (`continuations` per domain), the text a drafter
@@ -74,6 +76,10 @@ class BuildSpec:
             raise ConfigError(f"--continuations must be >= 0, got {self.continuations}")
         if self.time_budget_s <= 0 and self.max_steps is None:
             raise ConfigError("give a positive --time-budget or a --max-steps cap")
+        if self.device not in ("cpu", "cuda"):
+            raise ConfigError(f"--device must be cpu or cuda, got {self.device!r}")
+        if self.target_steps is not None and self.target_steps < 1:
+            raise ConfigError(f"--target-steps must be >= 1, got {self.target_steps}")
 
 
 class Progress(Protocol):
@@ -178,8 +184,8 @@ def _continuations(target, data: _Data, spec: BuildSpec, progress: Progress) -> 
         for start in range(0, spec.continuations, 32):
             b = min(32, spec.continuations - start)
             offs = torch.randint(0, len(stream) - prefix + 1, (b,), generator=gen).tolist()
-            ids = torch.stack([stream[o:o + prefix] for o in offs]).long()
-            rows.append(_greedy(target, ids, width - prefix))
+            ids = torch.stack([stream[o:o + prefix] for o in offs]).long().to(target.device)
+            rows.append(_greedy(target, ids, width - prefix).cpu())
             done += b
             progress.update("continuations", done / total, name)
         out[name] = torch.cat(rows)
@@ -316,6 +322,9 @@ def build_zoo(spec: BuildSpec, progress: Progress | None = None) -> dict:
     progress = progress or SilentProgress()
     transformers.utils.logging.disable_progress_bar()  # our own bars only
     torch.set_num_threads(spec.threads)
+    if spec.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda but no CUDA device is visible; use --device cpu")
+    device = torch.device(spec.device)
     t0 = time.perf_counter()
     stages: dict[str, float] = {}
     spec.out_dir.mkdir(parents=True, exist_ok=True)
@@ -347,7 +356,8 @@ def build_zoo(spec: BuildSpec, progress: Progress | None = None) -> dict:
         return max(spec.time_budget_s - (time.perf_counter() - t0), 0.0) * (1 - EVAL_RESERVE)
 
     drafter_names = [GENERIC, *spec.domains]
-    target_budget = StageBudget(0.0 if previous is not None else left_s() * TARGET_SHARE, spec.max_steps)
+    target_budget = StageBudget(0.0 if previous is not None else left_s() * TARGET_SHARE,
+                                spec.target_steps or spec.max_steps)
     models: dict[str, dict] = {}
     domains = list(spec.domains)
 
@@ -359,12 +369,12 @@ def build_zoo(spec: BuildSpec, progress: Progress | None = None) -> dict:
     progress.start("target")
     sample, mix = _sampler(data, domains, spec, seed=spec.seed)
     if previous is not None:
-        target = transformers.AutoModelForCausalLM.from_pretrained(str(spec.out_dir / "target")).float()
+        target = transformers.AutoModelForCausalLM.from_pretrained(str(spec.out_dir / "target")).float().to(device)
         models["target"] = previous["models"]["target"]
         stages["target"] = previous["stages_wall_s"]["target"]
         progress.finish("target", "reused from the previous build")
     else:
-        target = make_model(spec.target_shape, tokenizer, seed=spec.seed)
+        target = make_model(spec.target_shape, tokenizer, seed=spec.seed).to(device)
         stats = pretrain(target, sample, target_budget, spec.target_lr, on_step("target"))
         target = _round_trip(target)
         models["target"] = _model_entry(target, "target", None, stats, _evaluate(target, data))
@@ -389,7 +399,7 @@ def build_zoo(spec: BuildSpec, progress: Progress | None = None) -> dict:
         t = time.perf_counter()
         stage = f"drafter {name}"
         progress.start(stage)
-        drafter = make_model(spec.drafter_shape, tokenizer, seed=spec.seed + 1 + i)
+        drafter = make_model(spec.drafter_shape, tokenizer, seed=spec.seed + 1 + i).to(device)
         # The generic drafter sees the target's mixture; an expert only its own domain.
         sample, _ = _sampler(data, domains if name == GENERIC else [name], spec,
                              seed=spec.seed + 1 + i, onpolicy=onpolicy)

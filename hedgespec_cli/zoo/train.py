@@ -107,7 +107,7 @@ def _loop(model, loss_fn, sample, budget: StageBudget, peak_lr: float, on_step: 
         lr = lr_at(frac, peak_lr)
         for group in opt.param_groups:
             group["lr"] = lr
-        batch = sample()  # (B, T+1)
+        batch = sample().to(model.device)  # (B, T+1)
         loss = loss_fn(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -160,7 +160,7 @@ def heldout_loss(model, windows: torch.Tensor, batch_size: int = 8) -> float:
     model.eval()
     total, count = 0.0, 0
     for i in range(0, windows.shape[0], batch_size):
-        batch = windows[i:i + batch_size]
+        batch = windows[i:i + batch_size].to(model.device)
         logits = model(input_ids=batch[:, :-1]).logits  # (b, T, V)
         total += F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten(),
                                  reduction="sum").item()
