@@ -54,6 +54,20 @@ def reference_greedy(model, prompt_ids: list[int], steps: int, eos: int | None) 
     return ids[len(prompt_ids) :]
 
 
+def assert_every_arm_lossless(engine, pool, steps: int = 24, min_prompt: int = 1) -> None:
+    """Every drafter, chosen every round (with and without full-information evaluation), gives
+    exactly the target's own greedy output on every prompt of at least `min_prompt` tokens."""
+    n = engine.n_drafters
+    for prompt in PROMPTS:
+        ids = pool.tokenizer(prompt)["input_ids"]
+        if len(ids) < min_prompt:
+            continue
+        want = reference_greedy(pool.target.model, ids, steps, None)
+        for arm in range(n):
+            for full in (True, False):
+                assert engine.decode(ids, Fixed(arm, n, full)).output_ids == want, (prompt, arm, full)
+
+
 @pytest.mark.parametrize("K", [1, 3, 6])
 def test_greedy_output_equals_target_greedy(tiny_pool, K):
     # The random target often says EOS early; decode through it to test long outputs.

@@ -11,7 +11,7 @@ from hedgespec_cli.decoding.tree import TreeShape
 from hedgespec_cli.models import load_pool
 
 from test_eagle_engine import eagle_pool  # noqa: F401  (fixture)
-from test_engine import PROMPTS, Fixed, reference_greedy
+from test_engine import PROMPTS, Fixed, assert_every_arm_lossless, reference_greedy
 
 pytestmark = [
     pytest.mark.gpu,
@@ -38,28 +38,15 @@ def test_cuda_tree_decoding_is_lossless(tiny_models, shape):
     """Tree verification passes a custom 4D attention mask: the CUDA attention kernels must honour it."""
     names = ["copy", "near", "far", "random"]
     pool = load_pool(ModelSpec("target", tiny_models["target"]), [ModelSpec(n, tiny_models[n]) for n in names], device="cuda")
-    engine = Engine(pool, DecodeSettings(K=3, max_new_tokens=24, stop_at_eos=False, tree=shape))
-    for prompt in PROMPTS:
-        ids = pool.tokenizer(prompt)["input_ids"]
-        want = reference_greedy(pool.target.model, ids, 24, None)
-        for arm in range(4):
-            for full in (True, False):
-                assert engine.decode(ids, Fixed(arm, 4, full)).output_ids == want, (prompt, arm, full)
+    assert_every_arm_lossless(Engine(pool, DecodeSettings(K=3, max_new_tokens=24, stop_at_eos=False, tree=shape)), pool)
 
 
 def test_cuda_eagle_heads_are_lossless_on_chains_and_trees(eagle_pool):  # noqa: F811
     specs = eagle_pool.specs
     pool = load_pool(ModelSpec("target", specs[2].path.parent / "target"), list(specs), device="cuda")
-    for tree in (None, TreeShape(top_k=3, total_tokens=10)):
+    for tree in (None, TreeShape(top_k=3, total_tokens=10)):  # trained head, random head, LM drafter
         engine = Engine(pool, DecodeSettings(K=4, max_new_tokens=24, stop_at_eos=False, tree=tree))
-        for prompt in PROMPTS:
-            ids = pool.tokenizer(prompt)["input_ids"]
-            if len(ids) < 2:
-                continue
-            want = reference_greedy(pool.target.model, ids, 24, None)
-            for arm in range(3):  # trained head, random head, LM drafter
-                for full in (True, False):
-                    assert engine.decode(ids, Fixed(arm, 3, full)).output_ids == want, (tree, prompt, arm, full)
+        assert_every_arm_lossless(engine, pool, min_prompt=2)
 
 
 def test_nvml_sampler_sees_the_gpu(tmp_path):

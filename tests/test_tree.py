@@ -9,6 +9,7 @@ from test_engine import (
     PROMPTS,
     Fixed,
     assert_fits,
+    assert_every_arm_lossless,
     reference_greedy,
     sample_two_tokens,
     small_vocab_pool,
@@ -181,14 +182,7 @@ def test_tree_decoding_is_lossless(tiny_pool, shape):
 def test_tree_decoding_is_lossless_with_eagle_heads(eagle_pool):  # noqa: F811
     shape = TreeShape(top_k=3, total_tokens=10)
     engine = Engine(eagle_pool, DecodeSettings(K=4, max_new_tokens=24, stop_at_eos=False, tree=shape))
-    for prompt in PROMPTS:
-        ids = eagle_pool.tokenizer(prompt)["input_ids"]
-        if len(ids) < 2:
-            continue
-        want = reference_greedy(eagle_pool.target.model, ids, 24, None)
-        for arm in range(3):  # trained head, random head, LM drafter
-            for full in (True, False):
-                assert engine.decode(ids, Fixed(arm, 3, full)).output_ids == want, (prompt, arm, full)
+    assert_every_arm_lossless(engine, eagle_pool, min_prompt=2)  # trained head, random head, LM drafter
 
 
 def test_a_one_child_tree_is_the_chain(tiny_pool):
