@@ -8,8 +8,8 @@ from test_eagle_engine import eagle_pool  # noqa: F401  (fixture)
 from test_engine import (
     PROMPTS,
     Fixed,
-    assert_fits,
     assert_every_arm_lossless,
+    assert_fits,
     reference_greedy,
     sample_two_tokens,
     small_vocab_pool,

@@ -58,7 +58,7 @@ def build(
     domains: Annotated[Optional[str], typer.Option(help="Comma-separated subset of domains (default: all).")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Cap on training steps per stage (a miniature build).")] = None,
     target_steps: Annotated[Optional[int], typer.Option(help="The target's own step cap [default: --max-steps].")] = None,
-    device: Annotated[str, typer.Option(help="Train on cpu or cuda (the saved weights are the same format).")] = "cpu",
+    device: Annotated[str, typer.Option(help="Train the target and drafters on cpu or cuda (same saved format; EAGLE-3 heads train on the CPU).")] = "cpu",
     max_chars: Annotated[int, typer.Option(help="Characters of text per domain at most.")] = 2_500_000,
     batch_size: Annotated[int, typer.Option(help="Sequences per training batch.")] = 16,
     reuse_target: Annotated[bool, typer.Option(help="Keep the built tokenizer and target; re-distil the drafters only.")] = False,

@@ -53,7 +53,7 @@ class BuildSpec:
     target_shape: ModelShape = TARGET_SHAPE
     drafter_shape: ModelShape = DRAFTER_SHAPE
     threads: int = 2
-    device: str = "cpu"  # where every stage trains: "cpu" or "cuda" (the weights are saved the same)
+    device: str = "cpu"  # where the target and drafters train: "cpu" or "cuda" (EAGLE-3 heads: the CPU)
     reuse_target: bool = False  # keep out_dir's tokenizer and target; re-distil the drafters only
     # On-policy distillation: this share of every drafter batch is the target's own greedy
     # continuations of train-split prefixes (`continuations` per domain), the text a drafter
