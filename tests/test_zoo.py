@@ -115,8 +115,12 @@ def test_info_command(mini_zoo):
     assert by_name["code"]["role"] == "expert" and by_name["code"]["domain"] == "code"
     assert by_name["target"]["dtype"] == "float16"
     assert by_name["target"]["params"] > by_name["code"]["params"]
+    assert by_name["target"]["steps"] == 3 and by_name["code"]["steps"] == 3  # the mini build's cap
+    assert by_name["code"]["train_tokens"] == 3 * 2 * 32  # steps x batch x seq_len
+    assert payload["device"] == "cpu" and payload["torch"]
     text = CliRunner().invoke(app, ["zoo", "info", str(root / "tiny")])
     assert text.exit_code == 0 and "generic" in text.stdout
+    assert "built on cpu" in " ".join(text.stdout.split())  # the caption, however rich wraps it
 
 
 def test_info_on_a_non_zoo_directory_is_a_clean_error(tmp_path):

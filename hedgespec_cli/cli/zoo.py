@@ -190,13 +190,29 @@ def info(
 
     table = Table(title=f"zoo {payload['zoo']} ({payload['total_size_bytes'] / 2**20:.1f} MiB)",
                   title_justify="left")
-    for col, justify in (("model", "left"), ("role", "left"), ("domain", "left"), ("layers", "right"),
-                         ("hidden", "right"), ("params", "right"), ("dtype", "left"), ("size", "right")):
+    # Fits 80 columns: one shape column, and the dtype in the caption when every model shares it.
+    dtypes = sorted({row["dtype"] for row in payload["models"]})
+    one_dtype = len(dtypes) == 1
+    caption = [f"weights {dtypes[0]}"] if one_dtype else []
+    if payload["wall_s"] is not None:
+        caption.append(f"built on {payload['device']} with torch {payload['torch']} in "
+                       f"{payload['wall_s'] / 60:.1f} min, seed {payload['seed']}; tokens = training "
+                       "tokens (drafters: distillation)")
+    table.caption, table.caption_justify = "; ".join(caption), "left"
+    columns = [("model", "left"), ("role", "left"), ("domain", "left"), ("layers x hidden", "right"),
+               ("params", "right"), ("MiB", "right"), ("steps", "right"), ("tokens", "right")]
+    if not one_dtype:
+        columns.insert(5, ("dtype", "left"))
+    for col, justify in columns:
         table.add_column(col, justify=justify)
     for row in payload["models"]:
-        table.add_row(row["name"], row["role"], row["domain"] or "-", str(row["layers"]),
-                      str(row["hidden"]), f"{row['params'] / 1e6:.2f}M", row["dtype"],
-                      f"{row['size_bytes'] / 2**20:.1f} MiB")
+        cells = [row["name"], row["role"], row["domain"] or "-", f"{row['layers']} x {row['hidden']}",
+                 f"{row['params'] / 1e6:.2f}M", f"{row['size_bytes'] / 2**20:.1f}",
+                 "-" if row["steps"] is None else str(row["steps"]),
+                 "-" if row["train_tokens"] is None else f"{row['train_tokens'] / 1e6:.1f}M"]
+        if not one_dtype:
+            cells.insert(5, row["dtype"])
+        table.add_row(*cells)
     Console().print(table)
 
 

@@ -48,6 +48,7 @@ def _model_row(name: str, path: Path, role: str, domain: str | None, built: dict
         "params": params, "dtype": dtype, "size_bytes": _dir_size(path),
         "layers": config.get("num_hidden_layers"), "hidden": config.get("hidden_size"),
         "heldout_loss": built.get("heldout_loss"),
+        "steps": built.get("steps"), "train_tokens": built.get("tokens"),
     }
 
 
@@ -72,6 +73,9 @@ def zoo_info(zoo_dir: Path) -> dict:
         "vocab_size": manifest.get("vocab_size"),
         "domains": list(manifest.get("sources", {})),
         "wall_s": manifest.get("wall_s"),
+        # Builds from before --device trained on the CPU.
+        "device": manifest.get("spec", {}).get("device", "cpu") if manifest else None,
+        "torch": manifest.get("versions", {}).get("torch"),
         "total_size_bytes": _dir_size(zoo_dir),
         "models": rows,
     }
