@@ -174,6 +174,22 @@ def test_reuse_target_redistils_drafters_only(tmp_path_factory):
         build_zoo(replace(spec, reuse_target=True, seed=1))
 
 
+def test_a_drafters_only_rebuild_distils_the_same_drafters(tmp_path_factory):
+    """The teacher is the saved target in float32 on both paths, so the same seed and steps
+    give the same drafters byte for byte (a fresh build once distilled from a float16 teacher)."""
+    from dataclasses import replace
+
+    from hedgespec_cli.zoo.build import build_zoo
+
+    root = tmp_path_factory.mktemp("same_drafters")
+    spec = _mini_spec(root)
+    build_zoo(spec)
+    drafters = {n: (spec.out_dir / "drafters" / n / "model.safetensors").read_bytes() for n in ("generic", "code")}
+    build_zoo(replace(spec, reuse_target=True))
+    for name, weights in drafters.items():
+        assert (spec.out_dir / "drafters" / name / "model.safetensors").read_bytes() == weights, name
+
+
 def test_build_with_eagle_heads_gives_a_loadable_eagle3_profile(tmp_path_factory):
     from dataclasses import replace
 
@@ -288,6 +304,18 @@ def test_spec_rejects_a_bad_device_or_target_steps(tmp_path):
         BuildSpec(out_dir=tmp_path, device="tpu")
     with pytest.raises(ConfigError, match="--target-steps"):
         BuildSpec(out_dir=tmp_path, target_steps=0)
+    with pytest.raises(ConfigError, match="--reuse-target keeps the old one"):
+        BuildSpec(out_dir=tmp_path, target_steps=10, reuse_target=True)
+
+
+def test_info_says_where_each_part_was_trained():
+    from hedgespec_cli.zoo.info import _devices
+
+    assert _devices({}) is None
+    assert _devices({"spec": {}, "models": {"target": {}, "code": {}}}) == "cpu"  # before --device
+    assert _devices({"spec": {"device": "cuda"}, "models": {"target": {}, "code": {}}}) == "cuda"
+    mixed = {"spec": {"device": "cpu"}, "models": {"target": {"device": "cuda"}, "code": {"device": "cpu"}}}
+    assert _devices(mixed) == "target cuda, drafters cpu"
 
 
 def test_build_on_cuda_without_a_gpu_is_one_clear_line(tmp_path):

@@ -80,6 +80,8 @@ class BuildSpec:
             raise ConfigError(f"--device must be cpu or cuda, got {self.device!r}")
         if self.target_steps is not None and self.target_steps < 1:
             raise ConfigError(f"--target-steps must be >= 1, got {self.target_steps}")
+        if self.target_steps is not None and self.reuse_target:
+            raise ConfigError("--target-steps trains a new target; --reuse-target keeps the old one: pass one of them")
 
 
 class Progress(Protocol):
@@ -229,19 +231,27 @@ def _previous_build(spec: BuildSpec) -> dict:
 
 
 def _save(model, tokenizer, path: Path) -> None:
+    """Save a float16 copy; the model itself stays as it is (`Module.to` would cast it in place)."""
+    import copy
+
     import torch
 
     if path.exists():
         shutil.rmtree(path)
-    model.to(getattr(torch, SAVE_DTYPE)).save_pretrained(path, safe_serialization=True)
+    copy.deepcopy(model).to(getattr(torch, SAVE_DTYPE)).save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)  # every checkpoint is self-contained
 
 
 def _round_trip(model):
-    """Cast to the saved dtype and back, so held-out losses are those of the saved weights."""
+    """Round the parameters to the saved dtype, in place, so that held-out losses, continuations
+    and distillation use exactly the saved weights. Buffers (RoPE's inv_freq) are not saved, and a
+    loader recomputes them in float32, so they are left alone."""
     import torch
 
-    return model.to(getattr(torch, SAVE_DTYPE)).float()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.to(getattr(torch, SAVE_DTYPE)))
+    return model
 
 
 def _model_entry(model, role: str, domain: str | None, stats: dict, losses: dict) -> dict:
@@ -251,7 +261,7 @@ def _model_entry(model, role: str, domain: str | None, stats: dict, losses: dict
     cfg = model.config
     return {"role": role, "domain": domain, "params": total, "non_embedding_params": non_emb,
             "layers": cfg.num_hidden_layers, "hidden": cfg.hidden_size, **stats,
-            "heldout_loss": losses}
+            "device": model.device.type, "heldout_loss": losses}
 
 
 def _write_prompts(corpora: dict[str, Corpus], tokenizer, spec: BuildSpec) -> dict[str, int]:

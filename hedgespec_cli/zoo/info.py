@@ -52,6 +52,21 @@ def _model_row(name: str, path: Path, role: str, domain: str | None, built: dict
     }
 
 
+def _devices(manifest: dict) -> str | None:
+    """Where the models trained: "cpu", "cuda", or "target cuda, drafters cpu" after a drafters-only
+    rebuild elsewhere. Entries without a device fall back to the build's (builds from before
+    `--device` trained on the CPU)."""
+    if not manifest:
+        return None
+    build = manifest.get("spec", {}).get("device", "cpu")
+    models = manifest.get("models", {})
+    target = models.get("target", {}).get("device", build)
+    drafters = {m.get("device", build) for n, m in models.items() if n != "target"} or {target}
+    if drafters == {target}:
+        return target
+    return f"target {target}, drafters {'/'.join(sorted(drafters))}"
+
+
 def zoo_info(zoo_dir: Path) -> dict:
     """Payload describing the zoo at `zoo_dir` (a built directory with target/ and drafters/)."""
     zoo_dir = Path(zoo_dir)
@@ -73,8 +88,7 @@ def zoo_info(zoo_dir: Path) -> dict:
         "vocab_size": manifest.get("vocab_size"),
         "domains": list(manifest.get("sources", {})),
         "wall_s": manifest.get("wall_s"),
-        # Builds from before --device trained on the CPU.
-        "device": manifest.get("spec", {}).get("device", "cpu") if manifest else None,
+        "device": _devices(manifest),
         "torch": manifest.get("versions", {}).get("torch"),
         "total_size_bytes": _dir_size(zoo_dir),
         "models": rows,
