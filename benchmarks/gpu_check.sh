@@ -5,7 +5,8 @@
 #   peer    the peer table against transformers' generate / assisted generation
 #   sweep   the drafter-count sweep with its per-round phase split
 #   trees   EAGLE-3 heads with dynamic trees on cuda (validity)
-# Logs and a tarball of the run directories land in OUT (default gpu-check/).
+# Logs and a tarball of the run directories land in OUT (default gpu-check/);
+# the exit status is non-zero if any step failed.
 #
 #   bash benchmarks/gpu_check.sh /tmp/gpu-check            # every step
 #   bash benchmarks/gpu_check.sh /tmp/gpu-check tests trees  # some steps
@@ -13,9 +14,14 @@
 # Runs from a checkout without installing (PYTHONPATH); needs torch with CUDA,
 # transformers, typer, rich, pyyaml, nvidia-ml-py and pytest.
 set -uo pipefail
-out=${1:-gpu-check}
+all="tests bench peer sweep trees"
+out=$(realpath -m "${1:-gpu-check}")
 shift || true
-steps=${*:-tests bench peer sweep trees}
+steps=${*:-$all}
+for s in $steps; do
+  [[ " $all " == *" $s "* ]] || { echo "error: unknown step '$s'; choose from: $all" >&2; exit 2; }
+done
+cd "$(dirname "$0")/.." || exit 2
 mkdir -p "$out"
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 COLUMNS=${COLUMNS:-160}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -33,12 +39,16 @@ trees() {
     --prompts 14 --out "$out/runs"
 }
 
+rm -f "$out/failed"
 {
   echo "== env ($(date +%T))"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
   $py -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__)"
-  for s in $steps; do echo "== $s ($(date +%T))"; $s; done
+  for s in $steps; do
+    echo "== $s ($(date +%T))"
+    $s || echo "$s" >> "$out/failed"  # this block runs in a subshell: failures go through a file
+  done
   echo "== done ($(date +%T))"
 } 2>&1 | tee "$out/log.txt"
-[ -d "$out/runs" ] && tar -czf "$out/runs.tar.gz" -C "$out" runs && rm -rf "$out/runs"
-exit 0
+if [ -d "$out/runs" ]; then tar -czf "$out/runs.tar.gz" -C "$out" runs && rm -rf "$out/runs"; fi
+if [ -s "$out/failed" ]; then echo "failed steps: $(tr '\n' ' ' < "$out/failed")" >&2; exit 1; fi
