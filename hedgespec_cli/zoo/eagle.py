@@ -158,7 +158,8 @@ def _token_streams(target_dir: Path, corpora: dict[str, Corpus], width: int) -> 
             bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
             eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
             ids: list[int] = []
-            for doc in tokenizer(list(corpus), add_special_tokens=False)["input_ids"]:
+            # verbose=False: whole documents exceed model_max_length on purpose (windows are cut later)
+            for doc in tokenizer(list(corpus), add_special_tokens=False, verbose=False)["input_ids"]:
                 ids.extend([*bos, *doc, *eos])
             stream = torch.tensor(ids, dtype=torch.long)
         if len(stream) < width:
