@@ -13,20 +13,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
 from hedgespec_cli.config import load_profile
 from hedgespec_cli.decoding.engine import DecodeSettings, Engine
 from hedgespec_cli.runner import open_pool, run_query
+from hedgespec_cli.telemetry.timers import PhaseTimer
 from hedgespec_cli.workloads import load_workload
-
-
-def sync(device: torch.device) -> None:
-    """Wait for queued GPU work, so that wall-clock reads bracket it (the engine's timers do the same)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def hf_generate(pool, ids: list[int], max_new: int, assistant=None, K: int = 5) -> tuple[list[int], float]:
@@ -40,13 +34,10 @@ def hf_generate(pool, ids: list[int], max_new: int, assistant=None, K: int = 5) 
         assistant.generation_config.assistant_confidence_threshold = 0.0
         kwargs["assistant_model"] = assistant
     inp = torch.tensor([ids], device=pool.target.device)
-    sync(pool.target.device)
-    t = time.perf_counter()
+    timer = PhaseTimer(pool.target.device)  # the engine's clock: synchronised on a GPU
     with torch.inference_mode():
         out = target.generate(inp, attention_mask=torch.ones_like(inp), **kwargs)
-    sync(pool.target.device)
-    dt = time.perf_counter() - t
-    return out[0, len(ids):].tolist(), dt
+    return out[0, len(ids):].tolist(), timer.lap("generate") / 1e9
 
 
 def main() -> None:
