@@ -10,6 +10,9 @@ Prints, for the profile's largest group of stacked plain-Llama drafters:
   4. HedgeSpec's `choose` + `update` per round on synthetic gamma rows.
 
     python benchmarks/eval_cost.py --profile tiny
+
+CPU timings: the clock is read without device synchronisation, so use a CPU
+profile (on a GPU, `hedgespec bench --sweep-drafters` gives the phase split).
 """
 
 from __future__ import annotations
