@@ -56,3 +56,12 @@ def test_generate_errors_are_one_line(tiny_models, tmp_path):
         assert res.returncode == 2, res.stderr
         assert res.stderr.strip().count("\n") == 0 and message in res.stderr
         assert "Traceback" not in res.stderr
+
+
+def test_help_shows_the_defaults_in_brackets():
+    # Rich markup would swallow an unescaped "[default: ...]" and leave "Draft length ."
+    res = runner.invoke(app, ["bench", "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0
+    assert "[default: tiny]" in res.output and "[default: mixed-domain]" in res.output
+    res = runner.invoke(app, ["zoo", "build", "--help"], env={"COLUMNS": "250"})
+    assert "[default: code,math,biology,legal,scripture,dialogue,manuals; also available: chat]" in res.output

@@ -333,3 +333,38 @@ def test_build_on_cuda_without_a_gpu_is_one_clear_line(tmp_path):
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip().count("\n") == 0 and "no CUDA device is visible" in res.stderr
     assert not (tmp_path / "z").exists()
+
+
+def test_chats_render_as_two_speaker_documents():
+    from hedgespec_cli.zoo.corpora import render_chats
+
+    def msg(text, who):
+        return {"text": text, "sender": who, "timestamp": "t"}
+
+    chats = {
+        "b": {"messages": [[msg("hi", "u1"), msg("how  are\nyou?", "u1")], [msg("fine", "u2")],
+                           [msg("good", "u1")], [msg("bye", "u2")]]},
+        "a": {"messages": [[msg("x", "u1")], [msg("y", "u2")], [msg("z", "u1")]]},  # 3 turns: too short
+        "c": {"messages": [[msg("mail me at a@b.com", "u1")], [msg("ok", "u2")], [msg("k", "u1")], [msg("k", "u2")]]},
+        "d": {"messages": [[msg("1", "u1")], [msg("2", "u2")], [msg("3", "u3")], [msg("4", "u1")]]},  # three people
+        "e": {"messages": [[msg("hi", "v1"), msg("how are you?", "v1")], [msg("fine", "v2")],
+                           [msg("good", "v1")], [msg("bye", "v2")]]},  # the same text as "b"
+    }
+    docs = render_chats(chats)
+    assert [d.id for d in docs] == ["chat/b"]
+    assert docs[0].text == "A: hi\nA: how are you?\nB: fine\nA: good\nB: bye"
+
+
+def test_default_domains_are_the_shipped_zoos():
+    import yaml as _yaml
+
+    from hedgespec_cli.zoo.build import BuildSpec
+    from hedgespec_cli.zoo.corpora import DEFAULT_DOMAINS, DOMAINS
+
+    assert set(DEFAULT_DOMAINS) <= set(DOMAINS)
+    from pathlib import Path
+
+    profile = _yaml.safe_load((Path(__file__).parents[1] / "profiles" / "tiny.yaml").read_text())
+    shipped = tuple(d["domain"] for d in profile["drafters"] if d["domain"])
+    assert shipped == DEFAULT_DOMAINS
+    assert BuildSpec(out_dir="o", data_dir="d", prompts_dir=None).domains == DEFAULT_DOMAINS

@@ -23,7 +23,7 @@ def generate(
     top_p: Annotated[Optional[float], typer.Option(help="Nucleus sampling mass (T > 0).")] = None,
     max_new_tokens: Annotated[Optional[int], typer.Option(help="Tokens to generate at most.")] = None,
     tree_top_k: Annotated[Optional[int], typer.Option(help="Draft trees: children per node, depth K; 0 = chains.")] = None,
-    tree_tokens: Annotated[Optional[int], typer.Option(help="Draft trees: nodes kept per tree [default: 60].")] = None,
+    tree_tokens: Annotated[Optional[int], typer.Option(help="Draft trees: nodes kept per tree \\[default: 60].")] = None,
     seed: Annotated[int, typer.Option(help="Seed for sampling and randomised selectors.")] = 0,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda or auto.")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="float32, float16 or bfloat16.")] = None,

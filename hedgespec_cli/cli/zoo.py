@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from hedgespec_cli.zoo.corpora import DEFAULT_DOMAINS, DOMAINS
+
 zoo_app = typer.Typer(help="Build and inspect the built-in tiny model zoo.", no_args_is_help=True)
 
 
@@ -55,9 +57,9 @@ def build(
     time_budget: Annotated[float, typer.Option(help="Wall-clock budget in minutes for the whole build.")] = 45.0,
     data_dir: Annotated[Path, typer.Option(help="Where raw downloads and cleaned corpora are cached.")] = Path("data"),
     prompts_dir: Annotated[Optional[Path], typer.Option(help="Write held-out prompts <domain>.jsonl here.")] = Path("workloads/prompts"),
-    domains: Annotated[Optional[str], typer.Option(help="Comma-separated subset of domains (default: all).")] = None,
+    domains: Annotated[Optional[str], typer.Option(help=f"Comma-separated domains \\[default: {','.join(DEFAULT_DOMAINS)}; also available: {','.join(sorted(set(DOMAINS) - set(DEFAULT_DOMAINS)))}].")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Cap on training steps per stage (a miniature build).")] = None,
-    target_steps: Annotated[Optional[int], typer.Option(help="The target's own step cap [default: --max-steps].")] = None,
+    target_steps: Annotated[Optional[int], typer.Option(help="The target's own step cap \\[default: --max-steps].")] = None,
     device: Annotated[str, typer.Option(help="Train the target and drafters on cpu or cuda (same saved format; EAGLE-3 heads train on the CPU).")] = "cpu",
     max_chars: Annotated[int, typer.Option(help="Characters of text per domain at most.")] = 2_500_000,
     batch_size: Annotated[int, typer.Option(help="Sequences per training batch.")] = 16,
@@ -74,11 +76,10 @@ def build(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from hedgespec_cli.zoo.build import BuildSpec, build_zoo
-    from hedgespec_cli.zoo.corpora import DOMAINS
 
     spec = BuildSpec(
         out_dir=out, data_dir=data_dir, prompts_dir=prompts_dir,
-        domains=tuple(d.strip() for d in domains.split(",")) if domains else tuple(DOMAINS),
+        domains=tuple(d.strip() for d in domains.split(",")) if domains else DEFAULT_DOMAINS,
         seed=seed, time_budget_s=time_budget * 60, max_steps=max_steps, target_steps=target_steps,
         device=device, max_chars=max_chars,
         batch_size=batch_size, reuse_target=reuse_target, eagle_budget_s=eagle_minutes * 60,
@@ -121,7 +122,7 @@ def eagle(
     time_budget: Annotated[float, typer.Option(help="Minutes for all heads together.")] = 12.0,
     max_steps: Annotated[Optional[int], typer.Option(help="Steps per head at most (the same for every head: reproducible).")] = None,
     draft_vocab: Annotated[int, typer.Option(help="Draft vocabulary per head (most frequent target tokens).")] = 2048,
-    intermediate: Annotated[Optional[int], typer.Option(help="Heads' MLP width [default: the target's].")] = None,
+    intermediate: Annotated[Optional[int], typer.Option(help="Heads' MLP width \\[default: the target's].")] = None,
 ) -> None:
     """Train EAGLE-3 heads (generic + one per domain) on a built zoo's target; writes <zoo>-eagle3.yaml."""
     import os

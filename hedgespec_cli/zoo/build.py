@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from hedgespec_cli.errors import ConfigError
-from hedgespec_cli.zoo.corpora import DOMAINS, Corpus, load_corpus
+from hedgespec_cli.zoo.corpora import DEFAULT_DOMAINS, DOMAINS, Corpus, load_corpus
 from hedgespec_cli.zoo.train import DRAFTER_SHAPE, TARGET_SHAPE, ModelShape
 
 TARGET_SHARE = 0.55
@@ -37,7 +37,7 @@ class BuildSpec:
     out_dir: Path
     data_dir: Path = Path("data")
     prompts_dir: Path | None = None
-    domains: tuple[str, ...] = tuple(DOMAINS)
+    domains: tuple[str, ...] = DEFAULT_DOMAINS
     seed: int = 0
     time_budget_s: float = 45 * 60
     max_steps: int | None = None  # per training stage; caps a miniature build

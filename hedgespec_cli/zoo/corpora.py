@@ -297,6 +297,63 @@ def load_dialogue(raw_dir: Path, max_chars: int) -> tuple[list[Document], dict]:
     }
 
 
+_CONTACT = re.compile(r"\S+@\S+\.\w+|https?://|www\.", re.IGNORECASE)
+
+
+def _chat_lines(turns: list) -> list[str] | None:
+    """One `A: text` line per message, senders named A and B in order of appearance (None: a third sender)."""
+    names: dict[str, str] = {}
+    lines = []
+    for turn in turns:
+        for msg in turn:
+            text = " ".join(str(msg.get("text", "")).split())
+            if not text:
+                continue
+            sender = str(msg.get("sender"))
+            if sender not in names:
+                if len(names) == 2:
+                    return None
+                names[sender] = "AB"[len(names)]
+            lines.append(f"{names[sender]}: {text}")
+    return lines
+
+
+def render_chats(chats: dict, min_turns: int = 4) -> list[Document]:
+    """BYU Chit-Chat conversations -> one document per chat, one `A:` / `B:` line per message.
+
+    `chats` is the wheel's dataset.json: {id: {"messages": [turn, ...]}} where a
+    turn is a list of {"text", "sender"} from one person. Chats of fewer than
+    `min_turns` turns or more than two people, chats with an e-mail address or
+    a web link, and repeated chats are dropped.
+    """
+    docs, seen = [], set()
+    for key in sorted(chats):
+        turns = chats[key].get("messages") or []
+        lines = _chat_lines(turns) if len(turns) >= min_turns else None
+        body = "\n".join(lines or [])
+        if not body or _CONTACT.search(body) or body in seen:
+            continue
+        seen.add(body)
+        docs.append(Document(f"chat/{key}", body))
+    return docs
+
+
+def load_chat(raw_dir: Path, max_chars: int) -> tuple[list[Document], dict]:
+    """Open-domain chats between two people: the BYU Chit-Chat dataset (PyPI chitchat-dataset)."""
+    req = "chitchat-dataset==0.9.0"
+    root = _pip_wheel(req, raw_dir)
+    path = root / "chitchat_dataset" / "dataset.json"
+    if not path.exists():
+        raise CorpusError(f"{path} not found; delete {root} and rebuild")
+    docs = render_chats(json.loads(path.read_text(encoding="utf-8")))
+    if not docs:
+        raise CorpusError(f"no chats of 4 or more turns in {path}; delete {root} and rebuild")
+    return _cap(docs, max_chars), {
+        "source": "PyPI chitchat-dataset (BYU Chit-Chat Challenge, chitchat_dataset/dataset.json)",
+        "version": "0.9.0", "licence": "MIT",
+    }
+
+
 def _render_man(path: Path) -> str:
     raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     if raw.lstrip().startswith(b".so "):
@@ -344,8 +401,11 @@ DOMAINS: dict[str, DomainSource] = {
         DomainSource("scripture", "King James Bible", load_scripture, True),
         DomainSource("dialogue", "short chit-chat conversations", load_dialogue, True),
         DomainSource("manuals", "Linux manual pages", load_manuals, True),
+        DomainSource("chat", "open-domain chats between two people", load_chat, True),
     )
 }
+# What `hedgespec zoo build` uses without --domains: the shipped zoo's domains.
+DEFAULT_DOMAINS = ("code", "math", "biology", "legal", "scripture", "dialogue", "manuals")
 
 
 def split(domain: str, docs: list[Document], provenance: dict) -> Corpus:
