@@ -133,6 +133,9 @@ def run_bench(settings: BenchSettings, *, progress: Progress | None = None, resu
             f"interrupted after {run.done_queries} timed queries; partial results in {run.dir.path} "
             f"(complete: false); continue with: hedgespec bench --resume {run.dir.path}"
         ) from None
+    except Exception:
+        run.finish(complete=False)  # what was measured before the failure stays on disk
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
     return run.finish(complete=True)

@@ -142,15 +142,20 @@ class BenchRun:
         return make_selector(SelectorSpec.parse(method, seed=self.settings.seed + repeat), len(self.pool.drafters), self.pool.names)
 
     def _decode(self, method: str, ids: list[int], prompt, repeat: int, index: int, selector, keep_trace=True):
-        # Common random numbers: every method sees the same sampling seed on a prompt.
-        self.engine.generator.manual_seed(self.settings.seed * 1_000_003 + repeat * 10_007 + index)
+        # Common random numbers: every method (and a hindsight probe) starts a prompt
+        # from the same sampling seed.
+        def reseed():
+            self.engine.generator.manual_seed(self.settings.seed * 1_000_003 + repeat * 10_007 + index)
+
         key = (prompt.id, repeat)
         hindsight = self.trace[key].gamma if key in self.trace else None
         if hindsight is None and needs_hindsight(method):
+            reseed()
             probe = hindsight_pass(self.engine, ids, prompt.domain)
             hindsight = probe.gamma
             if keep_trace:
                 self.trace[key] = TraceQuery(prompt.id, prompt.domain, probe.output_ids, hindsight)
+        reseed()
         record = run_query(
             self.engine, ids, method, domain=prompt.domain, seed=self.settings.seed,
             selector=selector, hindsight=hindsight,

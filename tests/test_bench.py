@@ -59,10 +59,10 @@ def test_bench_writes_a_complete_valid_run(tiny_bench, tmp_path):
 
 
 class StopAfter:
-    """A progress sink that presses Ctrl-C after n finished queries."""
+    """A progress sink that presses Ctrl-C (or raises `error`) after n finished queries."""
 
-    def __init__(self, n: int) -> None:
-        self.n = n
+    def __init__(self, n: int, error: BaseException | None = None) -> None:
+        self.n, self.error = n, error
 
     def start(self, methods, total) -> None:
         pass
@@ -70,7 +70,7 @@ class StopAfter:
     def advance(self, method, query) -> None:
         self.n -= 1
         if self.n == 0:
-            raise KeyboardInterrupt
+            raise self.error or KeyboardInterrupt()
 
 
 def test_interrupted_run_is_saved_and_resumable(tiny_bench, tmp_path):
@@ -86,6 +86,31 @@ def test_interrupted_run_is_saved_and_resumable(tiny_bench, tmp_path):
     assert len(queries) == 36
     assert len({(q["method"], q["query_id"], q["repeat"]) for q in queries}) == 36
     assert payload["validity"]["constraints"]["lossless"] is True
+
+
+def test_a_run_that_fails_midway_keeps_what_it_measured(tiny_bench, tmp_path):
+    with pytest.raises(OSError, match="disk full"):
+        run_bench(settings(tiny_bench, tmp_path), progress=StopAfter(8, OSError("disk full")))
+    run = next(tmp_path.iterdir())
+    partial = load_results(run / "results.json")
+    assert partial["complete"] is False
+    assert len(read_jsonl(run / "queries.jsonl")) == 8
+    assert sum(m["queries"] for m in partial["methods"].values()) == 8
+
+
+def test_oracle_decodes_with_the_same_random_numbers_as_fixed_runs(tiny_bench, tmp_path):
+    # At T > 0 the oracle's hindsight probe draws from the sampling generator;
+    # the oracle itself must still start from the prompt's seed, so its text is
+    # the text of the fixed run of the drafter it picked.
+    payload = run_bench(settings(tiny_bench, tmp_path, methods="oracle,fixed:near,fixed:far,fixed:rnd",
+                                 temperature=0.8, prompts=3))
+    queries = read_jsonl(Path(payload["run_dir"]) / "queries.jsonl")
+    out = {(q["method"], q["query_id"]): q["output_ids"] for q in queries}
+    names = ["near", "far", "rnd"]
+    for q in queries:
+        if q["method"] == "oracle":
+            (chosen,) = q["selections"]  # one drafter for the whole query
+            assert q["output_ids"] == out[(f"fixed:{names[int(chosen)]}", q["query_id"])]
 
 
 def test_config_file_precedence(tiny_bench, tmp_path):

@@ -92,6 +92,21 @@ def test_eos_stops_decoding_like_the_target(tiny_pool):
     assert rec.output_ids == want and want[-1] == eos and rec.stop == "eos"
 
 
+def test_drafts_after_an_eos_are_not_counted_as_accepted(tiny_pool):
+    # The exact copy drafts past an EOS that the target accepts mid-block; the
+    # tokens after it are cut, and so is their count.
+    engine = Engine(tiny_pool, DecodeSettings(K=5, max_new_tokens=30, stop_at_eos=False))
+    ids = tiny_pool.tokenizer("the cat sat")["input_ids"]
+    free = engine.decode(ids, Fixed(0, 4)).output_ids
+    engine.eos = free[7]  # a token the target emits inside a round of accepted drafts
+    rec = engine.decode(ids, Fixed(0, 4))
+    assert rec.output_ids == free[: free.index(free[7]) + 1] and rec.stop == "eos"
+    last = rec.rounds[-1]
+    assert last.accepted == last.n <= last.drafted == 5
+    assert all(r.accepted <= r.n for r in rec.rounds)
+    assert sum(r.n for r in rec.rounds) == len(rec.output_ids)
+
+
 def test_exact_copy_accepts_everything(tiny_pool):
     engine = Engine(tiny_pool, DecodeSettings(K=4, max_new_tokens=20, stop_at_eos=False))
     rec = engine.decode(tiny_pool.tokenizer("the cat")["input_ids"], Fixed(0, 4))

@@ -86,3 +86,11 @@ def test_summarize_by_hand():
     assert s == pytest.approx({"n": 4, "mean": 2.5, "median": 2.5, "min": 1.0, "max": 4.0, "cv": sd / 2.5})
     assert summarize([7.0])["cv"] is None
     assert summarize([]) == {"n": 0, "mean": None, "median": None, "min": None, "max": None, "cv": None}
+
+
+def test_repeats_of_a_prompt_are_one_pair():
+    from hedgespec_cli.report.stats import per_prompt_pairs
+
+    pairs = per_prompt_pairs({("b", 0): (1.0, 4.0), ("a", 1): (2.0, 2.0), ("a", 0): (8.0, 2.0)})
+    assert pairs.tolist() == [[4.0, 2.0], [1.0, 4.0]]  # a: geometric means of its two repeats; then b
+    assert per_prompt_pairs({}).shape == (0, 2)

@@ -93,3 +93,9 @@ def test_argmax_matches_torch_including_ties_nan_and_other_dtypes():
     half = torch.randn(2, 300, generator=g).bfloat16()  # no numpy dtype: torch's own
     assert torch.equal(argmax(half), half.argmax(-1))
     assert argmax(torch.randn(9, generator=g)).dim() == 0
+
+
+def test_gamma_sampling_stays_in_0_1_when_float32_sums_overshoot():
+    p = torch.softmax(3 * torch.randn(1, 4096, generator=torch.Generator().manual_seed(5)), -1)
+    assert float(p.sum()) > 1.0  # 1.0000001 in float32
+    assert gamma_sampling(p, p).tolist() == [1.0]

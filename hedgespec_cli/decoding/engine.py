@@ -218,6 +218,7 @@ class Engine:
             tokens, a, p_logits, q_logits = self._check(draft, ctx, L, t_cache)
             tokens, stop = self._cut(tokens, s.max_new_tokens - (L - P))
             n = tokens.numel()
+            a = min(a, n)  # drafts accepted after an EOS are not appended
             x[L : L + n] = tokens
             L += n
             t_cache.crop(L - 1)

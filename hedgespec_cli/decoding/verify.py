@@ -107,5 +107,9 @@ def gamma_greedy_at(target_tokens: torch.Tensor, q_logits: torch.Tensor) -> torc
 
 
 def gamma_sampling(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """(n, V), (n, V) probabilities -> (n,) sum_x min(p, q) = 1 - TV(p, q)."""
-    return torch.minimum(p, q).sum(dim=-1).to(torch.float64)
+    """(n, V), (n, V) probabilities -> (n,) sum_x min(p, q) = 1 - TV(p, q), in [0, 1].
+
+    The float32 sum of a drafter almost equal to the target overshoots 1 by
+    rounding (1.0000001 at V = 4096), which later checks rightly reject.
+    """
+    return torch.minimum(p, q).sum(dim=-1).to(torch.float64).clamp_(0.0, 1.0)

@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from hedgespec_cli.errors import ConfigError, RunDirError
 from hedgespec_cli.report import stats
@@ -226,13 +224,10 @@ def _paired_test(
     base: dict[tuple[str, int], float], cand: dict[tuple[str, int], float], n_boot: int, seed: int
 ) -> tuple[str, tuple[float, float] | None, float | None, int | None, bool | None]:
     """-> (test, ci95 of the relative change, p, n, significant)."""
-    by_query: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for key in sorted(base.keys() & cand.keys()):  # sorted: set order varies with the hash seed
-        by_query[key[0]].append((base[key], cand[key]))
-    if len(by_query) >= MIN_PAIRS:
-        pairs = np.array([np.exp(np.log(v).mean(axis=0)) for v in by_query.values()])  # (Q, 2)
+    pairs = stats.per_prompt_pairs({key: (base[key], cand[key]) for key in base.keys() & cand.keys()})  # (Q, 2)
+    if len(pairs) >= MIN_PAIRS:
         _, (lo, hi) = stats.paired_geomean_ratio(pairs[:, 0], pairs[:, 1], n_boot=n_boot, seed=seed)
-        return "paired-bootstrap", (lo - 1.0, hi - 1.0), None, len(by_query), not lo <= 1.0 <= hi
+        return "paired-bootstrap", (lo - 1.0, hi - 1.0), None, len(pairs), not lo <= 1.0 <= hi
     if len(base) >= 2 and len(cand) >= 2:
         p = stats.mann_whitney_p(list(base.values()), list(cand.values()))
         return "mann-whitney", None, p, len(base) + len(cand), p < ALPHA

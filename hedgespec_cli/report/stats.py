@@ -3,6 +3,8 @@
 - `paired_geomean_ratio`: per-prompt ratios cand/base, their geometric mean
   and a seeded percentile-bootstrap CI (Spec-Bench style speedups are ratios,
   and ratios average geometrically: a 2x and a 0.5x prompt cancel out).
+- `per_prompt_pairs`: (base, cand) per prompt, its repeats combined by
+  geometric mean, so that repeats do not count as independent prompts.
 - `mann_whitney_p`: two-sided Mann-Whitney U test, normal approximation with
   tie and continuity correction, for samples that cannot be paired.
 - `summarize`: mean, median, min, max and coefficient of variation.
@@ -30,6 +32,18 @@ def _positive(name: str, x: ArrayLike) -> np.ndarray:
 def geomean(x: ArrayLike) -> float:
     """Geometric mean of positive values."""
     return float(np.exp(np.mean(np.log(_positive("x", x)))))
+
+
+def per_prompt_pairs(pairs: dict[tuple[str, int], tuple[float, float]]) -> np.ndarray:
+    """{(prompt id, repeat): (base, cand)} -> (prompts, 2): each prompt's repeats combined by geometric mean.
+
+    A bootstrap over (prompt, repeat) pairs would treat repeats of one prompt as
+    independent prompts and narrow the interval; prompts are the unit of pairing.
+    """
+    by_prompt: dict[str, list[tuple[float, float]]] = {}
+    for key in sorted(pairs):  # sorted: a set's order varies with the hash seed
+        by_prompt.setdefault(key[0], []).append(pairs[key])
+    return np.array([np.exp(np.log(np.array(v, dtype=np.float64)).mean(axis=0)) for v in by_prompt.values()]).reshape(-1, 2)
 
 
 def paired_geomean_ratio(

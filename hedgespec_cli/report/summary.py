@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from hedgespec_cli.report.stats import paired_geomean_ratio
+from hedgespec_cli.report.stats import paired_geomean_ratio, per_prompt_pairs
 
 PHASES = ("prefill", "draft", "verify", "evaluate", "learn", "other")
 
@@ -157,11 +157,11 @@ def _selection_freq(by_domain: dict[str, list[dict]], drafters: list[str]) -> di
 
 
 def _speedup(qs: list[dict], ar: dict, seed: int) -> dict[str, Any] | None:
-    pairs = [(ar[(q["query_id"], q["repeat"])], q["tokens_per_s"]) for q in qs if (q["query_id"], q["repeat"]) in ar]
-    if not pairs:
+    keys = [(q["query_id"], q["repeat"]) for q in qs]
+    pairs = per_prompt_pairs({k: (ar[k], q["tokens_per_s"]) for k, q in zip(keys, qs) if k in ar})  # (prompts, 2)
+    if not len(pairs):
         return None
-    base, cand = np.array(pairs).T
-    geomean, ci = paired_geomean_ratio(base, cand, seed=seed)
+    geomean, ci = paired_geomean_ratio(pairs[:, 0], pairs[:, 1], seed=seed)
     return {"geomean": geomean, "ci95": list(ci), "pairs": len(pairs)}
 
 
