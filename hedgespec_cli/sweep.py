@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from hedgespec_cli.bench import (
+    BenchInterrupted,
     BenchSettings,
     Progress,
     decode_settings,
@@ -76,41 +77,53 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
     run_dir.write_yaml("config.yaml", {"bench": settings_dict(settings), "sweep_drafters": sizes})
     run_dir.write_json("env.json", env_fingerprint())
     started = time.monotonic()
-    lines: list[dict] = []
     # One bar per N, showing the tokens/s and MAT of one method (hedgespec when swept).
     focus = "hedgespec" if "hedgespec" in methods else methods[-1]
     if progress:
         progress.start([f"N={n} {focus}" for n in sizes] + ([AR] if AR in settings.methods else []), len(prompts))
     for i, m in enumerate(settings.methods[: 1 + len(methods)]):  # untimed warm-up, one prompt per method
         run_query(engine, ids[0], m, domain=prompts[0].domain)
-    if AR in settings.methods:
-        lines += _run(engine, [AR], prompts, ids, None, settings, progress, AR, AR)
-    by_n = {}
-    for n in sizes:
-        sub = padded_pool(pool, profile.generic().name, n, settings.seed)
-        engine = Engine(sub, decode, seed=settings.seed)
-        mine = _run(engine, methods, prompts, ids, n, settings, progress, f"N={n} {focus}", focus)
-        for line in mine:
-            run_dir.append_jsonl("queries.jsonl", line)
-        ar_lines = [q for q in lines if q["method"] == AR]
-        by_n[str(n)] = {
-            "drafters": list(sub.names),
-            "methods": S.summarize_methods(ar_lines + mine, list(settings.methods), list(sub.names), seed=settings.seed),
+    def save(line: dict) -> None:  # every query is on disk as soon as it is measured
+        run_dir.append_jsonl("queries.jsonl", line)
+
+    def write(by_n: dict, complete: bool) -> dict:
+        payload = {
+            "schema": "hedgespec.sweep/1",
+            "complete": complete,
+            "config": {"profile": profile.to_dict(), "workload": workload.to_dict(), "bench": settings_dict(settings)},
+            "sizes": sizes,
+            "by_n": by_n,
+            "elapsed_s": time.monotonic() - started,
+            "run_dir": str(run_dir.path),
         }
-    payload = {
-        "schema": "hedgespec.sweep/1",
-        "config": {"profile": profile.to_dict(), "workload": workload.to_dict(), "bench": settings_dict(settings)},
-        "sizes": sizes,
-        "by_n": by_n,
-        "elapsed_s": time.monotonic() - started,
-        "run_dir": str(run_dir.path),
-    }
-    run_dir.write_json("sweep.json", payload)
+        run_dir.write_json("sweep.json", payload)
+        return payload
+
+    by_n: dict = {}
+    try:
+        ar_lines = _run(engine, [AR], prompts, ids, None, settings, progress, AR, AR, save) if AR in settings.methods else []
+        for n in sizes:
+            sub = padded_pool(pool, profile.generic().name, n, settings.seed)
+            engine = Engine(sub, decode, seed=settings.seed)
+            mine = _run(engine, methods, prompts, ids, n, settings, progress, f"N={n} {focus}", focus, save)
+            by_n[str(n)] = {
+                "drafters": list(sub.names),
+                "methods": S.summarize_methods(ar_lines + mine, list(settings.methods), list(sub.names), seed=settings.seed),
+            }
+            write(by_n, complete=False)  # an interrupted sweep keeps every finished pool size
+    except KeyboardInterrupt:
+        write(by_n, complete=False)
+        run_dir.close()
+        raise BenchInterrupted(
+            f"interrupted after {len(by_n)} of {len(sizes)} pool sizes; every finished query is in "
+            f"{run_dir.path}/queries.jsonl and the finished sizes in sweep.json (complete: false)"
+        ) from None
+    payload = write(by_n, complete=True)
     run_dir.close()
     return payload
 
 
-def _run(engine, methods, prompts, ids, n, settings, progress, label, focus) -> list[dict]:
+def _run(engine, methods, prompts, ids, n, settings, progress, label, focus, save) -> list[dict]:
     out = []
     for i, p in enumerate(prompts):
         for m in methods:
@@ -118,6 +131,7 @@ def _run(engine, methods, prompts, ids, n, settings, progress, label, focus) -> 
             record = run_query(engine, ids[i], m, domain=p.domain, seed=settings.seed)
             line = S.query_line(m, p.id, p.domain, 0, False, record, settings.K)
             line["n_drafters"] = n
+            save(line)
             out.append(line)
         if progress:
             progress.advance(label, next(q for q in out[::-1] if q["method"] == focus))

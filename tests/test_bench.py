@@ -113,6 +113,21 @@ def test_oracle_decodes_with_the_same_random_numbers_as_fixed_runs(tiny_bench, t
             assert q["output_ids"] == out[(f"fixed:{names[int(chosen)]}", q["query_id"])]
 
 
+def test_an_interrupted_sweep_keeps_the_finished_pool_sizes(tiny_bench, tmp_path):
+    from hedgespec_cli.sweep import run_sweep
+
+    # Progress advances once per prompt: 2 for `ar`, 2 for N = 1, then Ctrl-C in N = 5.
+    with pytest.raises(BenchInterrupted, match="after 1 of 2 pool sizes"):
+        run_sweep(settings(tiny_bench, tmp_path, methods="ar,fixed:near,hedgespec", prompts=2), [1, 5],
+                  progress=StopAfter(5))
+    run = next(tmp_path.iterdir())
+    saved = json.loads((run / "sweep.json").read_text())
+    assert saved["complete"] is False and list(saved["by_n"]) == ["1"]
+    queries = read_jsonl(run / "queries.jsonl")
+    # `ar` on 2 prompts, 2 methods x 2 prompts at N = 1, the first prompt of N = 5
+    assert [q["n_drafters"] for q in queries] == [None] * 2 + [1] * 4 + [5] * 2
+
+
 def test_config_file_precedence(tiny_bench, tmp_path):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(f"profile: {tiny_bench['profile']}\nK: 2\nrepeats: 2\n")
@@ -233,7 +248,9 @@ def test_sweep_drafters_pads_the_pool_and_stays_lossless(tiny_bench, tmp_path):
     five = payload["by_n"]["5"]["drafters"]
     assert five[:3] == ["near", "far", "rnd"] and all(d.startswith("pad") for d in five[3:])
     queries = read_jsonl(Path(payload["run_dir"]) / "queries.jsonl")
-    assert {q["n_drafters"] for q in queries} == {1, 5}
+    assert {q["n_drafters"] for q in queries} == {None, 1, 5}  # None: the `ar` lines
+    saved = json.loads((Path(payload["run_dir"]) / "sweep.json").read_text())
+    assert saved["complete"] is True and saved["by_n"] == json.loads(json.dumps(payload["by_n"]))
     ar_ids = {}
     for n in ("1", "5"):
         hs = payload["by_n"][n]["methods"]["hedgespec"]
