@@ -1,0 +1,39 @@
+"""The console entry point itself (`main`), as a user's shell runs it: usage errors, help, version."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def hedgespec(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "100"}
+    return subprocess.run([sys.executable, "-m", "hedgespec_cli", *args], capture_output=True, text=True, env=env)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["bench", "--K", "abc"], "Invalid value for '-K'"),
+    (["bench", "--nope"], "No such option: --nope"),
+    (["compare"], "Missing argument 'BASE'"),
+    (["compare", "--format", "xml", "a", "b"], "'xml' is not one of"),
+    (["nosuchcmd"], "No such command 'nosuchcmd'"),
+])
+def test_usage_errors_are_one_line_and_exit_2(args, says):
+    done = hedgespec(*args)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0]
+    assert "--help`" in lines[0]  # where to look next
+
+
+def test_help_and_version():
+    from hedgespec_cli import __version__
+
+    assert hedgespec("--version").stdout.strip() == f"hedgespec {__version__}"
+    for args in (["-h"], ["bench", "-h"], []):
+        done = hedgespec(*args)
+        assert done.returncode == 0 and "Usage: hedgespec" in done.stdout and "Traceback" not in done.stderr
