@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hedgespec_cli.config import check_keys, load_profile, read_yaml
+from hedgespec_cli.config import check_field_types, check_keys, load_profile, read_yaml
 from hedgespec_cli.errors import ConfigError, HedgespecError
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ class BenchSettings:
     max_repeat_cv: float = 0.05
 
     def __post_init__(self) -> None:
+        check_field_types(self, "bench settings")
         for key in ("repeats", "prompts"):
             value = getattr(self, key)
             if value is not None and value < 1:
@@ -105,12 +106,9 @@ def resolve_settings(flags: dict[str, Any], config_file: Path | None) -> BenchSe
         from hedgespec_cli.selection.base import split_methods
 
         merged["methods"] = split_methods(merged["methods"])
-    if merged.get("methods") is not None:
+    if isinstance(merged.get("methods"), list):
         merged["methods"] = tuple(merged["methods"])
-    try:
-        return BenchSettings(**merged)
-    except TypeError as err:  # a wrongly typed value from the YAML file
-        raise ConfigError(f"bad setting: {err}") from None
+    return BenchSettings(**merged)
 
 
 def default_methods(generic: str) -> tuple[str, ...]:

@@ -17,7 +17,9 @@ from hedgespec_cli.errors import ConfigError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROFILE_KEYS = {"name", "description", "target", "tokenizer", "drafters", "dtype", "drafter_dtype", "device", "decoding"}
 DRAFTER_KEYS = {"name", "kind", "path", "domain", "role"}
-DECODING_KEYS = {"K", "temperature", "top_p", "max_new_tokens", "tree_top_k", "tree_tokens"}
+DECODING_TYPES: dict[str, type] = {"K": int, "temperature": float, "top_p": float, "max_new_tokens": int,
+                                   "tree_top_k": int, "tree_tokens": int}
+DECODING_KEYS = set(DECODING_TYPES)
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,43 @@ def read_yaml(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def is_kind(value: Any, kind: type) -> bool:
+    """YAML scalars as settings read them: bools are not numbers, integers are numbers."""
+    if kind is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
+
+
+def check_value(key: str, value: Any, kind: type, where: str) -> None:
+    """ConfigError naming the key, what it must be and what it got, unless `value` is of `kind` (or None)."""
+    if value is not None and not is_kind(value, kind):
+        raise ConfigError(f"{where}: {key} must be {_KIND_NAMES.get(kind, kind.__name__)} (got {value!r})")
+
+
+def check_field_types(obj: Any, where: str) -> None:
+    """Every field of a dataclass against its annotation (`int`, `float | None`, `tuple[str, ...]`, ...)."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, hint = getattr(obj, f.name), hints[f.name]
+        kinds = [k for k in typing.get_args(hint) if k is not type(None)] if typing.get_args(hint) else [hint]
+        kind = typing.get_origin(kinds[0]) or kinds[0]
+        if kind is tuple:
+            if value is not None and not (isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value)):
+                raise ConfigError(f"{where}: {f.name} must be a list of strings (got {value!r})")
+        elif kind in _KIND_NAMES:
+            check_value(f.name, value, kind, where)
+
+
 def check_keys(data: dict, allowed: set[str], where: str) -> None:
     unknown = sorted(set(data) - allowed)
     if unknown:
@@ -141,7 +180,11 @@ def load_profile(name_or_path: str) -> Profile:
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: drafter names must be unique (got {', '.join(names)})")
     decoding = data.get("decoding") or {}
+    if not isinstance(decoding, dict):
+        raise ConfigError(f"{where}: decoding must be a mapping such as {{K: 5, temperature: 0.0}} (got {decoding!r})")
     check_keys(decoding, DECODING_KEYS, f"{where} decoding")
+    for key, value in decoding.items():
+        check_value(key, value, DECODING_TYPES[key], f"{where} decoding")
     target = data["target"]
     return Profile(
         name=str(data.get("name", path.stem)),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hedgespec_cli.config import check_keys, find_named, read_yaml
+from hedgespec_cli.config import check_keys, check_value, find_named, read_yaml
 from hedgespec_cli.errors import WorkloadError
 
 WORKLOAD_KEYS = {"name", "description", "sources", "schedule", "prompts_per_domain", "seed", "max_new_tokens"}
@@ -66,13 +66,20 @@ def load_workload(name_or_path: str, *, limit: int | None = None) -> Workload:
     sources = data.get("sources") or []
     if not isinstance(sources, list) or not sources:
         raise WorkloadError(f"{where} needs a non-empty `sources:` list")
+    for key in ("prompts_per_domain", "seed", "max_new_tokens"):
+        check_value(key, data.get(key), int, where)
+    for key in ("prompts_per_domain", "max_new_tokens"):
+        if data.get(key) is not None and data[key] < 1:
+            raise WorkloadError(f"{where}: {key} must be at least 1 (got {data[key]})")
     per_domain = data.get("prompts_per_domain")
-    seed = int(data.get("seed", 0))
+    seed = data.get("seed", 0)
     by_source = []
     for i, src in enumerate(sources):
         if not isinstance(src, dict):
             raise WorkloadError(f"{where}: source #{i + 1} must be a mapping")
         check_keys(src, SOURCE_KEYS, f"{where} source #{i + 1}")
+        for key in ("limit", "seed"):
+            check_value(key, src.get(key), int, f"{where} source #{i + 1}")
         prompts = _load_source(src, path.parent, where)
         by_source.append(prompts[:per_domain] if per_domain else prompts)
     ordered = schedule_prompts(by_source, schedule, seed)

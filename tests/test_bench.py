@@ -138,6 +138,13 @@ def test_config_file_precedence(tiny_bench, tmp_path):
 
     with pytest.raises(ConfigError, match="unknown key\\(s\\) 'colour'"):
         resolve_settings({}, tmp_path / "bad.yaml")
+    for body, message in (("K: three\n", "K must be an integer \\(got 'three'\\)"),
+                          ("prompts: 1.5\n", "prompts must be an integer"),
+                          ('temperature: "0.5x"\n', "temperature must be a number"),
+                          ("methods: 5\n", "methods must be a list of strings")):
+        (tmp_path / "typed.yaml").write_text(body)
+        with pytest.raises(ConfigError, match=message):
+            resolve_settings({}, tmp_path / "typed.yaml")
 
 
 def test_report_rerenders_a_saved_run(tiny_bench, tmp_path):

@@ -154,6 +154,8 @@ def test_spec_parsing_and_labels():
     assert split_methods("hedgespec:learner=hedge,loss=tap,ucbspec,fixed:code") == [
         "hedgespec:learner=hedge,loss=tap", "ucbspec", "fixed:code"
     ]
+    with pytest.raises(ConfigError, match="no method in ', '"):
+        split_methods(", ")  # an empty list is a mistake, not "every method"
 
 
 @pytest.mark.parametrize(

@@ -65,6 +65,9 @@ def test_datasets_source_with_field_mapping(tmp_path):
         ("name: w\nschedule: zigzag\nsources: [{path: a.jsonl}]\n", WorkloadError, "unknown schedule 'zigzag'"),
         ("name: w\nsources: [{path: missing.jsonl}]\n", WorkloadError, "does not exist"),
         ("name: w\nsources: [{path: empty.jsonl}]\n", WorkloadError, "is empty"),
+        ("name: w\nseed: abc\nsources: [{path: a.jsonl}]\n", ConfigError, "seed must be an integer \\(got 'abc'\\)"),
+        ("name: w\nprompts_per_domain: -2\nsources: [{path: a.jsonl}]\n", WorkloadError, "prompts_per_domain must be at least 1"),
+        ("name: w\nsources: [{path: a.jsonl, limit: 2.5}]\n", ConfigError, "source #1: limit must be an integer"),
     ],
 )
 def test_bad_workloads(wl_dir, body, error, message):
@@ -92,3 +95,15 @@ def test_profile_validation(tmp_path):
     (tmp_path / "r.yaml").write_text("name: p\ndrafters: [{name: a, path: a}]\n")
     with pytest.raises(ConfigError, match="needs `target"):
         load_profile(str(tmp_path / "r.yaml"))
+
+
+@pytest.mark.parametrize("decoding, message", [
+    ("{K: five}", "decoding: K must be an integer \\(got 'five'\\)"),
+    ("{temperature: hot}", "temperature must be a number"),
+    ("{K: true}", "K must be an integer"),
+    ("5", "decoding must be a mapping"),
+])
+def test_profile_decoding_values_are_typed(tmp_path, decoding, message):
+    (tmp_path / "p.yaml").write_text(f"name: p\ntarget: {{path: t}}\ndrafters: [{{name: a, path: a}}]\ndecoding: {decoding}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_profile(str(tmp_path / "p.yaml"))

@@ -263,6 +263,8 @@ def split_methods(text: str) -> list[str]:
             methods[-1] += "," + item
         else:
             methods.append(item)
+    if not methods:
+        raise ConfigError(f"no method in {text!r}; name at least one, e.g. ar,hedgespec")
     return methods
 
 
