@@ -55,7 +55,7 @@ class BenchRun:
             budget = self.workload.max_new_tokens or self.profile.decoding.get("max_new_tokens", 128)
             settings = replace(settings, max_new_tokens=int(budget))
         self.settings = settings
-        check_methods(settings.methods)  # before loading any model
+        check_methods(settings.methods, [d.name for d in self.profile.drafters])  # before loading any model
         self.dir = run_dir
         self.lines = lines
         self.trace = trace  # (query_id, repeat) -> TraceQuery

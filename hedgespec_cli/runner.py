@@ -55,13 +55,14 @@ def needs_hindsight(method: str) -> bool:
     return method != AR and REGISTRY[SelectorSpec.parse(method).name].kind == "reference"
 
 
-def check_methods(methods) -> None:
-    """Parse every method but `ar`: a bad name or hyperparameter fails before anything runs."""
-    from hedgespec_cli.selection import SelectorSpec
+def check_methods(methods, drafter_names: list[str]) -> None:
+    """Build every method but `ar` against the pool's names: a bad name, hyperparameter or
+    `fixed:NAME` fails before any model is loaded or any run directory is written."""
+    from hedgespec_cli.selection import make_selector
 
     for m in methods:
         if m != AR:
-            SelectorSpec.parse(m)
+            make_selector(m, len(drafter_names), drafter_names)
 
 
 def checked_prompt_ids(engine: Engine, texts) -> list[list[int]]:

@@ -38,9 +38,20 @@ from hedgespec_cli.workloads import load_workload
 PAD_NOISE = 0.5  # noise std relative to each weight tensor's std
 
 
+def _generic_first(names: list[str], generic: str) -> list[int]:
+    """Pool indices in sweep order: the generic drafter, then the others as the profile lists them."""
+    return [names.index(generic)] + [j for j, name in enumerate(names) if name != generic]
+
+
+def _sizes_names(names: list[str], generic: str, n: int) -> list[str]:
+    """The drafter names of the size-n pool (`pad...` for padding) without building it."""
+    real = [names[j] for j in _generic_first(names, generic)[:n]]
+    return real + [f"pad{i}" for i in range(len(real), n)]
+
+
 def padded_pool(pool: Pool, generic: str, n: int, seed: int) -> Pool:
     """The first n drafters (generic first), padded with noisy copies of the experts."""
-    order = [pool.names.index(generic)] + [j for j in range(len(pool.names)) if pool.names[j] != generic]
+    order = _generic_first(list(pool.names), generic)
     drafters = [pool.drafters[j] for j in order[:n]]
     specs = [pool.specs[j] for j in order[:n]]
     sources = [j for j in order if pool.specs[j].kind == "lm"]
@@ -66,7 +77,12 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
     workload = load_workload(settings.workload, limit=settings.prompts)
     max_new = settings.max_new_tokens or workload.max_new_tokens or profile.decoding.get("max_new_tokens", 128)
     settings = replace(settings, max_new_tokens=int(max_new))
-    check_methods(settings.methods)  # bad methods, settings and prompts fail before the run dir exists
+    names = [d.name for d in profile.drafters]
+    for n in sizes:  # bad methods (`fixed:NAME` at every pool size), settings and prompts fail before the run dir exists
+        try:
+            check_methods(settings.methods, _sizes_names(names, profile.generic().name, n))
+        except ConfigError as err:
+            raise ConfigError(f"in the pool of {n} drafters: {err}") from None
     pool = open_pool(profile, device=settings.device, dtype=settings.dtype, drafter_dtype=settings.drafter_dtype)
     decode = decode_settings(settings)
     methods = [m for m in settings.methods if m != AR]

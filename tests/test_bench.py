@@ -128,6 +128,17 @@ def test_an_interrupted_sweep_keeps_the_finished_pool_sizes(tiny_bench, tmp_path
     assert [q["n_drafters"] for q in queries] == [None] * 2 + [1] * 4 + [5] * 2
 
 
+def test_a_fixed_drafter_missing_from_the_pool_fails_before_the_run_dir(tiny_bench, tmp_path):
+    from hedgespec_cli.errors import ConfigError
+    from hedgespec_cli.sweep import run_sweep
+
+    with pytest.raises(ConfigError, match="no drafter named 'nosuch'"):
+        run_bench(settings(tiny_bench, tmp_path, methods="ar,fixed:nosuch"))
+    with pytest.raises(ConfigError, match="in the pool of 1 drafters: fixed:far: no drafter named 'far'"):
+        run_sweep(settings(tiny_bench, tmp_path, methods="ar,fixed:far"), [1, 2])
+    assert not any(tmp_path.iterdir())
+
+
 def test_config_file_precedence(tiny_bench, tmp_path):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(f"profile: {tiny_bench['profile']}\nK: 2\nrepeats: 2\n")
