@@ -17,13 +17,13 @@ import os
 import platform
 import re
 import subprocess
-import tempfile
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
 from hedgespec_cli.errors import RunDirError
+from hedgespec_cli.files import atomic_write_text
 
 SCHEMA = "hedgespec.run/1"
 RESULTS = "results.json"
@@ -54,21 +54,6 @@ def to_json_safe(obj: Any) -> Any:
 def dumps_json(obj: Any, *, indent: int | None = None) -> str:
     """Strict JSON text of obj after `to_json_safe`."""
     return json.dumps(to_json_safe(obj), allow_nan=False, indent=indent, ensure_ascii=False)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Replace path with text: a reader sees the old file or the new one, never a mix."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -37,3 +37,30 @@ def test_help_and_version():
     for args in (["-h"], ["bench", "-h"], []):
         done = hedgespec(*args)
         assert done.returncode == 0 and "Usage: hedgespec" in done.stdout and "Traceback" not in done.stderr
+
+
+def test_bad_output_paths_fail_before_any_work(tmp_path):
+    a_file = tmp_path / "f.txt"
+    a_file.write_text("x")
+    cases = [
+        (["generate", "hi", "--trace", str(tmp_path)], "is a folder; give a file path"),
+        (["generate", "hi", "--trace", str(a_file / "t.jsonl")], "cannot create the folder"),
+        (["simulate", "--save-trace", str(a_file / "t.jsonl")], "cannot create the folder"),
+        (["bench", "--plots", str(a_file)], "is a file; give a folder path"),
+        (["report", str(tmp_path), "--plots", str(a_file)], "is a file; give a folder path"),
+    ]
+    for args, says in cases:
+        done = hedgespec(*args)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and says in lines[0], (args, done.stderr)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    from hedgespec_cli.files import atomic_write_text
+
+    atomic_write_text(tmp_path / "r.json", "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o666 & ~mask

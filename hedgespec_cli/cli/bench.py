@@ -52,6 +52,10 @@ def bench(
         device=device, dtype=dtype, drafter_dtype=drafter_dtype, out=out, sample_interval=sample_interval, threads=threads,
     )
     settings = resolve_settings(flags, config)
+    if plots is not None:
+        from hedgespec_cli.files import output_dir
+
+        output_dir(plots, "plots")  # a bad path fails now, not after the run
     progress = None if quiet or json_out else _RichProgress()
     if sweep_drafters is not None:
         _sweep(settings, sweep_drafters, progress, json_out=json_out, quiet=quiet)
@@ -97,8 +101,11 @@ def report(
     plots: Annotated[Optional[Path], typer.Option(help="Write PNG figures here (needs matplotlib).")] = None,
 ) -> None:
     """Re-render a saved run from its results.json."""
+    from hedgespec_cli.files import output_dir
     from hedgespec_cli.rundir import load_results
 
+    if plots is not None:
+        output_dir(plots, "plots")
     payload = load_results(Path(run_dir) / "results.json")
     payload["run_dir"] = str(run_dir)
     _emit(payload, json_out=json_out, quiet=False, plots=plots)

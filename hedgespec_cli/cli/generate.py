@@ -34,8 +34,11 @@ def generate(
     """Decode PROMPT and print the text, MAT and tokens/s."""
     import json
 
+    from hedgespec_cli.files import output_file
     from hedgespec_cli.runner import generate_once
 
+    if trace is not None:
+        output_file(trace, "trace")  # a bad path fails now, not after decoding
     payload = generate_once(
         prompt=prompt, profile=profile, target=target, drafters=drafter or [], method=method,
         K=K, temperature=temperature, top_p=top_p, tree_top_k=tree_top_k, tree_tokens=tree_tokens,

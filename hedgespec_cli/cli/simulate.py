@@ -46,6 +46,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Synthetic drafter pools: MAT, regret per round vs the best fixed drafter, shift recovery."""
         from hedgespec_cli.errors import ConfigError
+        from hedgespec_cli.files import output_file
         from hedgespec_cli.selection.base import split_methods
         from hedgespec_cli.selection.simulate import make_env, run_simulation, simulate_trace
         from hedgespec_cli.selection.trace import write_trace
@@ -59,6 +60,7 @@ def register(app: typer.Typer) -> None:
         if save_trace is not None:
             if len(sizes) != 1:
                 raise ConfigError("--save-trace needs a single --n-drafters value")
+            output_file(save_trace, "trace")
             env = make_env(preset, sizes[0], options)
             write_trace(save_trace, simulate_trace(env, K=draft_length, prompts=prompts, tokens=tokens,
                                                    schedule=schedule, seed=0))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from hedgespec_cli.errors import HedgespecError
+from hedgespec_cli.files import atomic_write_text, output_file
 
 SCHEMA = "hedgespec.trace/1"
 
@@ -125,19 +125,10 @@ def query_record(q: TraceQuery) -> dict[str, Any]:
 
 
 def write_trace(path: str | os.PathLike[str], trace: Trace) -> Path:
-    """Write the trace as JSONL atomically (temp file in the same folder + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(trace.header()) + "\n")
-            for q in trace.queries:
-                f.write(json.dumps(query_record(q)) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write the trace as JSONL atomically (a reader never sees half a trace)."""
+    path = output_file(path, "trace")
+    lines = [json.dumps(trace.header())] + [json.dumps(query_record(q)) for q in trace.queries]
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 
