@@ -222,6 +222,20 @@ def test_env_difference_refused(tmp_path):
         compare_runs(base, cand)
 
 
+def test_runs_of_different_prompt_sets_or_lengths_are_refused(tmp_path):
+    base = make_run(tmp_path / "a")
+    for key, path, value in (("max_new_tokens", ("max_new_tokens",), 64), ("prompts", ("bench", "prompts"), 2)):
+        cand = make_run(tmp_path / key)
+        results = json.loads((cand / "results.json").read_text())
+        block = results["config"]
+        for k in path[:-1]:
+            block = block.setdefault(k, {})
+        block[path[-1]] = value
+        (cand / "results.json").write_text(json.dumps(results))
+        with pytest.raises(HedgespecError, match=f"{key} .* vs {value}"):
+            compare_runs(base, cand)
+
+
 def test_github_format_and_output_file(tmp_path, run_cli):
     base, cand = make_run(tmp_path / "a"), make_run(tmp_path / "b", scale=1.1)
     code, out, _ = run_cli(["compare", str(base), str(cand), "--format", "github"])
@@ -248,7 +262,7 @@ def test_several_candidates(tmp_path, run_cli):
 
 @pytest.mark.parametrize(
     "spec, expected",
-    [("tokens_per_s:-5%", ("tokens_per_s", -0.05)), ("mat:-0.02", ("mat", -0.02)),
+    [("tokens_per_s:-5%", ("tokens_per_s", -0.05)), ("mat:-2%", ("mat", -0.02)),
      ("eval_overhead_frac:+10%", ("eval_overhead_frac", 0.10)), ("speedup:-3.5%", ("speedup_vs_ar", -0.035))],
 )
 def test_parse_fail_on(spec, expected):
@@ -258,7 +272,8 @@ def test_parse_fail_on(spec, expected):
 @pytest.mark.parametrize(
     "spec, message",
     [("tokens_per_s", "METRIC:THRESHOLD"), ("latency:-5%", "unknown metric"),
-     ("tokens_per_s:+5%", "must be -X%"), ("eval_overhead_frac:-5%", "must be \\+X%")],
+     ("tokens_per_s:+5%", "must be -X%"), ("eval_overhead_frac:-5%", "must be \\+X%"),
+     ("mat:-2", "in percent, e.g. mat:-2%"), ("mat:-200%", "would never trip")],
 )
 def test_parse_fail_on_errors(spec, message):
     with pytest.raises(ConfigError, match=message):
@@ -269,3 +284,5 @@ def test_bad_fail_on_exits_2(tmp_path, run_cli):
     base = make_run(tmp_path / "a")
     code, _, err = run_cli(["compare", str(base), str(base), "--fail-on", "tokens_per_s:5%"])
     assert code == 2 and "tokens_per_s:-5%" in err
+    code, _, err = run_cli(["compare", str(base), str(base), "--fail-on", "mat:-2"])
+    assert code == 2 and "in percent, e.g. mat:-2%" in err

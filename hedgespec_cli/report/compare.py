@@ -190,7 +190,8 @@ def _temperature(r: dict[str, Any]) -> float | None:
 def _differences(b: dict[str, Any], c: dict[str, Any]) -> list[str]:
     """What must match for a comparison to mean anything."""
     checks = [("schema", ("schema",)), ("profile", ("config", "profile", "name")),
-              ("workload", ("config", "workload", "name"))]
+              ("workload", ("config", "workload", "name")), ("prompts", ("config", "bench", "prompts")),
+              ("max_new_tokens", ("config", "max_new_tokens"))]
     checks += [(f"env.{k}", ("env", k)) for k in ENV_KEYS]
     return [f"{label} {_get(b, *keys)!r} vs {_get(c, *keys)!r}"
             for label, keys in checks if _get(b, *keys) != _get(c, *keys)]
@@ -282,7 +283,7 @@ def compare_runs(
     """Compare the candidate run with the base run, metric by metric and method by method.
 
     Raises RunDirError when a run is unreadable, or when schema, profile,
-    workload or environment differ and force is False.
+    workload, prompt limit, max_new_tokens or environment differ and force is False.
     """
     b, c = load_results(base_dir), load_results(cand_dir)
     bdir, cdir = _run_dir(base_dir), _run_dir(cand_dir)
@@ -290,7 +291,7 @@ def compare_runs(
     if diffs and not force:
         raise RunDirError(
             f"cannot compare {cand_dir} with {base_dir}: {'; '.join(diffs)}; "
-            "compare runs of the same profile, workload and environment, or pass --force"
+            "compare runs of the same profile, workload, prompts, max_new_tokens and environment, or pass --force"
         )
     qb, qc = _load_queries(bdir, b), _load_queries(cdir, c)
     warnings = []
@@ -301,7 +302,7 @@ def compare_runs(
             warnings.append(f"{label} run {d} failed its validity checks: {_failed_constraints(r)}")
         if q is None:
             warnings.append(f"no queries.jsonl in {d}: no paired per-prompt statistics")
-    for key in ("temperature", "K", "tree"):
+    for key in ("temperature", "top_p", "K", "tree", "seed", "device", "dtype", "drafter_dtype"):
         vb, vc = _get(b, "config", key), _get(c, "config", key)
         if vb != vc:
             warnings.append(f"config.{key} differs: {vb!r} vs {vc!r}")
@@ -346,8 +347,14 @@ def parse_fail_on(spec: str) -> tuple[str, float]:
     name, value = ALIASES.get(m.group(1), m.group(1)), float(m.group(2))
     if name not in METRICS:
         raise ConfigError(f"--fail-on {spec!r}: unknown metric {m.group(1)!r}; use one of {', '.join(METRICS)}")
-    threshold = value / 100.0 if m.group(3) else value
+    if not m.group(3):
+        raise ConfigError(f"--fail-on {spec!r}: give the threshold as a relative change in percent, "
+                          f"e.g. {m.group(1)}:{m.group(2)}%")
+    threshold = value / 100.0
     metric = METRICS[name]
+    if metric.bigger_is_better and threshold <= -1.0:
+        raise ConfigError(f"--fail-on {spec!r}: {name} cannot fall by 100% or more, so this gate "
+                          f"would never trip; write e.g. {name}:-5%")
     if (metric.bigger_is_better and threshold > 0) or (not metric.bigger_is_better and threshold < 0):
         sign, word = ("-", "bigger") if metric.bigger_is_better else ("+", "smaller")
         raise ConfigError(
