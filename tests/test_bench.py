@@ -159,10 +159,13 @@ def test_config_file_precedence(tiny_bench, tmp_path):
 
 
 def test_report_rerenders_a_saved_run(tiny_bench, tmp_path):
-    payload = run_bench(settings(tiny_bench, tmp_path, methods="ar,hedgespec"))
-    res = CliRunner().invoke(app, ["report", payload["run_dir"]])
+    payload = run_bench(settings(tiny_bench, tmp_path, methods="ar,hedgespec:learner=adanormalhedge"))
+    res = CliRunner().invoke(app, ["report", payload["run_dir"]], env={"COLUMNS": "80"})  # a CI log's width
     assert res.exit_code == 0, res.output
-    assert "hedgespec" in res.output and "validity" in res.output and "GPU telemetry unavailable" in res.output
+    assert "validity" in res.output and "GPU telemetry unavailable" in res.output
+    assert "│ hedgespec:learner=adanormalhedge │" in res.output  # not cut to "hedgesp…"
+    assert "[bootstrap 95% CI]" in res.output  # not eaten as rich markup
+    assert max(len(line) for line in res.output.splitlines()) <= 80
 
 
 def test_bad_input_is_one_line_without_traceback(tiny_bench, tmp_path, capsys, monkeypatch):

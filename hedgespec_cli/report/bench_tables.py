@@ -35,16 +35,13 @@ def main_table(payload: dict[str, Any]) -> Table:
         title_justify="left",
         caption=(
             "tokens/s = new tokens / wall time (prefill included); speedup = paired per-prompt geomean vs ar "
-            "[bootstrap 95% CI]; MAT = tokens per round (bonus included); accept = accepted / drafted draft "
+            "\\[bootstrap 95% CI]; MAT = tokens per round (bonus included); accept = accepted / drafted draft "
             "tokens; eval = (evaluate + learn) / wall time; regret = MAT(oracle) - MAT (tokens/round)"
         ),
         caption_justify="left",
     )
-    for col in ("method", "tokens/s", "speedup vs ar", "MAT", "accept", "eval %", "regret"):
-        t.add_column(col, justify="left" if col == "method" else "right")
-    t.add_column("what it is", style="dim")
-    for name, m in payload["methods"].items():
-        t.add_row(
+    rows = [
+        (
             name,
             _f(m["tokens_per_s"], ",.1f"),
             _speedup(m["speedup_vs_ar"]),
@@ -52,8 +49,26 @@ def main_table(payload: dict[str, Any]) -> Table:
             _f(m["acceptance_rate"], ".1%"),
             _f(m["eval_overhead_frac"] * 100 if m["eval_overhead_frac"] is not None else None, ".1f"),
             _f(m["regret_vs_oracle"], "+.2f"),
-            payload.get("method_labels", {}).get(name, ""),
         )
+        for name, m in payload["methods"].items()
+    ]
+    # The numbers keep their full width in a narrow terminal (a CI log is 80
+    # columns); what each method is goes to `method_legend`, which wraps.
+    for i, col in enumerate(("method", "tokens/s", "speedup vs ar", "MAT", "accept", "eval %", "regret")):
+        width = max([len(col)] + [len(r[i]) for r in rows])
+        t.add_column(col, justify="left" if col == "method" else "right", min_width=width, no_wrap=True)
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
+def method_legend(payload: dict[str, Any]) -> Table:
+    """What each method of the run is, one wrapped line each."""
+    t = Table.grid(padding=(0, 2))
+    t.add_column(style="bold", no_wrap=True)
+    t.add_column(style="dim", overflow="fold")
+    for name, label in payload.get("method_labels", {}).items():
+        t.add_row(name, label)
     return t
 
 
@@ -149,7 +164,7 @@ def telemetry_lines(payload: dict[str, Any]) -> Text:
 def render_run(payload: dict[str, Any], console: Console | None = None, *, adaptive: tuple[str, ...] = ()) -> None:
     """Print every table of a run; `adaptive` names methods whose selection table is shown."""
     console = console or Console()
-    parts: list[Any] = [main_table(payload), domain_table(payload)]
+    parts: list[Any] = [main_table(payload), method_legend(payload), Text(""), domain_table(payload)]
     for name in adaptive:
         freq = payload["methods"].get(name, {}).get("selection_freq")
         if freq:

@@ -62,13 +62,16 @@ def comparison_table(entry: dict[str, Any]) -> Table:
     base, cand = entry["base"], entry["cand"]
     table = Table(
         title=f"{cand['run_id'] or cand['path']}  vs  base {base['run_id'] or base['path']}",
-        caption="change = cand/base - 1; CI: paired per-prompt bootstrap; MAT at T=0: exact",
+        caption="change = cand/base - 1; CI: paired per-prompt bootstrap (p: Mann-Whitney, where "
+                "prompts cannot be paired); MAT at T=0: exact",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
+    width = max([len("method")] + [len(m["method"]) for m in entry["metrics"]])
     for name, justify in (("method", "left"), ("metric", "left"), ("base", "right"), ("cand", "right"),
-                          ("change", "right"), ("95% CI", "right"), ("signif.", "left")):
-        table.add_column(name, justify=justify, no_wrap=name != "method")  # type: ignore[arg-type]
+                          ("change", "right"), ("95% CI / p", "right"), ("signif.", "left")):
+        table.add_column(name, justify=justify, no_wrap=True,  # type: ignore[arg-type]
+                         min_width=width if name == "method" else None)
     failing = {(f["method"], f["metric"]) for f in entry["failures"]}
     previous = None
     for m in entry["metrics"]:
