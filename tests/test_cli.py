@@ -64,3 +64,12 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_resume_refuses_new_settings(tmp_path):
+    done = hedgespec("bench", "--resume", str(tmp_path), "-K", "3", "--sweep-drafters", "2")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "error: --resume continues a run with the settings in its config.yaml; "
+        "drop --K, --sweep-drafters (or start a new run without --resume)"
+    )

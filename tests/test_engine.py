@@ -244,6 +244,12 @@ def test_missing_checkpoint_is_a_clear_error(tiny_models, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="not a checkpoint"):
         load_pool(ModelSpec("target", tiny_models["target"]), [ModelSpec("empty", tmp_path / "empty")])
+    with pytest.raises(CheckpointError, match="'tokenizer': checkpoint directory .*nope does not exist"):
+        load_pool(ModelSpec("target", tiny_models["target"]), [], tokenizer_path=tmp_path / "nope")
+    (tmp_path / "head").mkdir()
+    (tmp_path / "head" / "config.json").write_text('{"architectures": ["LlamaForCausalLMEagle3"]}')
+    with pytest.raises(ConfigError, match="'head' in .* is an EAGLE-3 head; give it `kind: eagle3`"):
+        load_pool(ModelSpec("target", tiny_models["target"]), [ModelSpec("head", tmp_path / "head")])
 
 
 def test_tokenizer_mismatch_names_the_drafter(tiny_models, tmp_path):

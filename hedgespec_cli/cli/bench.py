@@ -44,6 +44,7 @@ def bench(
 ) -> None:
     """Run every method on the same prompts and report tokens/s, MAT, overhead and validity."""
     from hedgespec_cli.bench import resolve_settings, run_bench
+    from hedgespec_cli.errors import ConfigError
 
     flags = dict(
         profile=profile, workload=workload, methods=methods, temperature=temperature, top_p=top_p, K=K,
@@ -51,6 +52,12 @@ def bench(
         max_new_tokens=max_new_tokens, prompts=prompts, repeats=repeats, warmup=warmup, seed=seed,
         device=device, dtype=dtype, drafter_dtype=drafter_dtype, out=out, sample_interval=sample_interval, threads=threads,
     )
+    if resume is not None:  # a resumed run keeps the settings it was started with
+        given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None]
+        given += ["--config"] * (config is not None) + ["--sweep-drafters"] * (sweep_drafters is not None)
+        if given:
+            raise ConfigError(f"--resume continues a run with the settings in its config.yaml; "
+                              f"drop {', '.join(given)} (or start a new run without --resume)")
     settings = resolve_settings(flags, config)
     if plots is not None:
         from hedgespec_cli.files import output_dir
@@ -142,8 +149,10 @@ class _RichProgress:
         )
         self._tasks: dict[str, int] = {}
         self._sums: dict[str, list[float]] = {}
+        self._started = False
 
     def start(self, methods: list[str], total: int) -> None:
+        self._started = True
         self._bar.start()
         for m in methods:
             self._tasks[m] = self._bar.add_task(m, total=total, tps="-", mat="-")
@@ -157,4 +166,5 @@ class _RichProgress:
         self._bar.update(self._tasks[method], advance=1, tps=f"{s[0] / s[1]:,.0f}", mat=f"{s[0] / s[2]:.2f}")
 
     def close(self) -> None:
-        self._bar.stop()
+        if self._started:  # a run that failed before its first query drew nothing to close
+            self._bar.stop()

@@ -80,7 +80,7 @@ def load_pool(
     torch_dtype = _resolve_dtype(dtype)
     drafter_torch_dtype = _resolve_dtype(drafter_dtype) if drafter_dtype else torch_dtype
     placement = _resolve_device(device)
-    tokenizer = load_tokenizer(tokenizer_path or target.path, target.name)
+    tokenizer = load_tokenizer(tokenizer_path, "tokenizer") if tokenizer_path else load_tokenizer(target.path, target.name)
     target_lm = CausalLM(target.name, _load_model(target, torch_dtype, placement))
     # Drafters are small: they live on the target's first device, never sharded.
     drafter_device = target_lm.device
@@ -97,6 +97,9 @@ def load_pool(
 
 
 def _load_lm(spec: ModelSpec, target: CausalLM, dtype: torch.dtype, device: torch.device) -> CausalLM:
+    config = spec.path / "config.json"
+    if config.is_file() and "eagle3" in config.read_text(errors="replace").lower():
+        raise ConfigError(f"drafter {spec.name!r} in {spec.path} is an EAGLE-3 head; give it `kind: eagle3` in the profile")
     return CausalLM(spec.name, _load_model(spec, dtype, {"device_map": None}).to(device))
 
 
@@ -172,10 +175,8 @@ def _load_model(spec: ModelSpec, dtype: torch.dtype, placement: dict):
         model = AutoModelForCausalLM.from_pretrained(
             str(spec.path), dtype=dtype, local_files_only=True, device_map=device_map
         )
-    except (OSError, ValueError, KeyError) as err:
-        raise CheckpointError(
-            f"cannot load {spec.name!r} from {spec.path}: {_first_line(err)}"
-        ) from None
+    except (OSError, ValueError, KeyError, RuntimeError) as err:  # RuntimeError: weights of another shape
+        raise CheckpointError(f"cannot load {spec.name!r} from {spec.path}: {_first_line(err)}") from None
     if device_map is None and placement.get("device"):
         model = model.to(placement["device"])
     return model
@@ -194,12 +195,15 @@ def _resolve_device(device: str) -> dict:
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' requested but no CUDA device is visible; use --device cpu")
     if device == "auto":
+        if not torch.cuda.is_available():
+            raise ConfigError("device 'auto' shards the target over the visible GPUs, and none is visible; "
+                              "use --device cpu")
         if importlib.util.find_spec("accelerate") is None:
             raise ConfigError(
                 "device 'auto' shards the target with accelerate, which is not installed; "
                 "pip install 'hedgespec-cli[multi-gpu]' or use --device cuda/cpu"
             )
-        # transformers places layers over the visible GPUs (CPU when there are none).
+        # transformers places layers over the visible GPUs.
         return {"device_map": "auto"}
     return {"device": device, "device_map": None}
 
