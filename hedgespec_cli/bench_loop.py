@@ -62,7 +62,7 @@ class BenchRun:
         self.pool = open_pool(self.profile, device=settings.device, dtype=settings.dtype,
                               drafter_dtype=settings.drafter_dtype)
         self.engine = Engine(self.pool, decode_settings(settings), seed=settings.seed)
-        self.ids = checked_prompt_ids(self.engine, [p.text for p in self.workload.prompts])
+        self.ids = checked_prompt_ids(self.engine, self.workload.prompts)
         self._footprint = self.pool.memory()
         self.sampler = TelemetrySampler(settings.sample_interval, sink=run_dir.file(FILES["telemetry"]))
         self.env = env_fingerprint()

@@ -8,7 +8,7 @@ import numpy as np
 
 from hedgespec_cli.config import ModelSpec, Profile
 from hedgespec_cli.decoding.engine import Engine, QueryRecord
-from hedgespec_cli.errors import ConfigError
+from hedgespec_cli.errors import ConfigError, WorkloadError
 from hedgespec_cli.models import Pool, load_pool
 from hedgespec_cli.selection.feedback import QueryContext
 
@@ -65,12 +65,16 @@ def check_methods(methods, drafter_names: list[str]) -> None:
             make_selector(m, len(drafter_names), drafter_names)
 
 
-def checked_prompt_ids(engine: Engine, texts) -> list[list[int]]:
-    """Tokenize each prompt and check it fits the engine's models (WorkloadError otherwise),
-    so an empty or too long prompt fails before anything is measured."""
-    ids = [engine.pool.tokenizer(text)["input_ids"] for text in texts]
-    for prompt_ids in ids:
-        engine.check_prompt(prompt_ids)
+def checked_prompt_ids(engine: Engine, prompts) -> list[list[int]]:
+    """Tokenize each workload prompt and check it fits the engine's models (a WorkloadError
+    naming the prompt otherwise), so an empty or too long prompt fails before anything is measured."""
+    # verbose=False: the context check below says it better than the tokenizer's length warning.
+    ids = [engine.pool.tokenizer(p.text, verbose=False)["input_ids"] for p in prompts]
+    for p, prompt_ids in zip(prompts, ids):
+        try:
+            engine.check_prompt(prompt_ids)
+        except WorkloadError as err:
+            raise WorkloadError(f"prompt {p.id!r}: {err}") from None
     return ids
 
 

@@ -88,7 +88,7 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
     methods = [m for m in settings.methods if m != AR]
     prompts = workload.prompts
     engine = Engine(pool, decode, seed=settings.seed)  # the full pool: warm-up and `ar`
-    ids = checked_prompt_ids(engine, [p.text for p in prompts])
+    ids = checked_prompt_ids(engine, prompts)
     run_dir = RunDir.create(settings.out, f"{profile.name}-sweep", workload.name)
     run_dir.write_yaml("config.yaml", {"bench": settings_dict(settings), "sweep_drafters": sizes})
     run_dir.write_json("env.json", env_fingerprint())

@@ -166,6 +166,11 @@ def test_report_rerenders_a_saved_run(tiny_bench, tmp_path):
     assert "│ hedgespec:learner=adanormalhedge │" in res.output  # not cut to "hedgesp…"
     assert "[bootstrap 95% CI]" in res.output  # not eaten as rich markup
     assert max(len(line) for line in res.output.splitlines()) <= 80
+    run = Path(payload["run_dir"])
+    again = CliRunner().invoke(app, ["report", str(run / "results.json"), "--json"])  # the file, not the folder
+    assert again.exit_code == 0 and json.loads(again.output)["run_id"] == payload["run_id"]
+    replayed = CliRunner().invoke(app, ["replay", str(run), "-m", "hedgespec", "--json"])  # the run's trace.jsonl
+    assert replayed.exit_code == 0 and json.loads(replayed.output)["trace"]["path"] == str(run)
 
 
 def test_bad_input_is_one_line_without_traceback(tiny_bench, tmp_path, capsys, monkeypatch):
@@ -209,11 +214,15 @@ def test_bad_input_is_one_line_without_traceback(tiny_bench, tmp_path, capsys, m
         (["--profile", str(root / "missing_drafter.yaml"), *wl], "does not exist"),
         ([*prof, "--workload", str(root / "empty.yaml")], "non-empty `sources:`"),
         ([*prof, "--workload", str(root / "long.yaml"), "--methods", "ar"], "exceeds the models' context"),
+        ([*prof, "--workload", str(root / "long.yaml"), "--methods", "ar"], "prompt 'l': prompt of"),
         ([*prof, *wl, "-K", "0"], "K must be at least 1"),
-        ([*prof, *wl, "--temperature", "-1"], "temperature must be >= 0"),
+        ([*prof, *wl, "--temperature", "-1"], "temperature must be a finite number >= 0"),
         ([*prof, *wl, "--tree-top-k", "-1"], "tree_top_k must be >= 0"),
         ([*prof, *wl, "--tree-top-k", "2", "--tree-tokens", "0"], "tree total tokens must be at least 1"),
         ([*prof, *wl, "--tree-top-k", "500"], "exceeds the vocabulary"),
+        ([*prof, *wl, "--tree-tokens", "5"], "add --tree-top-k"),
+        ([*prof, *wl, "--temperature", "nan"], "temperature must be a finite number"),
+        ([*prof, *wl, "-K", "100000"], "lower --max-new-tokens or -K"),
         (["--out", str(blocked / "runs"), *prof, *wl], "pass --out to a writable directory"),
         (["--profile", str(root / "odd_vocab.yaml"), *wl], "drafter 'odd' has vocab size 6"),
         ([*prof, "--workload", str(root / "blank.yaml")], "prompt 'blank' is empty"),
@@ -290,6 +299,8 @@ def test_sweep_drafters_pads_the_pool_and_stays_lossless(tiny_bench, tmp_path):
     console = Console(record=True, width=120)
     console.print(sweep_phase_table(payload))
     assert "evaluate" in console.export_text()
+    shown = CliRunner().invoke(app, ["report", payload["run_dir"]], env={"COLUMNS": "120"})  # a sweep's folder
+    assert shown.exit_code == 0 and "Drafter-count sweep" in shown.output
 
 
 def test_bench_with_draft_trees_records_the_tree_and_stays_lossless(tiny_bench, tmp_path):

@@ -266,7 +266,7 @@ def test_tokenizer_mismatch_names_the_drafter(tiny_models, tmp_path):
 def test_bad_settings_and_prompts(tiny_pool):
     with pytest.raises(ConfigError, match="K must be at least 1"):
         DecodeSettings(K=0)
-    with pytest.raises(ConfigError, match="temperature must be >= 0"):
+    with pytest.raises(ConfigError, match="temperature must be a finite number >= 0"):
         DecodeSettings(temperature=-0.5)
     engine = Engine(tiny_pool, DecodeSettings(max_new_tokens=200))
     with pytest.raises(WorkloadError, match="empty prompt"):

@@ -161,7 +161,7 @@ def test_spec_parsing_and_labels():
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
-        ("nope", "valid methods: exp3spec, fixed, hedgespec"),
+        ("nope", "valid methods: exp3spec, fixed:NAME, hedgespec"),
         ("hedgespec:eta=1", "valid parameters: loss, learner, reset, play"),
         ("hedgespec:learner=sgd", "choose one of normalhedge, hedge, adanormalhedge"),
         ("ucbspec:delta=2", "in (0, 1)"),

@@ -306,6 +306,13 @@ def test_spec_rejects_a_bad_device_or_target_steps(tmp_path):
         BuildSpec(out_dir=tmp_path, target_steps=0)
     with pytest.raises(ConfigError, match="--reuse-target keeps the old one"):
         BuildSpec(out_dir=tmp_path, target_steps=10, reuse_target=True)
+    for flag, kwargs in (("--max-steps", {"max_steps": 0}), ("--batch-size", {"batch_size": 0})):
+        with pytest.raises(ConfigError, match=f"{flag} must be >= 1, got 0"):
+            BuildSpec(out_dir=tmp_path, **kwargs)
+    from hedgespec_cli.zoo.matrix import acceptance_matrix
+
+    with pytest.raises(ConfigError, match="--per-domain must be >= 1"):
+        acceptance_matrix("tiny", "domain-shift", per_domain=0)
 
 
 def test_info_says_where_each_part_was_trained():

@@ -76,11 +76,7 @@ def bench(
 
 
 def _sweep(settings, sizes_text: str, progress, *, json_out: bool, quiet: bool) -> None:
-    from rich.console import Console
-
     from hedgespec_cli.errors import ConfigError
-    from hedgespec_cli.report.bench_tables import sweep_phase_table, sweep_table
-    from hedgespec_cli.rundir import dumps_json
     from hedgespec_cli.sweep import run_sweep
 
     try:
@@ -92,6 +88,15 @@ def _sweep(settings, sizes_text: str, progress, *, json_out: bool, quiet: bool) 
     finally:
         if progress is not None:
             progress.close()
+    _emit_sweep(payload, json_out=json_out, quiet=quiet)
+
+
+def _emit_sweep(payload: dict, *, json_out: bool, quiet: bool) -> None:
+    from rich.console import Console
+
+    from hedgespec_cli.report.bench_tables import sweep_phase_table, sweep_table
+    from hedgespec_cli.rundir import dumps_json
+
     if json_out:
         typer.echo(dumps_json(payload, indent=2))
     elif not quiet:
@@ -99,7 +104,8 @@ def _sweep(settings, sizes_text: str, progress, *, json_out: bool, quiet: bool) 
         phases = sweep_phase_table(payload)
         if phases is not None:
             Console().print(phases)
-        Console().print(f"results: {payload['run_dir']}/sweep.json ({payload['elapsed_s']:.0f} s)")
+        done = "" if payload.get("complete", True) else "  [INCOMPLETE: interrupted]"
+        Console().print(f"results: {payload['run_dir']}/sweep.json ({payload['elapsed_s']:.0f} s){done}")
 
 
 def report(
@@ -107,14 +113,23 @@ def report(
     json_out: Annotated[bool, typer.Option("--json", help="Print the results JSON on stdout.")] = False,
     plots: Annotated[Optional[Path], typer.Option(help="Write PNG figures here (needs matplotlib).")] = None,
 ) -> None:
-    """Re-render a saved run from its results.json."""
+    """Re-render a saved run from its results.json (or a --sweep-drafters run from its sweep.json)."""
+    import json
+
+    from hedgespec_cli.errors import ConfigError
     from hedgespec_cli.files import output_dir
     from hedgespec_cli.rundir import load_results
 
+    folder = run_dir.parent if run_dir.is_file() else run_dir  # the folder or a file in it
+    if (folder / "sweep.json").is_file() and not (folder / "results.json").exists():
+        if plots is not None:
+            raise ConfigError("--plots draws a bench run; a --sweep-drafters run has only its tables")
+        _emit_sweep(json.loads((folder / "sweep.json").read_text()), json_out=json_out, quiet=False)
+        return
     if plots is not None:
         output_dir(plots, "plots")
-    payload = load_results(Path(run_dir) / "results.json")
-    payload["run_dir"] = str(run_dir)
+    payload = load_results(folder)
+    payload["run_dir"] = str(folder)
     _emit(payload, json_out=json_out, quiet=False, plots=plots)
 
 

@@ -16,6 +16,7 @@ choose) catches up in the same forward as its first draft step.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -63,8 +64,8 @@ class DecodeSettings:
     def __post_init__(self) -> None:
         if self.K < 1:
             raise ConfigError(f"K must be at least 1 (got {self.K}); pass -K 1 or more")
-        if self.temperature < 0:
-            raise ConfigError(f"temperature must be >= 0 (got {self.temperature}); 0 means greedy")
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):  # NaN fails both
+            raise ConfigError(f"temperature must be a finite number >= 0 (got {self.temperature}); 0 means greedy")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"top_p must be in (0, 1] (got {self.top_p})")
         if self.max_new_tokens < 1:
@@ -406,5 +407,5 @@ class Engine:
             raise WorkloadError(
                 f"prompt of {len(prompt_ids)} tokens + max_new_tokens {self.settings.max_new_tokens} "
                 f"+ K {self.settings.K} + 1 exceeds the models' context of {limit} tokens; "
-                "shorten the prompt or lower --max-new-tokens"
+                "shorten the prompt or lower --max-new-tokens or -K"
             )

@@ -175,7 +175,8 @@ def register(
 
 def _registered(name: str) -> Registration:
     if name not in REGISTRY:
-        raise ConfigError(f"unknown method {name!r}; valid methods: {', '.join(sorted(REGISTRY))}")
+        known = ", ".join("fixed:NAME" if n == "fixed" else n for n in sorted(REGISTRY))
+        raise ConfigError(f"unknown method {name!r}; valid methods: {known} (and ar, plain decoding, in bench and generate)")
     return REGISTRY[name]
 
 

@@ -141,10 +141,14 @@ def _field(record: dict[str, Any], key: str, where: str) -> Any:
 def read_trace(path: str | os.PathLike[str]) -> Trace:
     """Read and validate a trace; any problem raises TraceError naming the file and line."""
     path = Path(path)
+    if path.is_dir() and (path / "trace.jsonl").is_file():  # a bench run directory
+        path = path / "trace.jsonl"
+    elif path.is_file() and path.name == "results.json" and (path.parent / "trace.jsonl").is_file():
+        path = path.parent / "trace.jsonl"
     if not path.is_file():
         raise TraceError(
-            f"trace file {path} not found; give the path of a .jsonl trace "
-            "(e.g. one written by `hedgespec simulate --save-trace PATH`)"
+            f"trace file {path} not found; give a .jsonl trace (a bench run directory's trace.jsonl, "
+            "or one written by `hedgespec simulate --save-trace PATH` or `generate --trace PATH`)"
         )
     try:
         lines = path.read_text(encoding="utf-8").splitlines()

@@ -78,8 +78,10 @@ class BuildSpec:
             raise ConfigError("give a positive --time-budget or a --max-steps cap")
         if self.device not in ("cpu", "cuda"):
             raise ConfigError(f"--device must be cpu or cuda, got {self.device!r}")
-        if self.target_steps is not None and self.target_steps < 1:
-            raise ConfigError(f"--target-steps must be >= 1, got {self.target_steps}")
+        for flag, value in (("--target-steps", self.target_steps), ("--max-steps", self.max_steps),
+                            ("--batch-size", self.batch_size)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{flag} must be >= 1, got {value}")
         if self.target_steps is not None and self.reuse_target:
             raise ConfigError("--target-steps trains a new target; --reuse-target keeps the old one: pass one of them")
 

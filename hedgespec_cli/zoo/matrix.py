@@ -15,6 +15,7 @@ import numpy as np
 
 from hedgespec_cli.config import load_profile
 from hedgespec_cli.decoding.engine import DecodeSettings, Engine
+from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.runner import open_pool, run_query
 from hedgespec_cli.selection.replay import replay
 from hedgespec_cli.selection.trace import Trace, TraceQuery
@@ -25,6 +26,8 @@ def acceptance_matrix(
     profile: str, workload: str, *, per_domain: int, K: int = 5, max_new_tokens: int = 128, progress=None
 ) -> dict[str, Any]:
     """{gamma: {domain: {drafter: mean}}, acceptance_length: {domain: {drafter: MAT}}, prompts: {domain: n}}."""
+    if per_domain < 1:
+        raise ConfigError(f"--per-domain must be >= 1, got {per_domain}")
     prof = load_profile(profile)
     pool = open_pool(prof)
     engine = Engine(pool, DecodeSettings(K=K, max_new_tokens=max_new_tokens))
