@@ -53,7 +53,9 @@ def render_replay(payload: dict) -> None:
         f"[bold]replay[/] {t.get('path', '')}: {t['queries']} queries, {t['tokens']} tokens, "
         f"{len(t['drafters'])} drafters, K={t['K']}, T={t['temperature']}, seed {payload['seed']}"
     )
-    main = Table(title="Methods", caption="MAT and regret in tokens/round")
+    main = Table(title="Methods", caption="MAT and regret in tokens/round; regret = per query, the best fixed "
+                 "drafter's counterfactual tokens on the method's own rounds minus the method's (it can be > 0 "
+                 "for a method that beats every fixed drafter over the whole trace)", caption_justify="left")
     refs = Table(
         title="Regret vs the hindsight references (> 0: worse than the reference)",
         caption="MAT gap in tokens/round; +rounds: extra verification rounds (% of the reference's)",
