@@ -182,8 +182,8 @@ def with_profile_defaults(settings: BenchSettings, profile_name: str) -> BenchSe
     settings = replace(settings, threads=torch.get_num_threads())  # what actually ran, for config.yaml
     prof = load_profile(profile_name)
     d = prof.decoding
-    if settings.tree_tokens is not None and not (settings.tree_top_k if settings.tree_top_k is not None
-                                                 else d.get("tree_top_k", 0)):
+    # --tree-tokens alone, on a profile that drafts chains (a resumed run has tree_top_k set, maybe 0).
+    if settings.tree_tokens is not None and settings.tree_top_k is None and not d.get("tree_top_k"):
         raise ConfigError("--tree-tokens sizes draft trees, but this run drafts chains; "
                           "add --tree-top-k (children per node) or drop --tree-tokens")
     return replace(

@@ -438,3 +438,16 @@ def test_oracles_by_hand():
     assert rnd.choose(0).arm == 0 and rnd.choose(4).arm == 1
     with pytest.raises(ConfigError, match="hedgespec replay"):
         oracle.begin_query(QueryContext(None, TWO, (None, None), 3))
+
+
+def test_oracle_ranks_acceptance_probabilities_by_expected_round_length():
+    # A live bench at T > 0 passes gamma = sum min(p, q). Read as ">= 0.5" both
+    # drafters would accept everything and tie; in expectation drafter 1
+    # appends 1 + .95 + .95^2 + .95^3 = 3.71 tokens a round, drafter 0 1.71.
+    g = np.tile([0.55, 0.95], (12, 1))
+    oracle = make_selector("oracle", 2, TWO)
+    oracle.begin_query(QueryContext(None, TWO, (None, None), 3, g))
+    assert oracle.choose(0).arm == 1
+    rnd = make_selector("oracle-round", 2, TWO)
+    rnd.begin_query(QueryContext(None, TWO, (None, None), 3, g))
+    assert rnd.choose(0).arm == 1

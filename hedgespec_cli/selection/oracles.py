@@ -1,12 +1,15 @@
 """Hindsight references: they read the whole query's gamma, so only replay can run them.
 
-Both take `QueryContext.hindsight_gamma` as 0/1 acceptance indicators (L, N)
-(gamma at T = 0; replay passes its Bernoulli draws at T > 0; values are
-read as `>= 0.5`) and learn nothing from feedback.
+Both read `QueryContext.hindsight_gamma` (L, N) and learn nothing from
+feedback. With 0/1 acceptance indicators (gamma at T = 0; replay's Bernoulli
+draws at T > 0) every round length is exact. With acceptance probabilities
+(a live bench at T > 0) they use the expected round length A_s of the
+one-step estimator (DESIGN.md section 5) instead.
 
 - `oracle`: the best fixed drafter for this query in hindsight (most tokens
-  per round when replayed alone), then played fixed. Regret against it is the
-  paper's regret against the best fixed drafter per query.
+  per round when replayed alone; with probabilities, the highest mean A_s),
+  then played fixed. Regret against it is the paper's regret against the best
+  fixed drafter per query.
 - `oracle-round`: every round, the drafter with the longest accepted run from
   the current position. No selector appends more tokens in a round starting
   at the same position; over a whole query it is a greedy reference, which a
@@ -25,7 +28,7 @@ from hedgespec_cli.selection.base import (
     register,
     require_bandit,
 )
-from hedgespec_cli.selection.estimators import round_lengths
+from hedgespec_cli.selection.estimators import acceptance_lengths, round_lengths
 from hedgespec_cli.selection.feedback import Decision, Feedback, QueryContext
 
 
@@ -63,7 +66,11 @@ class _Hindsight:
         g = np.asarray(ctx.hindsight_gamma, dtype=np.float64)
         if g.ndim != 2 or g.shape[1] != self.n:
             raise ValueError(f"{self.name}: hindsight_gamma must be (L, {self.n}), got {g.shape}")
-        self._table = round_lengths((g >= 0.5).astype(np.float64), ctx.K)
+        self._exact = bool(np.isin(g, (0.0, 1.0)).all())
+        # Round lengths (exact for 0/1 gamma, expected A_s otherwise), capped at the end of the text.
+        L = g.shape[0]
+        self._table = (round_lengths(g, ctx.K) if self._exact
+                       else np.minimum(acceptance_lengths(g, ctx.K, close=True), (L - np.arange(L))[:, None]))
 
     def update(self, feedback: Feedback) -> None:
         require_bandit(self.name, feedback, self.n)
@@ -76,7 +83,10 @@ class _Hindsight:
 class Oracle(_Hindsight):
     def begin_query(self, ctx: QueryContext) -> None:
         super().begin_query(ctx)
-        self.arm = int(np.argmin(fixed_rounds(self._table)))  # fewest rounds = highest MAT; ties: lowest index
+        if self._exact:
+            self.arm = int(np.argmin(fixed_rounds(self._table)))  # fewest rounds = highest MAT; ties: lowest index
+        else:
+            self.arm = int(np.argmax(self._table.mean(axis=0)))  # most expected tokens per round
 
     def choose(self, position: int) -> Decision:
         return Decision(self.arm, one_hot(self.arm, self.n))
