@@ -19,18 +19,21 @@ from hedgespec_cli.bench import (
 )
 from hedgespec_cli.config import load_profile
 from hedgespec_cli.decoding.engine import Engine
+from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.report import summary as S
 from hedgespec_cli.rundir import RunDir, env_fingerprint
 from hedgespec_cli.runner import (
     AR,
+    SelectorBank,
     check_methods,
     checked_prompt_ids,
     hindsight_pass,
     needs_hindsight,
     open_pool,
+    query_seed,
     run_query,
 )
-from hedgespec_cli.selection import REGISTRY, SelectorSpec, make_selector
+from hedgespec_cli.selection import REGISTRY, SelectorSpec
 from hedgespec_cli.selection.trace import Trace, TraceQuery, read_trace, write_trace
 from hedgespec_cli.telemetry import TelemetrySampler
 from hedgespec_cli.workloads import load_workload
@@ -116,6 +119,14 @@ class BenchRun:
         done = {(q["method"], q["query_id"], q["repeat"]) for q in self.lines}
         # References need the query's gamma, which a full-information method produces first.
         order = sorted(s.methods, key=needs_hindsight)
+        for m in filter(SelectorBank.persistent, s.methods):  # its learning cannot restart mid-pass
+            for r in range(s.repeats):
+                n = sum((m, p.id, r) in done for p in prompts)
+                if 0 < n < len(prompts):
+                    raise ConfigError(
+                        f"cannot resume {self.dir.path} exactly: {m} learns across queries (reset=never) and "
+                        f"stopped after {n} of {len(prompts)} prompts of repeat {r}; rerun the benchmark"
+                    )
         ids = self.ids
         self.sampler.start()
         for i, p in enumerate(prompts[: s.warmup]):  # untimed: first-call costs, allocator, caches
@@ -125,12 +136,12 @@ class BenchRun:
         for q in self.lines:
             progress.advance(q["method"], q)
         for r in range(s.repeats):
-            selectors = {m: self._selector(m, r) for m in order if m != AR}
+            selectors = SelectorBank(self.pool.names, s.seed, r)
             for i, p in enumerate(prompts):
                 for m in order:
                     if (m, p.id, r) in done:
                         continue
-                    record = self._decode(m, ids[i], p, r, i, selectors.get(m))
+                    record = self._decode(m, ids[i], p, r, i, selectors.get(m, i))
                     line = S.query_line(m, p.id, p.domain, r, False, record, s.K)
                     self.dir.extend_jsonl(FILES["rounds"], S.round_lines(m, p.id, r, record), fsync=False)
                     self.dir.append_jsonl(FILES["queries"], line)
@@ -138,14 +149,11 @@ class BenchRun:
                     progress.advance(m, line)
                 self.write_results(complete=False)
 
-    def _selector(self, method: str, repeat: int):
-        return make_selector(SelectorSpec.parse(method, seed=self.settings.seed + repeat), len(self.pool.drafters), self.pool.names)
-
     def _decode(self, method: str, ids: list[int], prompt, repeat: int, index: int, selector, keep_trace=True):
         # Common random numbers: every method (and a hindsight probe) starts a prompt
         # from the same sampling seed.
         def reseed():
-            self.engine.generator.manual_seed(self.settings.seed * 1_000_003 + repeat * 10_007 + index)
+            self.engine.generator.manual_seed(query_seed(self.settings.seed, repeat, index))
 
         key = (prompt.id, repeat)
         hindsight = self.trace[key].gamma if key in self.trace else None

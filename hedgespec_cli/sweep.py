@@ -32,7 +32,15 @@ from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.models import CausalLM, Pool
 from hedgespec_cli.report import summary as S
 from hedgespec_cli.rundir import RunDir, env_fingerprint
-from hedgespec_cli.runner import AR, check_methods, checked_prompt_ids, open_pool, run_query
+from hedgespec_cli.runner import (
+    AR,
+    SelectorBank,
+    check_methods,
+    checked_prompt_ids,
+    open_pool,
+    query_seed,
+    run_query,
+)
 from hedgespec_cli.workloads import load_workload
 
 PAD_NOISE = 0.5  # noise std relative to each weight tensor's std
@@ -141,10 +149,11 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
 
 def _run(engine, methods, prompts, ids, n, settings, progress, label, focus, save) -> list[dict]:
     out = []
+    selectors = SelectorBank(engine.pool.names, settings.seed, 0)  # `reset: never` methods learn across the prompts
     for i, p in enumerate(prompts):
         for m in methods:
-            engine.generator.manual_seed(settings.seed * 1_000_003 + i)
-            record = run_query(engine, ids[i], m, domain=p.domain, seed=settings.seed)
+            engine.generator.manual_seed(query_seed(settings.seed, 0, i))
+            record = run_query(engine, ids[i], m, domain=p.domain, selector=selectors.get(m, i))
             line = S.query_line(m, p.id, p.domain, 0, False, record, settings.K)
             line["n_drafters"] = n
             save(line)

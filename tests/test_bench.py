@@ -88,6 +88,31 @@ def test_interrupted_run_is_saved_and_resumable(tiny_bench, tmp_path):
     assert payload["validity"]["constraints"]["lossless"] is True
 
 
+def test_a_resumed_run_decides_as_an_uninterrupted_one(tiny_bench, tmp_path):
+    methods = "ar,random,ucbspec,hedgespec"
+    whole = run_bench(settings(tiny_bench, tmp_path / "whole", methods=methods))
+    with pytest.raises(BenchInterrupted):
+        run_bench(settings(tiny_bench, tmp_path / "cut", methods=methods), progress=StopAfter(9))
+    cut = next((tmp_path / "cut").iterdir())
+    run_bench(settings(tiny_bench, tmp_path / "cut", methods=methods), resume=cut)
+
+    def decisions(run):
+        return {(q["method"], q["query_id"]): (q["output_ids"], q["selections"], q["rounds"])
+                for q in read_jsonl(Path(run) / "queries.jsonl")}
+
+    assert decisions(cut) == decisions(whole["run_dir"])
+
+
+def test_resuming_a_learner_that_persists_across_queries_mid_pass_is_refused(tiny_bench, tmp_path):
+    from hedgespec_cli.errors import ConfigError
+
+    s = settings(tiny_bench, tmp_path, methods="ar,hedgespec:reset=never")
+    with pytest.raises(BenchInterrupted):
+        run_bench(s, progress=StopAfter(5))
+    with pytest.raises(ConfigError, match="learns across queries \\(reset=never\\) and stopped after 2 of 6"):
+        run_bench(s, resume=next(tmp_path.iterdir()))
+
+
 def test_a_run_that_fails_midway_keeps_what_it_measured(tiny_bench, tmp_path):
     with pytest.raises(OSError, match="disk full"):
         run_bench(settings(tiny_bench, tmp_path), progress=StopAfter(8, OSError("disk full")))
