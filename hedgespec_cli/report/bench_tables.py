@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
@@ -33,12 +34,7 @@ def main_table(payload: dict[str, Any]) -> Table:
             f"max_new_tokens={cfg['max_new_tokens']}{_tree_label(cfg)}" + ("" if payload["complete"] else "  [INCOMPLETE]")
         ),
         title_justify="left",
-        caption=(
-            "tokens/s = new tokens / wall time (prefill included); speedup = paired per-prompt geomean vs ar "
-            "\\[bootstrap 95% CI]; MAT = tokens per round (bonus included); accept = accepted / drafted draft "
-            "tokens; eval = (evaluate + learn) / wall time; regret = MAT(oracle) - MAT (tokens/round)"
-        ),
-        caption_justify="left",
+        box=box.SIMPLE_HEAD, pad_edge=False,  # no vertical rules or edge padding: fits 80 columns
     )
     rows = [
         (
@@ -62,6 +58,13 @@ def main_table(payload: dict[str, Any]) -> Table:
     return t
 
 
+MAIN_CAPTION = (
+    "tokens/s = new tokens / wall time (prefill included); speedup = paired per-prompt geomean vs ar "
+    "[bootstrap 95% CI]; MAT = tokens per round (bonus included); accept = accepted / drafted draft "
+    "tokens; eval = (evaluate + learn) / wall time; regret = MAT(oracle) - MAT (tokens/round)"
+)
+
+
 def method_legend(payload: dict[str, Any]) -> Table:
     """What each method of the run is, one wrapped line each."""
     t = Table.grid(padding=(0, 2))
@@ -73,14 +76,15 @@ def method_legend(payload: dict[str, Any]) -> Table:
 
 
 def domain_table(payload: dict[str, Any]) -> Table:
+    """Rows: methods (names never cut); columns: prompt domains."""
     methods = payload["methods"]
     domains = sorted({d for m in methods.values() for d in m["by_domain"]})
-    t = Table(title="MAT by domain (tokens per round)", title_justify="left")
-    t.add_column("domain")
-    for name in methods:
-        t.add_column(name, justify="right")
+    t = Table(title="MAT by domain (tokens per round)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    t.add_column("method", no_wrap=True, min_width=max(len(name) for name in methods))
     for d in domains:
-        t.add_row(d, *(_f(m["by_domain"].get(d, {}).get("mat"), ".2f") for m in methods.values()))
+        t.add_column(d, justify="right", min_width=4)
+    for name, m in methods.items():
+        t.add_row(name, *(_f(m["by_domain"].get(d, {}).get("mat"), ".2f") for d in domains))
     return t
 
 
@@ -96,8 +100,8 @@ def acceptance_matrix_table(matrix: dict[str, dict[str, float]]) -> Table:
 def domain_by_drafter(title: str, rows: dict[str, dict[str, float]], fmt: str) -> Table:
     """Rows: domains; columns: drafters; each row's largest value in bold."""
     drafters = list(next(iter(rows.values())))
-    t = Table(title=title, title_justify="left")
-    t.add_column("domain")
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    t.add_column("domain", no_wrap=True)
     for d in drafters:
         t.add_column(d, justify="right")
     for domain, row in rows.items():
@@ -108,8 +112,9 @@ def domain_by_drafter(title: str, rows: dict[str, dict[str, float]], fmt: str) -
 
 def position_table(payload: dict[str, Any]) -> Table:
     K = payload["config"]["K"]
-    t = Table(title="Acceptance by draft position (P\\[kept | reached])", title_justify="left")
-    t.add_column("method")
+    t = Table(title="Acceptance by draft position (P\\[kept | reached])", title_justify="left",
+              box=box.SIMPLE_HEAD, pad_edge=False)
+    t.add_column("method", no_wrap=True)
     for k in range(1, K + 1):
         t.add_column(f"k={k}", justify="right")
     for name, m in payload["methods"].items():
@@ -164,7 +169,9 @@ def telemetry_lines(payload: dict[str, Any]) -> Text:
 def render_run(payload: dict[str, Any], console: Console | None = None, *, adaptive: tuple[str, ...] = ()) -> None:
     """Print every table of a run; `adaptive` names methods whose selection table is shown."""
     console = console or Console()
-    parts: list[Any] = [main_table(payload), method_legend(payload), Text(""), domain_table(payload)]
+    # The caption as plain text under the table: it wraps at the terminal's width, not the table's.
+    parts: list[Any] = [main_table(payload), Text(MAIN_CAPTION, style="dim"), method_legend(payload), Text(""),
+                        domain_table(payload)]
     for name in adaptive:
         freq = payload["methods"].get(name, {}).get("selection_freq")
         if freq:
