@@ -88,6 +88,23 @@ def test_interrupted_run_is_saved_and_resumable(tiny_bench, tmp_path):
     assert payload["validity"]["constraints"]["lossless"] is True
 
 
+def test_the_estimator_predicts_the_rounds_played_exactly_at_t0_and_measures_its_bias_above(tiny_bench, tmp_path):
+    greedy = run_bench(settings(tiny_bench, tmp_path / "t0", methods="ar,hedgespec,ucbspec"))
+    e = greedy["methods"]["hedgespec"]["estimator"]
+    assert e["rounds"] > 0 and e["bias_per_round"] == 0.0 and e["estimated_per_round"] == e["actual_per_round"]
+    assert greedy["methods"]["ucbspec"]["estimator"] is None  # a bandit sees no gamma
+    for line in read_jsonl(Path(greedy["run_dir"]) / "queries.jsonl"):
+        if line["method"] == "hedgespec":  # per query: each of the 3 drafters' mean predicted round length
+            assert len(line["estimator"]["estimated_A"]) == 3 and min(line["estimator"]["estimated_A"]) >= 1.0
+        else:
+            assert line["estimator"] is None
+    hot = run_bench(settings(tiny_bench, tmp_path / "t1", methods="ar,hedgespec", temperature=1.0))
+    e = hot["methods"]["hedgespec"]["estimator"]
+    assert e["rounds"] > 0 and abs(e["bias_per_round"] - (e["estimated_per_round"] - e["actual_per_round"])) < 1e-12
+    res = CliRunner().invoke(app, ["report", hot["run_dir"]], env={"COLUMNS": "120"})
+    assert "one-step estimator vs the rounds played" in res.output and "hedgespec: predicted" in res.output
+
+
 def test_a_resumed_run_decides_as_an_uninterrupted_one(tiny_bench, tmp_path):
     methods = "ar,random,ucbspec,hedgespec"
     whole = run_bench(settings(tiny_bench, tmp_path / "whole", methods=methods))

@@ -123,6 +123,19 @@ def position_table(payload: dict[str, Any]) -> Table:
     return t
 
 
+def estimator_lines(payload: dict[str, Any]) -> Text | None:
+    """The one-step estimator against the rounds each full-information method played."""
+    rows = [(name, m["estimator"]) for name, m in payload["methods"].items() if m.get("estimator")]
+    if not rows:
+        return None
+    out = Text("one-step estimator vs the rounds played (tokens/round; exact at T = 0, its bias measured at T > 0):",
+               style="bold")
+    for name, e in rows:
+        out.append(f"\n  {name}: predicted {e['estimated_per_round']:.3f}, actual {e['actual_per_round']:.3f}, "
+                   f"bias {e['bias_per_round']:+.3f} over {e['rounds']} rounds", style="")
+    return out
+
+
 def verdict_lines(payload: dict[str, Any]) -> Text:
     v = payload["validity"]
     out = Text()
@@ -178,7 +191,11 @@ def render_run(payload: dict[str, Any], console: Console | None = None, *, adapt
             parts.append(selection_table(name, freq))
     if payload.get("acceptance_matrix"):
         parts.append(acceptance_matrix_table(payload["acceptance_matrix"]))
-    parts += [position_table(payload), verdict_lines(payload), telemetry_lines(payload)]
+    parts += [position_table(payload)]
+    estimator = estimator_lines(payload)
+    if estimator is not None:
+        parts += [estimator, Text("")]
+    parts += [verdict_lines(payload), telemetry_lines(payload)]
     console.print(Group(*parts))
     if payload.get("run_dir"):
         console.print(f"results: {payload['run_dir']}/results.json ({payload['elapsed_s']:.0f} s)")

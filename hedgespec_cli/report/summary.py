@@ -8,10 +8,17 @@ be re-summarised from its files alone. Definitions (units in the names):
   drafted counts the tree depth per round, the most a round can accept;
   tree_nodes counts the tokens the trees sent to the target).
 - tokens_per_s: sum of new tokens / sum of query wall time (prefill included).
-- speedup_vs_ar: geometric mean over (prompt, repeat) pairs of the method's
-  tokens/s over `ar`'s, with a seeded percentile-bootstrap 95% CI.
+- speedup_vs_ar: geometric mean over prompts of the method's tokens/s over
+  `ar`'s (a prompt's repeats merged by geometric mean), with a seeded
+  percentile-bootstrap 95% CI over prompts.
 - eval_overhead_frac: (evaluate + learn time) / wall time.
 - regret_vs_oracle: MAT(oracle) - MAT(method), in tokens per round.
+- estimator (full-information methods, chains): the one-step estimator
+  (DESIGN.md section 5) against the rounds actually played: for each round,
+  the tokens min(A_s[j], L - s) it predicts for the chosen drafter j from the
+  query's own gamma, against the n the round appended. Exact at T = 0; at
+  T > 0 its bias is this measurement. Per query also `estimated_A`: each
+  drafter's mean predicted round length over the query's positions.
 """
 
 from __future__ import annotations
@@ -22,8 +29,28 @@ from typing import Any
 import numpy as np
 
 from hedgespec_cli.report.stats import paired_geomean_ratio, per_prompt_pairs
+from hedgespec_cli.selection.estimators import acceptance_lengths
 
 PHASES = ("prefill", "draft", "verify", "evaluate", "learn", "other")
+
+
+def _estimator(record: Any, K: int) -> dict[str, Any] | None:
+    """The estimator's predicted tokens for the rounds played vs what they appended (None without
+    the query's gamma, or for draft trees, whose gamma scores top-k children, not a chain)."""
+    if record.gamma is None or any(r.tree_nodes for r in record.rounds):
+        return None
+    gamma = np.asarray(record.gamma, dtype=np.float64)
+    L = gamma.shape[0]
+    n_hat = np.minimum(acceptance_lengths(gamma, K, close=True), (L - np.arange(L))[:, None])  # (L, N)
+    s, estimated, actual, rounds = 0, 0.0, 0, 0
+    for r in record.rounds:
+        if r.drafter is not None and r.drafted:
+            estimated += float(n_hat[s, r.drafter])
+            actual += r.n
+            rounds += 1
+        s += r.n
+    return {"rounds": rounds, "estimated_tokens": estimated, "tokens": actual,
+            "estimated_A": _floats(n_hat.mean(axis=0)) if L else None}
 
 
 def query_line(
@@ -58,6 +85,7 @@ def query_line(
         "pos_accepted": kept.tolist(),
         "stop": record.stop,
         "output_ids": record.output_ids,
+        "estimator": _estimator(record, K),
     }
 
 
@@ -140,7 +168,19 @@ def _metrics(qs: list[dict], drafters: list[str]) -> dict[str, Any]:
             for d, dq in sorted(by_domain.items())
         },
         "selection_freq": _selection_freq(by_domain, drafters),
+        "estimator": _estimator_summary(qs),
     }
+
+
+def _estimator_summary(qs: list[dict]) -> dict[str, Any] | None:
+    """Predicted vs actual tokens per round over the rounds a drafter was chosen (tokens/round)."""
+    parts = [q["estimator"] for q in qs if q.get("estimator") and q["estimator"]["rounds"]]
+    if not parts:
+        return None
+    rounds = sum(e["rounds"] for e in parts)
+    estimated, actual = sum(e["estimated_tokens"] for e in parts), sum(e["tokens"] for e in parts)
+    return {"rounds": rounds, "estimated_per_round": estimated / rounds, "actual_per_round": actual / rounds,
+            "bias_per_round": (estimated - actual) / rounds}
 
 
 def _selection_freq(by_domain: dict[str, list[dict]], drafters: list[str]) -> dict[str, dict[str, float]] | None:
