@@ -47,6 +47,12 @@ def test_bench_writes_a_complete_valid_run(tiny_bench, tmp_path):
     }
     queries = read_jsonl(run / "queries.jsonl")
     assert len(queries) == 6 * 6  # methods x prompts
+    # Regret curve: cumulative extra rounds against the oracle, query by query.
+    rounds = {(q["method"], q["query_id"]): q["rounds"] for q in queries}
+    curve = methods["hedgespec"]["regret_curve_vs_oracle"]
+    order = list(dict.fromkeys(q["query_id"] for q in queries))
+    assert len(curve) == 6 and curve[-1] == sum(rounds["hedgespec", i] - rounds["oracle", i] for i in order)
+    assert methods["oracle"]["regret_curve_vs_oracle"] is None and methods["ar"]["regret_curve_vs_oracle"] is None
     # router picks the drafter labelled with the prompt's domain.
     assert methods["router"]["selection_freq"]["alpha"]["near"] == 1.0
     assert methods["router"]["selection_freq"]["beta"]["far"] == 1.0

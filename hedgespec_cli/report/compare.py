@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-
 from hedgespec_cli.errors import ConfigError, RunDirError
 from hedgespec_cli.report import stats
 from hedgespec_cli.rundir import SCHEMA, load_results, read_jsonl

@@ -6,12 +6,12 @@ any saved run: `hedgespec report RUN --plots DIR`.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from hedgespec_cli.errors import ConfigError
+from hedgespec_cli.report.summary import regret_curves
 from hedgespec_cli.rundir import load_results, read_jsonl
 
 
@@ -44,19 +44,11 @@ def write_plots(run_dir: Path, out: Path, *, method: str = "hedgespec") -> list[
 
 def _regret(ax, queries: list[dict]) -> bool:
     """Cumulative extra rounds (target forwards) against the per-query oracle, over the workload."""
-    rounds: dict[str, dict[str, int]] = defaultdict(dict)
-    order: list[str] = []
-    for q in queries:
-        rounds[q["method"]][q["query_id"]] = q["rounds"]
-        if q["query_id"] not in order:
-            order.append(q["query_id"])
-    if "oracle" not in rounds:
+    curves = regret_curves(queries)
+    if not curves:
         return False
-    for m, per_query in rounds.items():
-        if m in ("oracle", "ar") or set(per_query) != set(rounds["oracle"]):
-            continue
-        extra = np.cumsum([per_query[i] - rounds["oracle"][i] for i in order])
-        ax.plot(np.arange(1, len(order) + 1), extra, label=m)
+    for m, extra in curves.items():
+        ax.plot(np.arange(1, len(extra) + 1), extra, label=m)
     ax.set_xlabel("queries served (workload order)")
     ax.set_ylabel("cumulative extra rounds vs oracle")
     ax.set_title("Regret against the best fixed drafter per query (in target forward passes)")

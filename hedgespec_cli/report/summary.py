@@ -125,9 +125,32 @@ def summarize_methods(
         out[m] = _metrics(qs, drafters)
         out[m]["speedup_vs_ar"] = _speedup(qs, ar, seed)
     oracle_mat = out.get("oracle", {}).get("mat")
+    curves = regret_curves(timed)
     for m, metrics in out.items():
         metrics["regret_vs_oracle"] = None if oracle_mat is None else oracle_mat - metrics["mat"]
+        metrics["regret_curve_vs_oracle"] = curves.get(m)
     return out
+
+
+def regret_curves(lines: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """{method: cumulative extra rounds (target forward passes) against the oracle, the best fixed
+    drafter per query in hindsight, after each query of the first repeat in workload order}.
+
+    Only methods that finished every query the oracle finished; {} without an oracle.
+    """
+    first = [q for q in lines if q["repeat"] == 0 and not q["warmup"]]
+    rounds: dict[str, dict[str, int]] = defaultdict(dict)
+    order: list[str] = []
+    for q in first:
+        rounds[q["method"]][q["query_id"]] = q["rounds"]
+        if q["query_id"] not in order:
+            order.append(q["query_id"])
+    oracle = rounds.get("oracle")
+    if not oracle:
+        return {}
+    order = [i for i in order if i in oracle]
+    return {m: np.cumsum([per_query[i] - oracle[i] for i in order]).tolist()
+            for m, per_query in rounds.items() if m not in ("oracle", "ar") and set(per_query) >= set(order)}
 
 
 def _metrics(qs: list[dict], drafters: list[str]) -> dict[str, Any]:
