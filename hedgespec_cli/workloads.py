@@ -87,6 +87,10 @@ def load_workload(name_or_path: str, *, limit: int | None = None) -> Workload:
         ordered = ordered[:limit]
     if not ordered:
         raise WorkloadError(f"{where} yields no prompts; check its sources and prompts_per_domain")
+    seen: set[str] = set()
+    twice = [p.id for p in ordered if p.id in seen or seen.add(p.id)]
+    if twice:  # runs key their records by prompt id
+        raise WorkloadError(f"{where}: prompt id {twice[0]!r} appears more than once; give every prompt a unique `id`")
     empty = [p.id for p in ordered if not p.text.strip()]
     if empty:
         raise WorkloadError(f"{where}: prompt {empty[0]!r} is empty; remove it or fix its source")

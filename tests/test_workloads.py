@@ -68,6 +68,7 @@ def test_datasets_source_with_field_mapping(tmp_path):
         ("name: w\nseed: abc\nsources: [{path: a.jsonl}]\n", ConfigError, "seed must be an integer \\(got 'abc'\\)"),
         ("name: w\nprompts_per_domain: -2\nsources: [{path: a.jsonl}]\n", WorkloadError, "prompts_per_domain must be at least 1"),
         ("name: w\nsources: [{path: a.jsonl, limit: 2.5}]\n", ConfigError, "source #1: limit must be an integer"),
+        ("name: w\nsources: [{path: a.jsonl}, {path: a.jsonl}]\n", WorkloadError, "appears more than once"),
     ],
 )
 def test_bad_workloads(wl_dir, body, error, message):
