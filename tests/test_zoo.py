@@ -375,3 +375,25 @@ def test_default_domains_are_the_shipped_zoos():
     shipped = tuple(d["domain"] for d in profile["drafters"] if d["domain"])
     assert shipped == DEFAULT_DOMAINS
     assert BuildSpec(out_dir="o", data_dir="d", prompts_dir=None).domains == DEFAULT_DOMAINS
+
+
+def test_a_cached_corpus_of_another_loader_revision_is_rebuilt(tmp_path, monkeypatch):
+    import dataclasses
+
+    from hedgespec_cli.zoo import corpora
+
+    first = corpora.load_corpus("math", tmp_path, 20_000)  # written with revision 1
+    head = json.loads((tmp_path / "corpora" / "math.jsonl").read_text().splitlines()[0])
+    assert head["revision"] == 1
+    calls = []
+    real = corpora.DOMAINS["math"]
+
+    def load(raw_dir, max_chars):
+        calls.append(max_chars)
+        return real.load(raw_dir, max_chars)
+
+    monkeypatch.setitem(corpora.DOMAINS, "math", dataclasses.replace(real, load=load))
+    assert corpora.load_corpus("math", tmp_path, 20_000) == first and calls == []  # same revision: cached
+    monkeypatch.setitem(corpora.DOMAINS, "math", dataclasses.replace(real, load=load, revision=2))
+    corpora.load_corpus("math", tmp_path, 20_000)
+    assert calls == [20_000]  # another revision: loaded again

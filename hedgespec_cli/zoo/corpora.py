@@ -66,6 +66,7 @@ class DomainSource:
     description: str
     load: Loader  # (raw_dir, max_chars) -> (documents, provenance)
     needs_network: bool
+    revision: int = 1  # bump when the loader's output changes: cached corpora of another revision are rebuilt
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -421,21 +422,23 @@ def split(domain: str, docs: list[Document], provenance: dict) -> Corpus:
 
 
 def load_corpus(domain: str, data_dir: Path, max_chars: int) -> Corpus:
-    """Load one domain, from the JSONL cache under `data_dir/corpora` when it matches `max_chars`."""
+    """Load one domain, from the JSONL cache under `data_dir/corpora` when it matches `max_chars`
+    and the loader's revision (a cache written by an older loader is rebuilt, not reused)."""
     if domain not in DOMAINS:
         raise CorpusError(f"unknown domain {domain!r}; choose from {', '.join(DOMAINS)}")
+    source = DOMAINS[domain]
     cache = data_dir / "corpora" / f"{domain}.jsonl"
     if cache.exists():
         with cache.open(encoding="utf-8") as fh:
             head = json.loads(fh.readline())
-            if head.get("max_chars") == max_chars:
+            if head.get("max_chars") == max_chars and head.get("revision", 1) == source.revision:
                 docs = [Document(**json.loads(line)) for line in fh]
                 return split(domain, docs, head["provenance"])
-    docs, provenance = DOMAINS[domain].load(data_dir / "raw", max_chars)
+    docs, provenance = source.load(data_dir / "raw", max_chars)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp")
     with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(json.dumps({"max_chars": max_chars, "provenance": provenance}) + "\n")
+        fh.write(json.dumps({"max_chars": max_chars, "revision": source.revision, "provenance": provenance}) + "\n")
         for doc in docs:
             fh.write(json.dumps(asdict(doc), ensure_ascii=False) + "\n")
     tmp.replace(cache)
