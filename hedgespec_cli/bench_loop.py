@@ -67,7 +67,12 @@ class BenchRun:
         self.engine = Engine(self.pool, decode_settings(settings), seed=settings.seed)
         self.ids = checked_prompt_ids(self.engine, self.workload.prompts)
         self._footprint = self.pool.memory()
-        self.sampler = TelemetrySampler(settings.sample_interval, sink=run_dir.file(FILES["telemetry"]))
+        # The stacked drafters share their weights with the pool, except tied LM heads, kept transposed too.
+        self._footprint["stacked_extra_mib"] = sum(getattr(getattr(g, "stack", None), "extra_bytes", 0)
+                                                   for g in self.engine.groups) / 2**20
+        # NVML samples the run's own GPUs (by UUID), not every GPU of the machine.
+        self.sampler = TelemetrySampler(settings.sample_interval, sink=run_dir.file(FILES["telemetry"]),
+                                        uuids=_cuda_uuids(self.pool.cuda_devices()))
         self.env = env_fingerprint()
         self.started = time.monotonic()
         self.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -201,8 +206,11 @@ class BenchRun:
         import torch
 
         out = {**self._footprint, "peak_rss_mib": (telemetry.get("cpu") or {}).get("peak_rss_mib")}
-        if self.pool.target.device.type == "cuda":
-            out["peak_cuda_allocated_mib"] = torch.cuda.max_memory_allocated(self.pool.target.device) / 2**20
+        devices = self.pool.cuda_devices()
+        if devices:  # every GPU the pool spans (a sharded target spans several)
+            peaks = {str(d): torch.cuda.max_memory_allocated(d) / 2**20 for d in devices}
+            out["peak_cuda_allocated_mib"] = sum(peaks.values())
+            out["peak_cuda_allocated_mib_by_device"] = peaks
         return out
 
     def _label(self, method: str) -> str:
@@ -234,3 +242,12 @@ class BenchRun:
         self.dir.close()
         payload["run_dir"] = str(self.dir.path)
         return payload
+
+
+def _cuda_uuids(devices: list) -> list[str] | None:
+    """NVML-style UUIDs ("GPU-...") of torch CUDA devices; None on a CPU run (the sampler's default)."""
+    if not devices:
+        return None
+    import torch
+
+    return [f"GPU-{torch.cuda.get_device_properties(d).uuid}" for d in devices]

@@ -41,6 +41,7 @@ def test_bench_writes_a_complete_valid_run(tiny_bench, tmp_path):
     assert set(results["acceptance_matrix"]) == {"alpha", "beta"}
     memory = results["memory"]
     assert memory["drafters"]["near"]["weights_mib"] > 0 and memory["peak_rss_mib"] > 0
+    assert memory["stacked_extra_mib"] == 0  # untied heads: the stack holds the only copy
     assert results["config"]["profile"]["drafters"][0] == {
         "name": "near", "kind": "lm", "path": results["config"]["profile"]["drafters"][0]["path"],
         "domain": "alpha", "role": "generic",

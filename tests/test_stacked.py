@@ -14,6 +14,11 @@ from hedgespec_cli.models.stacked import StackedLlama
 def test_stacked_forward_matches_transformers(tiny_pool):
     lms = [tiny_pool.drafters[j] for j in range(3)]  # copy, near, far: one shape
     stack = StackedLlama([lm.model for lm in lms])
+    # One copy of the weights: each model's parameters are now views of its slice of the stack.
+    for j, lm in enumerate(lms):
+        embed, q = lm.model.model.embed_tokens.weight, lm.model.model.layers[0].self_attn.q_proj.weight
+        assert embed.data_ptr() == stack.embed[j].data_ptr() and torch.equal(q, stack.blocks[0]["q_proj"][j].T)
+        assert q.untyped_storage().data_ptr() == stack.blocks[0]["q_proj"].untyped_storage().data_ptr()
     cache = stack.new_cache(64)
     ids = torch.tensor(tiny_pool.tokenizer("the cat sat on the mat")["input_ids"])
     head = stack.forward(ids[:10], cache)  # all members

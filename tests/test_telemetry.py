@@ -99,6 +99,7 @@ def test_decode_throttle_reasons():
     assert decode_throttle_reasons(0) == []
     assert decode_throttle_reasons(0x24) == ["sw_power_cap", "sw_thermal_slowdown"]
     assert decode_throttle_reasons(0x1 | 0x1000) == ["gpu_idle", "0x1000"]
+    assert decode_throttle_reasons(0x600) == ["board_limit", "reliability"]  # pynvml's BoardLimit, Reliability
 
 
 def test_nvml_path_summary_energy_and_throttling(tmp_path, monkeypatch):
@@ -153,6 +154,41 @@ def test_errors_mid_run_stop_sampling_quietly(tmp_path, monkeypatch, error):
     assert 1 <= s["samples"] <= 3  # two util reads per tick; sampling ended at the failure
     assert s["devices"][0]["energy_j"] == 250.0  # the counter is still read at stop
     assert nvml.shutdown
+
+
+def test_a_hung_nvml_call_blocks_neither_summary_nor_stop():
+    class Hanging(FakeNvml):
+        hang = 0.0
+
+        def nvmlDeviceGetUtilizationRates(self, h):
+            time.sleep(self.hang)
+            return super().nvmlDeviceGetUtilizationRates(h)
+
+        def nvmlDeviceGetTotalEnergyConsumption(self, h):
+            time.sleep(self.hang)
+            return super().nvmlDeviceGetTotalEnergyConsumption(h)
+
+    fake = Hanging()
+    sampler = TelemetrySampler(0.02, nvml=fake, stop_timeout_s=0.3).start()
+    time.sleep(0.1)
+    fake.hang = 2.0  # the driver stops answering
+    time.sleep(0.1)
+    t = time.monotonic()
+    assert sampler.summary()["samples"] >= 1  # results.json is written after every prompt
+    sampler.stop()
+    assert time.monotonic() - t < 1.0  # not 2 s per hung call
+    assert any("did not stop" in e for e in sampler.errors) and sampler.summary()["stopped_early"]
+
+
+def test_only_the_runs_gpus_are_sampled_by_uuid():
+    class WithUuids(FakeNvml):
+        def nvmlDeviceGetUUID(self, h):
+            return f"GPU-0000000{h[1]}-aaaa".encode()
+
+    summary = _run(TelemetrySampler(0.02, nvml=WithUuids(), uuids=["GPU-00000001-aaaa"]))
+    assert [d["index"] for d in summary["devices"]] == [1]  # not GPU 0, busy with somebody else's job
+    summary = _run(TelemetrySampler(0.02, nvml=WithUuids(), uuids=["MIG-unknown"]))
+    assert [d["index"] for d in summary["devices"]] == [0, 1]  # no match: over-report rather than hide
 
 
 def test_failing_sink_does_not_crash():

@@ -162,6 +162,8 @@ class Engine:
         # Same-shape plain-Llama drafters are stacked and evaluated in one call.
         self.groups = group_drafters(pool, stack=stack_drafters)
         self._where = {j: (gi, m) for gi, g in enumerate(self.groups) for m, j in enumerate(g.members)}
+        # Each group's rows of gamma, as a device tensor once (a list index would copy host to device every round).
+        self._rows = [torch.tensor(g.members, device=pool.target.device) for g in self.groups]  # = self.device
         # EAGLE-3 heads read the target's hidden states at three layers (DESIGN.md section 4).
         self._fused, self._feat_width = None, 0
         if any(getattr(g, "needs_target_features", False) for g in self.groups):
@@ -351,7 +353,7 @@ class Engine:
             p_side = p_logits  # only trees read it: a chain's argmax of p is the committed tokens
         else:
             p_side = process_logits(p_logits, s.temperature, s.top_p)
-        gamma = torch.empty(self.n_drafters, n, dtype=torch.float64, device=p_logits.device)
+        gamma = torch.empty(self.n_drafters, n, dtype=torch.float64, device=self.device)  # where the drafters are
         g_chosen, m_chosen = self._where[chosen]
         for gi, (g, state) in enumerate(zip(self.groups, states)):
             mine = gi == g_chosen
@@ -362,7 +364,7 @@ class Engine:
                 prim = gamma_greedy_at(ctx.x[L - n : L], q)
             else:
                 prim = gamma_sampling(p_side.unsqueeze(0), process_logits(q, s.temperature, s.top_p))
-            gamma[list(g.members)] = prim
+            gamma[self._rows[gi]] = prim
         return gamma.T.cpu().numpy()  # (n, N)
 
     def _feedback(

@@ -43,6 +43,12 @@ class Pool:
     def domains(self) -> tuple[str | None, ...]:
         return tuple(s.domain for s in self.specs)
 
+    def cuda_devices(self) -> list[torch.device]:
+        """The CUDA devices holding any of the pool's weights (several when the target is sharded)."""
+        models = [self.target.model, *(getattr(d, "model", d) for d in self.drafters)]
+        found = {p.device for m in models for p in m.parameters() if p.device.type == "cuda"}
+        return sorted(found, key=lambda d: d.index or 0)
+
     def memory(self) -> dict:
         """Weights (MiB) and KV cache cost (KiB per cached token) of the target and each drafter."""
         def entry(model) -> dict:

@@ -25,13 +25,16 @@ THROTTLE_BITS: tuple[tuple[int, str], ...] = (
     (0x040, "hw_thermal_slowdown"),
     (0x080, "hw_power_brake_slowdown"),
     (0x100, "display_clock_setting"),
+    (0x200, "board_limit"),
+    (0x400, "reliability"),
 )
 _KNOWN_BITS = sum(bit for bit, _ in THROTTLE_BITS)
 THERMAL_REASONS = frozenset({"sw_thermal_slowdown", "hw_thermal_slowdown"})
 POWER_REASONS = frozenset({"sw_power_cap", "hw_power_brake_slowdown"})
-# hw_slowdown halves the clocks for heat or an external power brake: throttling
-# either way. Idle, sync boost and clock settings are not throttling.
-THROTTLING_REASONS = THERMAL_REASONS | POWER_REASONS | {"hw_slowdown"}
+# hw_slowdown halves the clocks for heat or an external power brake, board_limit
+# and reliability cap them for the board's limits or lifetime: throttling all.
+# Idle, sync boost and clock settings are not throttling.
+THROTTLING_REASONS = THERMAL_REASONS | POWER_REASONS | {"hw_slowdown", "board_limit", "reliability"}
 
 
 def decode_throttle_reasons(mask: int) -> list[str]:
@@ -64,7 +67,7 @@ def visible_indices(nvml: Any, count: int) -> list[int]:
                 picked.append(int(token))
             continue
         try:
-            uuids = [_text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(i))) for i in range(count)]
+            uuids = [as_text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(i))) for i in range(count)]
         except Exception:  # any NVML failure here only costs the filtering
             return list(range(count))
         match = [i for i, u in enumerate(uuids) if u.startswith(token)]
@@ -74,7 +77,7 @@ def visible_indices(nvml: Any, count: int) -> list[int]:
     return list(dict.fromkeys(picked))
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -84,7 +87,7 @@ class GpuReader:
     def __init__(self, nvml: Any, index: int, nvml_error: type[BaseException]) -> None:
         h = nvml.nvmlDeviceGetHandleByIndex(index)
         self.index = index
-        self.name = _text(nvml.nvmlDeviceGetName(h))
+        self.name = as_text(nvml.nvmlDeviceGetName(h))
         reasons = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
             nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None
         )
@@ -122,10 +125,16 @@ class GpuReader:
         self.power_j = 0.0  # trapezoid integral of power, the fallback for energy
         self._last_power: tuple[float, float] | None = None
 
-    def sample(self, t: float) -> Record:
+    def read(self, t: float) -> Record:
+        """One sample's NVML calls (the only part that can block: the sampler holds no lock here)."""
         rec: Record = {"t": t, "kind": "gpu", "device": self.index}
         for key, read in self.readers.items():
             rec[key] = read()
+        return rec
+
+    def add(self, rec: Record) -> Record:
+        """Account one sample from `read` in the running statistics; returns it with throttle names."""
+        t = rec["t"]
         self.n += 1
         for key in ("util_pct", "power_w", "sm_clock_mhz", "mem_used_mib"):
             if key in rec:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from hedgespec_cli.rundir import dumps_json
-from hedgespec_cli.telemetry.nvml import GpuReader, Record, decode_throttle_reasons, visible_indices
+from hedgespec_cli.telemetry.nvml import GpuReader, Record, as_text, decode_throttle_reasons, visible_indices
 
 Sink = Callable[[Record], None]
 __all__ = ["TelemetrySampler", "decode_throttle_reasons", "peak_rss_mib", "unavailable_message"]
@@ -73,6 +73,10 @@ class TelemetrySampler:
         (each line has `t`, seconds since start, and `kind` "gpu" or "cpu").
     nvml: the NVML module (default: `import pynvml`); tests pass a fake.
     devices: NVML indices to sample (default: those CUDA_VISIBLE_DEVICES allows).
+    uuids: sample only the GPUs with these NVML UUIDs ("GPU-..."), e.g. the
+        run's CUDA devices; when none matches, fall back to `devices`' default.
+    stop_timeout_s: how long `stop()` waits for a sampler stuck in a driver call
+        (default: 5 s or 10 intervals); then it gives up on it and returns.
     """
 
     def __init__(
@@ -82,6 +86,8 @@ class TelemetrySampler:
         nvml: Any = None,
         *,
         devices: Sequence[int] | None = None,
+        uuids: Sequence[str] | None = None,
+        stop_timeout_s: float | None = None,
     ) -> None:
         if not interval_s > 0:
             raise ValueError(f"interval_s must be positive, got {interval_s}")
@@ -89,6 +95,8 @@ class TelemetrySampler:
         self._sink_arg = sink
         self._nvml_arg = nvml
         self._devices_arg = devices
+        self._uuids_arg = list(uuids) if uuids else None
+        self.stop_timeout_s = max(5.0, 10 * self.interval_s) if stop_timeout_s is None else stop_timeout_s
         self._nvml: Any = None
         self._gpus: list[GpuReader] = []
         self.gpu_reason: str | None = None
@@ -128,8 +136,9 @@ class TelemetrySampler:
             return
         self._stop_event.set()
         # A hung driver call must not hang the benchmark's exit: give up waiting.
-        self._thread.join(timeout=max(5.0, 10 * self.interval_s))
-        if self._thread.is_alive():
+        self._thread.join(timeout=self.stop_timeout_s)
+        hung = self._thread.is_alive()
+        if hung:
             self._record_error(TimeoutError("the sampler thread did not stop (NVML call hung?)"))
             self._failed = True
             self._nvml = None  # do not shut NVML down under a thread still inside it
@@ -138,7 +147,7 @@ class TelemetrySampler:
         with self._lock:
             self._duration = time.monotonic() - self._t0
             self._cpu_end = _cpu_seconds()
-        for gpu in self._gpus:
+        for gpu in self._gpus if not hung else ():  # a hung NVML would hang the energy read too
             if gpu.energy_start is not None:
                 try:
                     gpu.energy_end = int(gpu.energy_mj())
@@ -201,6 +210,10 @@ class TelemetrySampler:
         try:
             count = int(nvml.nvmlDeviceGetCount())
             indices = list(self._devices_arg) if self._devices_arg is not None else visible_indices(nvml, count)
+            if self._uuids_arg:
+                mine = [i for i in range(count)
+                        if as_text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(i))) in self._uuids_arg]
+                indices = mine or indices
             gpus = [GpuReader(nvml, i, error) for i in indices]
         except Exception as err:
             self.gpu_reason = f"NVML could not list the GPUs ({_describe(err)})"
@@ -232,10 +245,12 @@ class TelemetrySampler:
         # sink can hit a full disk. A telemetry thread that dies loudly or takes
         # the benchmark with it is worse than one that stops and says why.
         try:
+            now = time.monotonic()
+            t = round(now - self._t0, 4)
+            # NVML calls outside the lock: a hung driver call must not block summary() or stop().
+            readings = [gpu.read(t) for gpu in self._gpus]
             with self._lock:  # summary() may read the statistics meanwhile
-                now = time.monotonic()
-                t = round(now - self._t0, 4)
-                records = [gpu.sample(t) for gpu in self._gpus]
+                records = [gpu.add(rec) for gpu, rec in zip(self._gpus, readings)]
                 records.append(self._cpu_sample(now, t))
                 self._ticks += 1
             if self._sink is not None:
