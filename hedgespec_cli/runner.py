@@ -197,7 +197,7 @@ def generate_once(
     method = method or f"fixed:{prof.generic().name}"
     pool = open_pool(prof, device=device, dtype=dtype)
     engine = Engine(pool, settings, seed=seed)
-    ids = pool.tokenizer(prompt)["input_ids"]
+    ids = pool.tokenizer(prompt, verbose=False)["input_ids"]  # the context check says it better
     record = run_query(
         engine, ids, method, domain=domain, seed=seed, record_gamma=trace is not None
     )
