@@ -191,6 +191,28 @@ def test_only_the_runs_gpus_are_sampled_by_uuid():
     assert [d["index"] for d in summary["devices"]] == [0, 1]  # no match: over-report rather than hide
 
 
+def test_a_field_that_turns_unsupported_mid_run_is_dropped_not_the_run():
+    class NotSupported(FakeNVMLError):
+        pass
+
+    class Flaky(FakeNvml):
+        NVMLError_NotSupported = NotSupported
+        power_calls = 0
+
+        def nvmlDeviceGetPowerUsage(self, h):
+            self.power_calls += 1
+            if self.power_calls > 4:  # probed fine at start, then the board stops reporting it
+                raise NotSupported("Not Supported")
+            return super().nvmlDeviceGetPowerUsage(h)
+
+    summary = _run(TelemetrySampler(0.01, nvml=Flaky()), seconds=0.2)
+    assert not summary["stopped_early"] and summary["samples"] > 5
+    assert all("power_w" in d["unsupported"] for d in summary["devices"])
+    assert all(d["util_mean_pct"] is not None for d in summary["devices"])  # the other fields go on
+    gpu1 = summary["devices"][1]  # no energy counter: a power integral cut short is no energy figure
+    assert gpu1["energy_j"] is None and gpu1["energy_source"] is None
+
+
 def test_failing_sink_does_not_crash():
     def sink(rec):
         raise OSError(28, "No space left on device")

@@ -87,6 +87,7 @@ class GpuReader:
     def __init__(self, nvml: Any, index: int, nvml_error: type[BaseException]) -> None:
         h = nvml.nvmlDeviceGetHandleByIndex(index)
         self.index = index
+        self._not_supported = getattr(nvml, "NVMLError_NotSupported", None)
         self.name = as_text(nvml.nvmlDeviceGetName(h))
         reasons = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
             nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None
@@ -126,10 +127,19 @@ class GpuReader:
         self._last_power: tuple[float, float] | None = None
 
     def read(self, t: float) -> Record:
-        """One sample's NVML calls (the only part that can block: the sampler holds no lock here)."""
+        """One sample's NVML calls (the only part that can block: the sampler holds no lock here).
+
+        A field that turns NotSupported mid-run (MIG, some boards' power) is dropped
+        and the others go on; any other NVML error raises (the sampler stops)."""
         rec: Record = {"t": t, "kind": "gpu", "device": self.index}
-        for key, read in self.readers.items():
-            rec[key] = read()
+        for key, read in list(self.readers.items()):
+            try:
+                rec[key] = read()
+            except Exception as err:
+                if self._not_supported is None or not isinstance(err, self._not_supported):
+                    raise
+                del self.readers[key]
+                self.unsupported.append(key)
         return rec
 
     def add(self, rec: Record) -> Record:
@@ -157,7 +167,7 @@ class GpuReader:
         mean = {k: (self.sums[k] / self.n if self.n and k in self.maxs else None) for k in self.sums}
         if self.energy_start is not None and self.energy_end is not None and self.energy_end >= self.energy_start:
             energy, source = (self.energy_end - self.energy_start) / 1000.0, "counter"
-        elif self._last_power is not None:
+        elif self._last_power is not None and "power_w" not in self.unsupported:  # else the integral stops early
             energy, source = self.power_j, "power_integral"
         else:
             energy, source = None, None
