@@ -5,21 +5,28 @@
 #   peer    the peer table against transformers' generate / assisted generation
 #   sweep   the drafter-count sweep with its per-round phase split
 #   trees   EAGLE-3 heads with dynamic trees on cuda (validity)
+#   zoo     (not in the default set) a candidate next zoo: the shipped recipe with
+#           the `chat` domain for `dialogue`, built on cuda, and its acceptance
+#           matrix (OUT/zoo/matrix.json). Needs data/corpora, or data/corpora.tgz to
+#           unpack (the device machine has no network); ZOO_ARGS overrides the
+#           recipe (e.g. a miniature dry run on a CPU).
 # Logs and a tarball of the run directories land in OUT (default gpu-check/);
 # the exit status is non-zero if any step failed.
 #
-#   bash benchmarks/gpu_check.sh /tmp/gpu-check            # every step
+#   bash benchmarks/gpu_check.sh /tmp/gpu-check            # the default steps
 #   bash benchmarks/gpu_check.sh /tmp/gpu-check tests trees  # some steps
+#   bash benchmarks/gpu_check.sh /tmp/gpu-check zoo          # the next zoo (~3 device-minutes)
 #
 # Runs from a checkout without installing (PYTHONPATH); needs torch with CUDA,
 # transformers, typer, rich, pyyaml, nvidia-ml-py and pytest.
 set -uo pipefail
 all="tests bench peer sweep trees"
+known="$all zoo"
 out=$(realpath -m "${1:-gpu-check}")
 shift || true
 steps=${*:-$all}
 for s in $steps; do
-  [[ " $all " == *" $s "* ]] || { echo "error: unknown step '$s'; choose from: $all" >&2; exit 2; }
+  [[ " $known " == *" $s "* ]] || { echo "error: unknown step '$s'; choose from: $known" >&2; exit 2; }
 done
 cd "$(dirname "$0")/.." || exit 2
 mkdir -p "$out"
@@ -38,6 +45,18 @@ trees() {
   hs bench --device cuda --profile tiny-eagle3 --tree-top-k 4 --methods ar,fixed:generic,hedgespec,oracle \
     --prompts 14 --out "$out/runs"
 }
+zoo() {
+  local z="$out/zoo" domains=code,math,biology,legal,scripture,chat,manuals d
+  [ -f data/corpora/chat.jsonl ] || tar -xzf data/corpora.tgz -C data || return 1
+  # shellcheck disable=SC2086  # ZOO_ARGS is a list of flags
+  hs zoo build ${ZOO_ARGS:---device cuda --target-steps 1500 --batch-size 64 --max-steps 320 --time-budget 4.2} \
+    --domains "$domains" --out "$z/tiny" --prompts-dir "$z/prompts" || return 1
+  {
+    echo "name: next-domain-shift"; echo "schedule: shift"; echo "seed: 0"; echo "sources:"
+    for d in ${domains//,/ }; do echo "  - {domain: $d, path: prompts/$d.jsonl}"; done
+  } > "$z/domain-shift.yaml"
+  hs zoo matrix --profile "$z/tiny.yaml" --workload "$z/domain-shift.yaml" --json > "$z/matrix.json"
+}
 
 rm -f "$out/failed"
 {
@@ -51,4 +70,7 @@ rm -f "$out/failed"
   echo "== done ($(date +%T))"
 } 2>&1 | tee "$out/log.txt"
 if [ -d "$out/runs" ]; then tar -czf "$out/runs.tar.gz" -C "$out" runs && rm -rf "$out/runs"; fi
+if [ -d "$out/zoo" ]; then  # about 50 MB: in parts that a device call can bring back (cat them to untar)
+  tar -czf - -C "$out" zoo | split -b 15M - "$out/zoo.tar.gz.part-" && rm -rf "$out/zoo"
+fi
 if [ -s "$out/failed" ]; then echo "failed steps: $(tr '\n' ' ' < "$out/failed")" >&2; exit 1; fi
