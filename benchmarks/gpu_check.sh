@@ -9,7 +9,8 @@
 #           the `chat` domain for `dialogue`, built on cuda, and its acceptance
 #           matrix (OUT/zoo/matrix.json). Needs data/corpora, or data/corpora.tgz to
 #           unpack (the device machine has no network); ZOO_ARGS overrides the
-#           recipe (e.g. a miniature dry run on a CPU).
+#           recipe (e.g. a miniature dry run on a CPU), ZOO_DOMAINS the domains
+#           (e.g. multistep for math).
 # Logs and a tarball of the run directories land in OUT (default gpu-check/);
 # the exit status is non-zero if any step failed.
 #
@@ -46,7 +47,7 @@ trees() {
     --prompts 14 --out "$out/runs"
 }
 zoo() {
-  local z="$out/zoo" domains=code,math,biology,legal,scripture,chat,manuals d
+  local z="$out/zoo" domains=${ZOO_DOMAINS:-code,math,biology,legal,scripture,chat,manuals} d
   [ -f data/corpora/chat.jsonl ] || tar -xzf data/corpora.tgz -C data || return 1
   # shellcheck disable=SC2086  # ZOO_ARGS is a list of flags
   hs zoo build ${ZOO_ARGS:---device cuda --target-steps 1500 --batch-size 64 --max-steps 320 --time-budget 4.2} \

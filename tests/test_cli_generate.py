@@ -64,4 +64,4 @@ def test_help_shows_the_defaults_in_brackets():
     assert res.exit_code == 0
     assert "[default: tiny]" in res.output and "[default: mixed-domain]" in res.output
     res = runner.invoke(app, ["zoo", "build", "--help"], env={"COLUMNS": "250"})
-    assert "[default: code,math,biology,legal,scripture,dialogue,manuals; also available: chat]" in res.output
+    assert "[default: code,math,biology,legal,scripture,dialogue,manuals; also available: chat,multistep]" in res.output

@@ -155,6 +155,26 @@ def test_math_generator_is_seeded():
     assert all(doc.count("The answer is") == 4 for doc in problem_sets(3, 5))
 
 
+def test_every_worked_step_of_both_math_generators_is_right():
+    import re
+
+    from hedgespec_cli.zoo.mathgen import MULTISTEP_TEMPLATES, TEMPLATES, multistep_sets, problem_sets
+
+    assert multistep_sets(3, 5) == multistep_sets(3, 5) != multistep_sets(4, 5)
+    text = "\n\n".join(problem_sets(7, 300) + multistep_sets(7, 300))
+    ops = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "x": lambda a, b: a * b, "/": lambda a, b: a / b}
+    steps = re.findall(r"(?<![\d.$])(\d+) ([-+x/]) (\d+) = (\d+)(?![\d.])", text)
+    assert len(steps) > 1500
+    wrong = [s for s in steps if ops[s[1]](int(s[0]), int(s[2])) != int(s[3])]
+    assert wrong == []
+    # Every multi-step template turned up (checked by its question) and had its steps checked above.
+    for phrase in ("How much change", "saves $", "A recipe for", "drives for", "A machine makes",
+                   "gives 1/", "Fencing costs", "go to a museum"):
+        assert phrase in text, phrase
+    assert len(MULTISTEP_TEMPLATES) == 8 and len(TEMPLATES) == 9
+    assert all(doc.count("The answer is") == 3 for doc in multistep_sets(7, 50))
+
+
 def test_reuse_target_redistils_drafters_only(tmp_path_factory):
     """A drafters-only rebuild keeps the tokenizer and target byte for byte."""
     from dataclasses import replace

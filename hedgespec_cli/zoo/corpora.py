@@ -32,7 +32,7 @@ from typing import Callable
 from urllib.parse import unquote
 
 from hedgespec_cli.errors import CorpusError
-from hedgespec_cli.zoo.mathgen import problem_sets
+from hedgespec_cli.zoo.mathgen import multistep_sets, problem_sets
 
 HELDOUT_FRAC = 0.08
 MIN_HELDOUT_DOCS = 2
@@ -182,6 +182,16 @@ def load_math(raw_dir: Path, max_chars: int) -> tuple[list[Document], dict]:
     docs = [Document(f"math/{i:06d}", t) for i, t in enumerate(texts)]
     return _cap(docs, max_chars), {
         "source": "hedgespec_cli/zoo/mathgen.py (seeded generator, seed 20251)",
+        "version": "1", "licence": "Apache-2.0 (project-written)",
+    }
+
+
+def load_multistep(raw_dir: Path, max_chars: int) -> tuple[list[Document], dict]:
+    """Project-written multi-step arithmetic word problems (fixed generator seed)."""
+    n_docs = max(8, max_chars // 700)
+    docs = [Document(f"multistep/{i:06d}", t) for i, t in enumerate(multistep_sets(seed=20252, n_docs=n_docs))]
+    return _cap(docs, max_chars), {
+        "source": "hedgespec_cli/zoo/mathgen.py multistep_sets (seeded generator, seed 20252)",
         "version": "1", "licence": "Apache-2.0 (project-written)",
     }
 
@@ -403,6 +413,7 @@ DOMAINS: dict[str, DomainSource] = {
         DomainSource("dialogue", "short chit-chat conversations", load_dialogue, True),
         DomainSource("manuals", "Linux manual pages", load_manuals, True),
         DomainSource("chat", "open-domain chats between two people", load_chat, True),
+        DomainSource("multistep", "multi-step arithmetic word problems", load_multistep, False),
     )
 }
 # What `hedgespec zoo build` uses without --domains: the shipped zoo's domains.
