@@ -34,7 +34,7 @@ def main_table(payload: dict[str, Any]) -> Table:
             f"max_new_tokens={cfg['max_new_tokens']}{_tree_label(cfg)}" + ("" if payload["complete"] else "  [INCOMPLETE]")
         ),
         title_justify="left",
-        box=box.SIMPLE_HEAD, pad_edge=False,  # no vertical rules or edge padding: fits 80 columns
+        box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,  # no rules, one gap: fits 80 columns
     )
     rows = [
         (
@@ -79,7 +79,8 @@ def domain_table(payload: dict[str, Any]) -> Table:
     """Rows: methods (names never cut); columns: prompt domains."""
     methods = payload["methods"]
     domains = sorted({d for m in methods.values() for d in m["by_domain"]})
-    t = Table(title="MAT by domain (tokens per round)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    t = Table(title="MAT by domain (tokens per round)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+              collapse_padding=True)
     t.add_column("method", no_wrap=True, min_width=max(len(name) for name in methods))
     for d in domains:
         t.add_column(d, justify="right", min_width=4)
@@ -100,7 +101,7 @@ def acceptance_matrix_table(matrix: dict[str, dict[str, float]]) -> Table:
 def domain_by_drafter(title: str, rows: dict[str, dict[str, float]], fmt: str) -> Table:
     """Rows: domains; columns: drafters; each row's largest value in bold."""
     drafters = list(next(iter(rows.values())))
-    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     t.add_column("domain", no_wrap=True)
     for d in drafters:
         t.add_column(d, justify="right")
@@ -113,7 +114,7 @@ def domain_by_drafter(title: str, rows: dict[str, dict[str, float]], fmt: str) -
 def position_table(payload: dict[str, Any]) -> Table:
     K = payload["config"]["K"]
     t = Table(title="Acceptance by draft position (P\\[kept | reached])", title_justify="left",
-              box=box.SIMPLE_HEAD, pad_edge=False)
+              box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     t.add_column("method", no_wrap=True)
     for k in range(1, K + 1):
         t.add_column(f"k={k}", justify="right")
