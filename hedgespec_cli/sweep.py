@@ -107,6 +107,7 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
         progress.start([f"N={n} {focus}" for n in sizes] + ([AR] if AR in settings.methods else []), len(prompts))
     for i, m in enumerate(settings.methods[: 1 + len(methods)]):  # untimed warm-up, one prompt per method
         run_query(engine, ids[0], m, domain=prompts[0].domain)
+
     def save(line: dict) -> None:  # every query is on disk as soon as it is measured
         run_dir.append_jsonl("queries.jsonl", line)
 

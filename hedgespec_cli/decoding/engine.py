@@ -162,8 +162,6 @@ class Engine:
         # Same-shape plain-Llama drafters are stacked and evaluated in one call.
         self.groups = group_drafters(pool, stack=stack_drafters)
         self._where = {j: (gi, m) for gi, g in enumerate(self.groups) for m, j in enumerate(g.members)}
-        # Each group's rows of gamma, as a device tensor once (a list index would copy host to device every round).
-        self._rows = [torch.tensor(g.members, device=pool.target.device) for g in self.groups]  # = self.device
         # EAGLE-3 heads read the target's hidden states at three layers (DESIGN.md section 4).
         self._fused, self._feat_width = None, 0
         if any(getattr(g, "needs_target_features", False) for g in self.groups):
@@ -171,6 +169,8 @@ class Engine:
             self._fused = fused_layers(config.num_hidden_layers)
             self._feat_width = 3 * config.hidden_size
         self.device = pool.target.device
+        # Each group's rows of gamma, as a device tensor once (a list index would copy host to device every round).
+        self._rows = [torch.tensor(g.members, device=self.device) for g in self.groups]
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.eos = pool.tokenizer.eos_token_id if settings.stop_at_eos else None
         # perf_counter_ns, synchronised with the device first when it is a GPU.

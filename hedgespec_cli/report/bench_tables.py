@@ -129,11 +129,12 @@ def estimator_lines(payload: dict[str, Any]) -> Text | None:
     rows = [(name, m["estimator"]) for name, m in payload["methods"].items() if m.get("estimator")]
     if not rows:
         return None
-    out = Text("one-step estimator vs the rounds played (tokens/round; exact at T = 0, its bias measured at T > 0):",
+    out = Text()
+    out.append("one-step estimator vs the rounds played (tokens/round; exact at T = 0, its bias measured at T > 0):",
                style="bold")
     for name, e in rows:
         out.append(f"\n  {name}: predicted {e['estimated_per_round']:.3f}, actual {e['actual_per_round']:.3f}, "
-                   f"bias {e['bias_per_round']:+.3f} over {e['rounds']} rounds", style="")
+                   f"bias {e['bias_per_round']:+.3f} over {e['rounds']} rounds")
     return out
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from hedgespec_cli.report.stats import paired_geomean_ratio, per_prompt_pairs
-from hedgespec_cli.selection.estimators import acceptance_lengths
+from hedgespec_cli.selection.estimators import expected_round_lengths
 
 PHASES = ("prefill", "draft", "verify", "evaluate", "learn", "other")
 
@@ -39,9 +39,7 @@ def _estimator(record: Any, K: int) -> dict[str, Any] | None:
     the query's gamma, or for draft trees, whose gamma scores top-k children, not a chain)."""
     if record.gamma is None or any(r.tree_nodes for r in record.rounds):
         return None
-    gamma = np.asarray(record.gamma, dtype=np.float64)
-    L = gamma.shape[0]
-    n_hat = np.minimum(acceptance_lengths(gamma, K, close=True), (L - np.arange(L))[:, None])  # (L, N)
+    n_hat = expected_round_lengths(record.gamma, K)  # (L, N)
     s, estimated, actual, rounds = 0, 0.0, 0, 0
     for r in record.rounds:
         if r.drafter is not None and r.drafted:
@@ -50,7 +48,7 @@ def _estimator(record: Any, K: int) -> dict[str, Any] | None:
             rounds += 1
         s += r.n
     return {"rounds": rounds, "estimated_tokens": estimated, "tokens": actual,
-            "estimated_A": _floats(n_hat.mean(axis=0)) if L else None}
+            "estimated_A": _floats(n_hat.mean(axis=0)) if len(n_hat) else None}
 
 
 def query_line(

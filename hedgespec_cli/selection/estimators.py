@@ -58,6 +58,13 @@ def eal_loss(A: np.ndarray, K: int) -> np.ndarray:
     return 1.0 - np.asarray(A, dtype=np.float64) / (K + 1)
 
 
+def expected_round_lengths(gamma: np.ndarray, K: int) -> np.ndarray:
+    """min(A_s[j], L - s): the tokens a round starting at s with drafter j is expected to
+    append, never past the L tokens of the text -> (L, N) float64 (exact for 0/1 gamma)."""
+    L = np.asarray(gamma).shape[0]
+    return np.minimum(acceptance_lengths(gamma, K, close=True), (L - np.arange(L))[:, None])
+
+
 def round_lengths(accept: np.ndarray, K: int) -> np.ndarray:
     """n[s, j]: tokens a round starting at s with drafter j appends -> (L, N) int64.
 
@@ -67,6 +74,4 @@ def round_lengths(accept: np.ndarray, K: int) -> np.ndarray:
     engine's n for any max_new_tokens >= L (its draft-length cap
     min(K, max_new_tokens - s - 1) never changes n; see replay.py).
     """
-    L = accept.shape[0]
-    A = acceptance_lengths(accept, K, close=True)  # (L, N): 1 + min(run, K, L - s)
-    return np.minimum(A, (L - np.arange(L))[:, None]).astype(np.int64)
+    return expected_round_lengths(accept, K).astype(np.int64)  # 1 + min(run, K, L - s - 1)

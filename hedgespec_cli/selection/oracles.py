@@ -28,7 +28,7 @@ from hedgespec_cli.selection.base import (
     register,
     require_bandit,
 )
-from hedgespec_cli.selection.estimators import acceptance_lengths, round_lengths
+from hedgespec_cli.selection.estimators import expected_round_lengths, round_lengths
 from hedgespec_cli.selection.feedback import Decision, Feedback, QueryContext
 
 
@@ -67,10 +67,8 @@ class _Hindsight:
         if g.ndim != 2 or g.shape[1] != self.n:
             raise ValueError(f"{self.name}: hindsight_gamma must be (L, {self.n}), got {g.shape}")
         self._exact = bool(np.isin(g, (0.0, 1.0)).all())
-        # Round lengths (exact for 0/1 gamma, expected A_s otherwise), capped at the end of the text.
-        L = g.shape[0]
-        self._table = (round_lengths(g, ctx.K) if self._exact
-                       else np.minimum(acceptance_lengths(g, ctx.K, close=True), (L - np.arange(L))[:, None]))
+        # Round lengths: exact for 0/1 gamma, expected (A_s) for acceptance probabilities.
+        self._table = round_lengths(g, ctx.K) if self._exact else expected_round_lengths(g, ctx.K)
 
     def update(self, feedback: Feedback) -> None:
         require_bandit(self.name, feedback, self.n)

@@ -177,23 +177,20 @@ def load_code(raw_dir: Path, max_chars: int) -> tuple[list[Document], dict]:
 
 def load_math(raw_dir: Path, max_chars: int) -> tuple[list[Document], dict]:
     """Project-written arithmetic word problems (fixed generator seed: the corpus never changes)."""
-    n_docs = max(8, max_chars // 800)
-    texts = problem_sets(seed=20251, n_docs=n_docs)
-    docs = [Document(f"math/{i:06d}", t) for i, t in enumerate(texts)]
-    return _cap(docs, max_chars), {
-        "source": "hedgespec_cli/zoo/mathgen.py (seeded generator, seed 20251)",
-        "version": "1", "licence": "Apache-2.0 (project-written)",
-    }
+    return _generated("math", problem_sets(seed=20251, n_docs=max(8, max_chars // 800)), max_chars,
+                      "hedgespec_cli/zoo/mathgen.py (seeded generator, seed 20251)")
 
 
 def load_multistep(raw_dir: Path, max_chars: int) -> tuple[list[Document], dict]:
     """Project-written multi-step arithmetic word problems (fixed generator seed)."""
-    n_docs = max(8, max_chars // 700)
-    docs = [Document(f"multistep/{i:06d}", t) for i, t in enumerate(multistep_sets(seed=20252, n_docs=n_docs))]
-    return _cap(docs, max_chars), {
-        "source": "hedgespec_cli/zoo/mathgen.py multistep_sets (seeded generator, seed 20252)",
-        "version": "1", "licence": "Apache-2.0 (project-written)",
-    }
+    return _generated("multistep", multistep_sets(seed=20252, n_docs=max(8, max_chars // 700)), max_chars,
+                      "hedgespec_cli/zoo/mathgen.py multistep_sets (seeded generator, seed 20252)")
+
+
+def _generated(domain: str, texts: list[str], max_chars: int, source: str) -> tuple[list[Document], dict]:
+    """Documents of a project-written generator: numbered ids, capped like every corpus."""
+    docs = [Document(f"{domain}/{i:06d}", t) for i, t in enumerate(texts)]
+    return _cap(docs, max_chars), {"source": source, "version": "1", "licence": "Apache-2.0 (project-written)"}
 
 
 _ONTOLOGY = {"BP": "biological process", "MF": "molecular function", "CC": "cellular component"}
