@@ -37,20 +37,27 @@ def _line(method: str, q: int, r: int, tps: float, mat: float, drafts: bool) -> 
 
 def make_run(
     path: Path, *, scale: float = 1.0, noise: float = 0.0, seed: int = 0, profile: str = "tiny",
-    temperature: float = 0.0, mat_shift: float = 0.0, queries: bool = True,
+    temperature: float = 0.0, mat_shift: float = 0.0, queries: bool = True, slower: dict | None = None,
+    eval_scale: float = 1.0,
 ) -> Path:
-    """A run whose per-query tokens/s is (100 + 10 q) * speed * scale * lognormal(0, noise)."""
+    """A run whose per-query tokens/s is (100 + 10 q) * speed * scale * slower[method] * lognormal(0, noise).
+
+    scale moves every method alike (a machine drift or an engine change);
+    slower moves one method's tokens/s; eval_scale its evaluation time.
+    """
     rng = np.random.default_rng(seed)
     path.mkdir(parents=True)
     lines, methods = [], {}
     for method, mat in METHODS.items():
-        speed = 2.0 if method == "hedgespec" else 1.0
+        speed = (2.0 if method == "hedgespec" else 1.0) * (slower or {}).get(method, 1.0)
         mine = [
             _line(method, q, r, (100 + 10 * q) * speed * scale * float(np.exp(noise * rng.normal())),
-                  mat + mat_shift, drafts=speed > 1)
+                  mat + mat_shift, drafts=method != "ar")
             for q in range(N_QUERIES)
             for r in range(REPEATS)
         ]
+        for x in mine:
+            x["phase_ms"]["evaluate"] *= eval_scale
         # A warm-up line that statistics must ignore: absurdly slow.
         lines += mine + [{"method": method, "query_id": "code-0000", "repeat": 0, "tokens_per_s": 0.001,
                           "warmup": True}]
@@ -58,7 +65,8 @@ def make_run(
             "mat": mat + mat_shift, "acceptance_rate": (mat + mat_shift - 1) / 5,
             "tokens_per_s": sum(x["new_tokens"] for x in mine) / sum(x["wall_s"] for x in mine),
             "speedup_vs_ar": {"geomean": speed, "ci95": [speed * 0.95, speed * 1.05]},
-            "eval_overhead_frac": 0.04 if speed > 1 else 0.0, "regret_vs_oracle": 0.1,
+            "eval_overhead_frac": (30 * eval_scale + 10) / 1000 if method != "ar" else 0.0,
+            "regret_vs_oracle": 0.1,
             "by_domain": {}, "selection_freq": {},
         }
     results = {
@@ -107,7 +115,7 @@ def test_identical_runs_pass(tmp_path, run_cli):
     for m in payload["comparisons"][0]["metrics"]:
         assert m["change"] == pytest.approx(0.0, abs=1e-12) and m["significant"] is not True
     t = _tps(payload)
-    assert t["test"] == "paired-bootstrap" and t["n"] == N_QUERIES
+    assert t["test"].startswith("paired-bootstrap") and t["n"] == N_QUERIES
     assert t["ci95"] == pytest.approx([0.0, 0.0], abs=1e-12)
 
 
@@ -182,7 +190,7 @@ def test_unpaired_prompts_use_mann_whitney(tmp_path):
     lines = (cand / "queries.jsonl").read_text().replace('"code-', '"other-')
     (cand / "queries.jsonl").write_text(lines)
     t = next(d for d in compare_runs(base, cand).deltas if d.method == "ar" and d.metric == "tokens_per_s")
-    assert t.test == "mann-whitney" and t.p_value is not None and t.significant
+    assert t.test.startswith("mann-whitney") and t.p_value is not None and t.significant
 
 
 @pytest.mark.parametrize(
@@ -286,3 +294,96 @@ def test_bad_fail_on_exits_2(tmp_path, run_cli):
     assert code == 2 and "tokens_per_s:-5%" in err
     code, _, err = run_cli(["compare", str(base), str(base), "--fail-on", "mat:-2"])
     assert code == 2 and "in percent, e.g. mat:-2%" in err
+
+
+# -- a gate for CI on a shared machine ------------------------------------------------
+
+
+def test_machine_drift_within_the_band_is_not_a_regression(tmp_path, run_cli):
+    """Identical code, the whole machine 10% slower in the candidate run: no gate trips."""
+    base = make_run(tmp_path / "a", noise=0.05, seed=0)
+    cand = make_run(tmp_path / "b", noise=0.05, seed=1, scale=0.9)
+    code, out, err = run_cli(["compare", str(base), str(cand), "--fail-on", "tokens_per_s:-5%",
+                              "--fail-on", "speedup_vs_ar:-5%", "--format", "json"])
+    assert code == 0, err
+    (entry,) = json.loads(out)["comparisons"]
+    t = _tps(json.loads(out))
+    assert t["ci95"][1] < -0.05 and t["significant"] is False  # beyond the CI, within the drift band
+    assert "+-15.0% drift" in t["test"] and "not calibrated" in entry["noise"]
+    s = next(m for m in entry["metrics"] if m["method"] == "hedgespec" and m["metric"] == "speedup_vs_ar")
+    assert s["test"] == "paired-bootstrap" and s["significant"] is False  # drift cancels within a run
+
+
+def test_a_slower_method_fails_its_speedup_gate_whatever_the_drift(tmp_path, run_cli):
+    """hedgespec 20% slower, the machine 10% faster: tokens/s cannot tell, speedup vs ar can."""
+    base = make_run(tmp_path / "a", noise=0.05, seed=0)
+    cand = make_run(tmp_path / "b", noise=0.05, seed=1, scale=1.1, slower={"hedgespec": 0.8})
+    code, out, err = run_cli(["compare", str(base), str(cand), "--fail-on", "speedup_vs_ar:-5%"])
+    assert code == 1 and "FAIL" in out
+    assert "hedgespec speedup_vs_ar" in err and "ar speedup_vs_ar" not in err.replace("hedgespec speedup", "")
+    s = next(d for d in compare_runs(base, cand).deltas
+             if d.method == "hedgespec" and d.metric == "speedup_vs_ar")
+    assert s.significant and -0.25 < s.ci95[0] < s.ci95[1] < -0.15
+
+
+def test_a_calibrated_band_is_used_and_recorded(tmp_path, run_cli):
+    runs = [make_run(tmp_path / f"r{i}", noise=0.05, seed=i, scale=s) for i, s in enumerate((1.0, 0.97, 1.02))]
+    noise = tmp_path / "noise.json"
+    code, out, err = run_cli(["calibrate", *map(str, runs), "-o", str(noise)])
+    assert code == 0, err
+    assert "drift of identical code: 6 comparisons of 3 runs" in " ".join(out.split())
+    payload = json.loads(noise.read_text())
+    assert payload["comparisons"] == 6 and set(payload["band"]) == {"hedgespec", "ar"}
+    # r1 and r2 drift apart by about 5%: the band reaches the near end of that pair's CI.
+    assert 0.03 < payload["band"]["ar"] < payload["max_abs_change"]["ar"] < 0.07
+    # 12% slower: within the default band, beyond the calibrated one.
+    cand = make_run(tmp_path / "slow", noise=0.05, seed=9, scale=0.88)
+    code, out, err = run_cli(["compare", str(runs[0]), str(cand), "--noise", str(noise),
+                              "--fail-on", "tokens_per_s:-5%", "--format", "json"])
+    assert code == 1 and "regression" in err
+    entry = json.loads(out)["comparisons"][0]
+    assert "calibrated from 6 comparisons" in entry["noise"]
+    code, *_ = run_cli(["compare", str(runs[0]), str(cand), "--fail-on", "tokens_per_s:-5%"])
+    assert code == 0  # without the calibration: within the default band
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["calibrate", "A"], "at least two runs"),
+     (["calibrate", "A", "A"], "the same run"),
+     (["compare", "A", "B", "--noise", "missing.json"], "no such file"),
+     (["compare", "A", "B", "--noise", "bad.json"], "hedgespec.noise/1")],
+)
+def test_calibration_errors_exit_2(tmp_path, run_cli, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    make_run(tmp_path / "A"), make_run(tmp_path / "B")
+    (tmp_path / "bad.json").write_text('{"schema": "hedgespec.noise/1", "band": {"ar": -1}}')
+    code, out, err = run_cli(args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_run_compared_with_itself_exits_2(tmp_path, run_cli):
+    """A CI job that compares a run with itself always passes: that is a bug in the job."""
+    base = make_run(tmp_path / "a")
+    code, out, err = run_cli(["compare", str(base), str(base), "--fail-on", "tokens_per_s:-5%"])
+    assert code == 2 and out == "" and "are the same run" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(["compare", str(base / "results.json"), str(base)])
+    assert code == 2 and "are the same run" in err
+    import shutil
+
+    shutil.copytree(base, tmp_path / "copy")  # a copy of the same run under another name
+    code, _, err = run_cli(["compare", str(base), str(tmp_path / "copy")])
+    assert code == 2 and "are the same run" in err
+
+
+@pytest.mark.parametrize("eval_scale, code", [(1.5, 1), (0.5, 0)], ids=["costlier", "cheaper"])
+def test_smaller_is_better_gate_end_to_end(tmp_path, run_cli, eval_scale, code):
+    """eval_overhead_frac: more evaluation time is the regression, less is an improvement."""
+    base = make_run(tmp_path / "a", noise=0.05)
+    cand = make_run(tmp_path / "b", noise=0.05, seed=3, eval_scale=eval_scale)
+    got, out, err = run_cli(["compare", str(base), str(cand), "--fail-on", "eval_overhead_frac:+10%"])
+    assert got == code, err
+    if code:
+        assert "hedgespec eval_overhead_frac +" in err and "FAIL" in out
+    else:
+        assert err == "" and "FAIL" not in out

@@ -1,4 +1,5 @@
 """`hedgespec compare BASE CAND [CAND ...]`: did the candidate runs get slower?
+`hedgespec calibrate RUN RUN [RUN ...]`: how far does identical code drift here?
 
 Exit codes: 0 no failing regression, 1 a `--fail-on` rule failed, 2 unusable
 input (raised as HedgespecError and printed as one line by the app).
@@ -13,6 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
+from hedgespec_cli.report.compare import DEFAULT_DRIFT
+
 
 class Format(str, enum.Enum):
     table = "table"
@@ -22,10 +25,25 @@ class Format(str, enum.Enum):
 
 FAIL_ON_HELP = (
     "Fail (exit 1) when METRIC changes beyond THRESHOLD and the change is significant, e.g. "
-    "tokens_per_s:-5% or eval_overhead_frac:+10%. Repeatable. Metrics: tokens_per_s, mat, "
+    "speedup_vs_ar:-5% or eval_overhead_frac:+10%. Repeatable. Metrics: tokens_per_s, mat, "
     "acceptance_rate, eval_overhead_frac, speedup_vs_ar. A change that cannot be tested "
     "(e.g. no queries.jsonl) fails on the threshold alone."
 )
+NOISE_HELP = (
+    "Noise file from `hedgespec calibrate`: tokens/s changes are significant only beyond the drift "
+    "that identical runs showed on this machine [default: a fixed band of {band:.0%}]."
+)
+
+
+def _write(output: Path, data: Any) -> None:
+    from hedgespec_cli.errors import ConfigError
+    from hedgespec_cli.rundir import atomic_write_text, dumps_json
+
+    try:
+        atomic_write_text(output, dumps_json(data, indent=2) + "\n")
+    except OSError as err:
+        raise ConfigError(f"cannot write {output}: {err.strerror or err}; pass --output a writable path") from err
+    print(f"wrote {output}", file=sys.stderr)
 
 
 def compare(
@@ -43,6 +61,10 @@ def compare(
     force: Annotated[
         bool, typer.Option("--force", help="Compare even if profile, workload or environment differ.")
     ] = False,
+    noise: Annotated[
+        Path | None,
+        typer.Option("--noise", metavar="FILE", help=NOISE_HELP.format(band=DEFAULT_DRIFT), show_default=False),
+    ] = None,
     fmt: Annotated[
         Format,
         typer.Option(
@@ -58,19 +80,22 @@ def compare(
     ] = None,
 ) -> None:
     """Compare benchmark runs against a base run, with paired per-prompt significance tests."""
-    from hedgespec_cli.errors import ConfigError, RegressionError
+    from hedgespec_cli.errors import RegressionError
     from hedgespec_cli.report.compare import (
+        DEFAULT_NOISE,
         FailRule,
         build_payload,
         compare_runs,
+        load_noise,
         parse_fail_on,
         to_github_benchmark,
     )
     from hedgespec_cli.report.render import comparison_notes, comparison_table
-    from hedgespec_cli.rundir import atomic_write_text, dumps_json
+    from hedgespec_cli.rundir import dumps_json
 
     rules = [FailRule(*parse_fail_on(spec)) for spec in fail_on or ()]
-    comparisons = [compare_runs(base, cand, force=force) for cand in cands]
+    model = load_noise(noise) if noise is not None else DEFAULT_NOISE
+    comparisons = [compare_runs(base, cand, force=force, noise=model) for cand in cands]
     payload = build_payload(comparisons, rules)
 
     data: Any = payload
@@ -87,13 +112,7 @@ def compare(
         for note in comparison_notes(entry):
             print(f"warning: {note}", file=sys.stderr)
     if output is not None:
-        try:
-            atomic_write_text(output, dumps_json(data, indent=2) + "\n")
-        except OSError as err:
-            raise ConfigError(
-                f"cannot write {output}: {err.strerror or err}; pass --output a writable path"
-            ) from err
-        print(f"wrote {output}", file=sys.stderr)
+        _write(output, data)
     if fmt is Format.table or output is not None:
         from rich.console import Console
 
@@ -111,5 +130,31 @@ def compare(
         )
 
 
+def calibrate(
+    runs: Annotated[
+        list[Path],
+        typer.Argument(metavar="RUN...", help="Two or more run directories of the same code and settings.",
+                       show_default=False),
+    ],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the noise file to FILE.")
+    ] = None,
+) -> None:
+    """Measure how far identical runs' tokens/s drift on this machine: a noise file for `compare --noise`."""
+    from hedgespec_cli.report.compare import calibrate_noise
+    from hedgespec_cli.report.render import noise_table
+    from hedgespec_cli.rundir import dumps_json
+
+    payload = calibrate_noise(list(runs))
+    if output is not None:
+        _write(output, payload)
+        from rich.console import Console
+
+        Console().print(noise_table(payload))
+    else:
+        sys.stdout.write(dumps_json(payload, indent=2) + "\n")
+
+
 def register(app: typer.Typer) -> None:
     app.command("compare")(compare)
+    app.command("calibrate")(calibrate)

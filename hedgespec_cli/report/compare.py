@@ -7,14 +7,23 @@ rich; `hedgespec compare` and CI scripts call these functions.
 Significance, per metric:
 - MAT and acceptance rate at T = 0: greedy decoding is deterministic, so any
   change is significant.
-- tokens_per_s, eval_overhead_frac (and MAT, acceptance rate at T > 0): the
+- speedup_vs_ar, eval_overhead_frac (and MAT, acceptance rate at T > 0): the
   metric per queries.jsonl line, lines matched on (method, query_id, repeat);
   a prompt's repeats are combined by geometric mean so that the bootstrap
   resamples prompts, the independent unit. Significant when the 95% CI of the
   geometric-mean ratio cand/base excludes 1. With fewer than two paired
   prompts: Mann-Whitney over the unpaired lines (the repeats), p < 0.05.
-- speedup_vs_ar: the two runs' bootstrap CIs do not overlap (conservative).
-- Anything without the data for a test: significant None ("untested").
+  speedup_vs_ar per line is the method's tokens/s over `ar`'s on the same
+  prompt and repeat of the same run: bench runs every method on a prompt
+  before the next prompt, so a drift of the whole machine cancels in it.
+- tokens_per_s: the same paired bootstrap, but a machine drift between two
+  runs shifts every prompt alike, and the bootstrap over prompts cannot see
+  it (three identical runs on the 2-core CI machine differed by up to 14%).
+  Significant only when the CI lies beyond the drift band of a NoiseModel:
+  calibrated from identical runs (`calibrate_noise`, `hedgespec calibrate`)
+  or, without one, DEFAULT_DRIFT.
+- Runs without per-query lines: speedup_vs_ar's run-level CIs must not
+  overlap (conservative); anything else without data: significant None.
 """
 
 from __future__ import annotations
@@ -59,6 +68,10 @@ def _eval_overhead(q: dict[str, Any]) -> float | None:
     return _ratio(spent, 1e3 * (_number(q.get("wall_s")) or 0.0))
 
 
+def _tokens_per_s(q: dict[str, Any]) -> float | None:
+    return _number(q.get("tokens_per_s"))
+
+
 @dataclass(frozen=True)
 class Metric:
     name: str
@@ -66,16 +79,20 @@ class Metric:
     bigger_is_better: bool
     # The metric for one queries.jsonl line, for paired tests; None: no per-query form.
     per_query: Callable[[dict[str, Any]], float | None] | None
+    # Per line, divide by `ar`'s value on the same prompt and repeat of the same run.
+    relative_to_ar: bool = False
+    # An absolute wall-clock rate that a drift of the whole machine moves between runs.
+    drifts: bool = False
 
 
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
-        Metric("tokens_per_s", "tokens/s", True, lambda q: _number(q.get("tokens_per_s"))),
+        Metric("tokens_per_s", "tokens/s", True, _tokens_per_s, drifts=True),
         Metric("mat", "tokens/round", True, lambda q: _number(q.get("mat"))),
         Metric("acceptance_rate", "fraction", True, lambda q: _ratio(q.get("accepted"), q.get("drafted"))),
         Metric("eval_overhead_frac", "fraction", False, _eval_overhead),
-        Metric("speedup_vs_ar", "x", True, None),
+        Metric("speedup_vs_ar", "x", True, _tokens_per_s, relative_to_ar=True),
     )
 }
 ALIASES = {"speedup": "speedup_vs_ar", "tps": "tokens_per_s"}
@@ -83,6 +100,34 @@ ENV_KEYS = ("python", "torch", "transformers", "device_names")
 DETERMINISTIC_AT_T0 = frozenset({"mat", "acceptance_rate"})
 MIN_PAIRS = 2  # a bootstrap over one prompt has zero width: never "significant"
 ALPHA = 0.05
+AR = "ar"
+# Without a calibration, tokens/s changes within +-15% are machine drift: the
+# largest drift between identical runs measured on the project's 2-core CI
+# machine (benchmarks/gate_noise.py; README "Regression gates").
+DEFAULT_DRIFT = 0.15
+NOISE_SCHEMA = "hedgespec.noise/1"
+
+
+@dataclass(frozen=True)
+class NoiseModel:
+    """How far identical code moves a run's tokens/s on this machine (relative change, per method).
+
+    A tokens/s change is significant only when its paired 95% CI lies beyond
+    +-band: the bootstrap over prompts sees prompt-to-prompt noise, the band
+    the drift of the whole machine between runs, which moves every prompt alike.
+    """
+
+    band: dict[str, float]
+    default: float
+    source: str
+    profile: str | None = None  # what the calibration ran on; None: not calibrated
+    workload: str | None = None
+
+    def for_method(self, method: str) -> float:
+        return self.band.get(method, self.default)
+
+
+DEFAULT_NOISE = NoiseModel({}, DEFAULT_DRIFT, f"default drift band {DEFAULT_DRIFT:.0%} (not calibrated)")
 
 
 @dataclass(frozen=True)
@@ -130,6 +175,7 @@ class MetricDelta:
 class Comparison:
     base: RunInfo
     cand: RunInfo
+    noise: str  # where the tokens/s drift band comes from
     forced: bool
     differences: tuple[str, ...]  # what differed (only non-empty when forced)
     warnings: tuple[str, ...]
@@ -207,30 +253,55 @@ def _metric_value(block: Any, metric: str) -> float | None:
 
 
 def _per_line(
-    queries: list[dict[str, Any]] | None, method: str, value: Callable[[dict[str, Any]], float | None]
+    queries: list[dict[str, Any]] | None, method: str, metric: Metric
 ) -> dict[tuple[str, int], float]:
-    """(query_id, repeat) -> positive value of the metric, warm-up lines excluded."""
-    out: dict[tuple[str, int], float] = {}
-    for q in queries or ():
-        v, repeat = value(q), q.get("repeat", 0)
-        if q.get("method") != method or q.get("warmup") or v is None or v <= 0:
-            continue
-        if isinstance(repeat, int) and not isinstance(repeat, bool):  # else: not a line bench wrote
-            out[(str(q.get("query_id")), repeat)] = v
-    return out
+    """(query_id, repeat) -> positive value of the metric, warm-up lines excluded.
+
+    relative_to_ar metrics divide by `ar`'s value on the same (query_id, repeat).
+    """
+    value = metric.per_query
+    if value is None:
+        return {}
+
+    def lines(name: str) -> dict[tuple[str, int], float]:
+        out: dict[tuple[str, int], float] = {}
+        for q in queries or ():
+            repeat = q.get("repeat", 0)
+            if q.get("method") != name or q.get("warmup"):
+                continue
+            v = value(q)
+            if v is None or v <= 0:
+                continue
+            if isinstance(repeat, int) and not isinstance(repeat, bool):  # else: not a line bench wrote
+                out[(str(q.get("query_id")), repeat)] = v
+        return out
+
+    mine = lines(method)
+    if not metric.relative_to_ar:
+        return mine
+    ar = lines(AR)
+    return {key: v / ar[key] for key, v in mine.items() if key in ar}
 
 
 def _paired_test(
-    base: dict[tuple[str, int], float], cand: dict[tuple[str, int], float], n_boot: int, seed: int
+    base: dict[tuple[str, int], float], cand: dict[tuple[str, int], float], n_boot: int, seed: int,
+    band: float = 0.0,
 ) -> tuple[str, tuple[float, float] | None, float | None, int | None, bool | None]:
-    """-> (test, ci95 of the relative change, p, n, significant)."""
+    """-> (test, ci95 of the relative change, p, n, significant).
+
+    band: the relative change that identical code reaches between runs; a
+    change is significant only when its CI lies entirely beyond +-band.
+    """
+    beyond = f" beyond +-{band:.1%} drift" if band else ""
     pairs = stats.per_prompt_pairs({key: (base[key], cand[key]) for key in base.keys() & cand.keys()})  # (Q, 2)
     if len(pairs) >= MIN_PAIRS:
         _, (lo, hi) = stats.paired_geomean_ratio(pairs[:, 0], pairs[:, 1], n_boot=n_boot, seed=seed)
-        return "paired-bootstrap", (lo - 1.0, hi - 1.0), None, len(pairs), not lo <= 1.0 <= hi
+        lo, hi = lo - 1.0, hi - 1.0
+        return "paired-bootstrap" + beyond, (lo, hi), None, len(pairs), bool(hi < -band or lo > band)
     if len(base) >= 2 and len(cand) >= 2:
         p = stats.mann_whitney_p(list(base.values()), list(cand.values()))
-        return "mann-whitney", None, p, len(base) + len(cand), p < ALPHA
+        shift = stats.geomean(list(cand.values())) / stats.geomean(list(base.values())) - 1.0
+        return "mann-whitney" + beyond, None, p, len(base) + len(cand), bool(p < ALPHA and abs(shift) > band)
     return "none", None, None, None, None
 
 
@@ -244,6 +315,7 @@ def _delta(
     greedy: bool,
     n_boot: int,
     seed: int,
+    noise: NoiseModel,
 ) -> MetricDelta:
     bv = _metric_value(_get(b, "methods", method), metric.name)
     cv = _metric_value(_get(c, "methods", method), metric.name)
@@ -251,15 +323,15 @@ def _delta(
     if bv is not None and cv is not None:
         change = cv / bv - 1.0 if bv != 0 else (0.0 if cv == 0 else None)
     test, ci, p, n, sig = "none", None, None, None, None
+    base_lines, cand_lines = _per_line(qb, method, metric), _per_line(qc, method, metric)
     if bv is None or cv is None:
         test = "missing"
     elif greedy and metric.name in DETERMINISTIC_AT_T0:
         test, sig = "deterministic (T=0)", not math.isclose(bv, cv, rel_tol=1e-9, abs_tol=1e-12)
-    elif metric.per_query is not None:
-        base_lines = _per_line(qb, method, metric.per_query)
-        cand_lines = _per_line(qc, method, metric.per_query)
-        test, ci, p, n, sig = _paired_test(base_lines, cand_lines, n_boot, seed)
-    elif metric.name == "speedup_vs_ar":
+    elif base_lines or cand_lines or not metric.relative_to_ar:
+        band = noise.for_method(method) if metric.drifts else 0.0
+        test, ci, p, n, sig = _paired_test(base_lines, cand_lines, n_boot, seed, band)
+    else:  # speedup without per-query lines: the runs' own CIs
         bci = _get(b, "methods", method, "speedup_vs_ar", "ci95")
         cci = _get(c, "methods", method, "speedup_vs_ar", "ci95")
         if _is_interval(bci) and _is_interval(cci):
@@ -276,16 +348,30 @@ def _is_interval(v: Any) -> bool:
 # -- public API -------------------------------------------------------------------
 
 
+def _same_run(bdir: Path, cdir: Path, b: dict[str, Any], c: dict[str, Any]) -> bool:
+    """One directory, or a copy of one run (same run id and creation time)."""
+    if bdir.resolve() == cdir.resolve():
+        return True
+    return b.get("run_id") is not None and (b.get("run_id"), b.get("created_utc")) == (c.get("run_id"), c.get("created_utc"))
+
+
 def compare_runs(
-    base_dir: str | Path, cand_dir: str | Path, *, force: bool = False, n_boot: int = 2000, seed: int = 0
+    base_dir: str | Path, cand_dir: str | Path, *, force: bool = False, n_boot: int = 2000, seed: int = 0,
+    noise: NoiseModel = DEFAULT_NOISE,
 ) -> Comparison:
     """Compare the candidate run with the base run, metric by metric and method by method.
 
-    Raises RunDirError when a run is unreadable, or when schema, profile,
-    workload, prompt limit, max_new_tokens or environment differ and force is False.
+    Raises RunDirError when a run is unreadable, when base and candidate are
+    the same run, or when schema, profile, workload, prompt limit,
+    max_new_tokens or environment differ and force is False.
     """
     b, c = load_results(base_dir), load_results(cand_dir)
     bdir, cdir = _run_dir(base_dir), _run_dir(cand_dir)
+    if _same_run(bdir, cdir, b, c):
+        raise RunDirError(
+            f"{cand_dir} and {base_dir} are the same run (run id {c.get('run_id')!r}): comparing a run with "
+            "itself always passes, so a CI job doing it has a bug; compare against a base run from another commit"
+        )
     diffs = _differences(b, c)
     if diffs and not force:
         raise RunDirError(
@@ -309,13 +395,18 @@ def compare_runs(
     bm, cm = _get(b, "methods") or {}, _get(c, "methods") or {}
     common = [m for m in bm if m in cm]
     deltas = tuple(
-        _delta(m, metric, b, c, qb, qc, greedy, n_boot, seed)
+        _delta(m, metric, b, c, qb, qc, greedy, n_boot, seed, noise)
         for m in common
         for metric in METRICS.values()
     )
+    for key, measured in (("profile", noise.profile), ("workload", noise.workload)):
+        used = _get(b, "config", key, "name")
+        if measured is not None and used != measured:
+            warnings.append(f"the drift band was calibrated on {key} {measured!r}, these runs use {used!r}")
     return Comparison(
         base=_info(bdir, b),
         cand=_info(cdir, c),
+        noise=noise.source,
         forced=force and bool(diffs),
         differences=tuple(diffs),
         warnings=tuple(warnings),
@@ -323,6 +414,86 @@ def compare_runs(
         only_in_base=tuple(m for m in bm if m not in cm),
         only_in_cand=tuple(m for m in cm if m not in bm),
     )
+
+
+def calibrate_noise(run_dirs: list[str | Path], *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """The tokens/s drift band of identical runs: the payload of a noise file.
+
+    For every ordered pair of runs and every method, the paired CI of the
+    tokens/s change; a method's band is the smallest one that calls none of
+    these changes significant: max over pairs of max(lo, -hi, 0). With k runs
+    that is k (k - 1) comparisons of identical code; a new comparison exceeds
+    their maximum with a probability of roughly 2 / (k (k - 1) + 2) if the
+    pairs were exchangeable (they are not quite: they share runs).
+    """
+    if len(run_dirs) < 2:
+        raise ConfigError("calibration needs at least two runs of the same code; run `hedgespec bench` "
+                          "several times with the same settings")
+    runs = [(_run_dir(d), load_results(d)) for d in run_dirs]
+    for (d, r) in runs[1:]:
+        if _same_run(runs[0][0], d, runs[0][1], r):
+            raise RunDirError(f"{d} and {runs[0][0]} are the same run; calibrate on separate runs")
+        diffs = _differences(runs[0][1], r)
+        if diffs:
+            raise RunDirError(f"cannot calibrate with {d} and {runs[0][0]}: {'; '.join(diffs)}; "
+                              "calibrate on runs of the same profile, workload, prompts and environment")
+    queries = [_load_queries(d, r) for d, r in runs]
+    if any(q is None for q in queries):
+        raise RunDirError("calibration needs each run's queries.jsonl (per-prompt tokens/s)")
+    methods = [m for m in (_get(runs[0][1], "methods") or {}) if all(m in (_get(r, "methods") or {}) for _, r in runs)]
+    metric = METRICS["tokens_per_s"]
+    band: dict[str, float] = {}
+    changes: dict[str, list[float]] = {}
+    for m in methods:
+        lines = [_per_line(q, m, metric) for q in queries]
+        worst, seen = 0.0, []
+        for i, j in ((i, j) for i in range(len(runs)) for j in range(len(runs)) if i != j):
+            _, ci, _, n, _ = _paired_test(lines[i], lines[j], n_boot, seed)
+            if ci is None:
+                continue
+            worst = max(worst, ci[0], -ci[1])
+            seen.append((ci[0] + ci[1]) / 2)
+        if seen:
+            band[m], changes[m] = worst, seen
+    if not band:
+        raise RunDirError("no method has paired per-prompt tokens/s in every run; nothing to calibrate")
+    r0 = runs[0][1]
+    return {
+        "schema": NOISE_SCHEMA,
+        "metric": "tokens_per_s",
+        "definition": "per method, the smallest band +-b that calls none of the identical-run comparisons "
+                      "significant: max over ordered pairs of the paired 95% CI's distance beyond 0",
+        "runs": [str(d) for d, _ in runs],
+        "comparisons": len(runs) * (len(runs) - 1),
+        "profile": _get(r0, "config", "profile", "name"),
+        "workload": _get(r0, "config", "workload", "name"),
+        "env": {k: _get(r0, "env", k) for k in ENV_KEYS},
+        "band": band,
+        "max_abs_change": {m: max(abs(x) for x in v) for m, v in changes.items()},
+    }
+
+
+def load_noise(path: str | Path) -> NoiseModel:
+    """A noise file written by `hedgespec calibrate` -> NoiseModel (unknown methods: the largest band)."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"--noise {path}: no such file; write one with `hedgespec calibrate RUN RUN ... "
+                          f"-o {path}`") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"--noise {path}: not a readable JSON noise file ({err}); "
+                          "write one with `hedgespec calibrate`") from None
+    band = data.get("band") if isinstance(data, dict) else None
+    if (data.get("schema") if isinstance(data, dict) else None) != NOISE_SCHEMA or not isinstance(band, dict) \
+            or not band or any(_number(v) is None or v < 0 for v in band.values()):
+        raise ConfigError(f"--noise {path}: not a {NOISE_SCHEMA} file with a non-negative band per method; "
+                          "write one with `hedgespec calibrate`")
+    bands = {str(k): float(v) for k, v in band.items()}
+    return NoiseModel(bands, max(bands.values()),
+                      f"drift band calibrated from {data.get('comparisons', '?')} comparisons of identical runs ({path})",
+                      profile=data.get("profile"), workload=data.get("workload"))
 
 
 def _failed_constraints(r: dict[str, Any]) -> str:
@@ -398,6 +569,7 @@ def to_payload(comparison: Comparison, failures: list[Failure] | None = None) ->
     return {
         "base": asdict(comparison.base),
         "cand": asdict(comparison.cand),
+        "noise": comparison.noise,
         "forced": comparison.forced,
         "differences": list(comparison.differences),
         "warnings": list(comparison.warnings),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 _GOOD, _BAD = "green", "red"
@@ -63,7 +64,8 @@ def comparison_table(entry: dict[str, Any]) -> Table:
     table = Table(
         title=f"{cand['run_id'] or cand['path']}  vs  base {base['run_id'] or base['path']}",
         caption="change = cand/base - 1; CI: paired per-prompt bootstrap (p: Mann-Whitney, where "
-                "prompts cannot be paired); MAT at T=0: exact",
+                "prompts cannot be paired); MAT at T=0: exact; speedup vs ar: per prompt, within each "
+                f"run; tokens/s significant only beyond the {escape(entry.get('noise') or 'drift band')}",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
@@ -86,6 +88,21 @@ def comparison_table(entry: dict[str, Any]) -> Table:
             _fmt_value(m["base"], m["unit"]), _fmt_value(m["cand"], m["unit"]),
             _fmt_change(m), _fmt_ci(m), verdict,
         )
+    return table
+
+
+def noise_table(payload: dict[str, Any]) -> Table:
+    """A calibration (`hedgespec calibrate`): each method's tokens/s drift band."""
+    table = Table(
+        title=f"tokens/s drift of identical code: {payload['comparisons']} comparisons of {len(payload['runs'])} runs",
+        caption="band: the smallest +-b that calls none of these comparisons significant "
+                "(paired 95% CI beyond b); largest change: |geomean cand/base - 1|",
+        box=box.SIMPLE_HEAD,
+    )
+    for name in ("method", "band", "largest change"):
+        table.add_column(name, justify="left" if name == "method" else "right")
+    for method, band in payload["band"].items():
+        table.add_row(method, f"{band:.1%}", f"{payload['max_abs_change'][method]:.1%}")
     return table
 
 
