@@ -184,3 +184,9 @@ def test_tiny_bench_results_reproduce_from_the_run_dir_and_exports_agree(tiny_be
     assert rec["request_latency"]["p99"] == near["distributions"]["query_latency_ms"]["p99"]
     res = CliRunner().invoke(app, ["report", str(run), "--format", "vllm", "--json"])
     assert isinstance(res.exception, ConfigError) and "--json is --format json" in str(res.exception)
+
+
+def test_the_readme_documents_every_mapped_key():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for key, vllm, aiperf, unit, _ in ecosystem.DEFINITIONS:
+        assert f"| `{key}` | {vllm} | {aiperf} | {unit} |" in readme, key

@@ -47,7 +47,7 @@ DEFINITIONS: tuple[tuple[str, str, str, str, str], ...] = (
     ("spec_decode.num_accepted_tokens", "spec_decode_accepted_tokens (vllm:spec_decode_num_accepted_tokens)",
      "total_accepted_draft_tokens", "tokens", "draft tokens accepted, summed over drafts; bonus token excluded"),
     ("spec_decode.acceptance_rate_pct", "spec_decode_acceptance_rate", "spec_decode_overall_draft_acceptance_rate",
-     "%", "100 * num_accepted_tokens / num_draft_tokens (today's acceptance_rate is the same as a fraction)"),
+     "%", "100 * num_accepted_tokens / num_draft_tokens (the acceptance_rate key holds the same as a fraction)"),
     ("spec_decode.acceptance_length", "spec_decode_acceptance_length ('Mean acceptance length')",
      "spec_decode_token_weighted_acceptance_length", "tokens/draft",
      "1 + num_accepted_tokens / num_drafts: tokens per draft with the bonus token, pooled over drafts. AIPerf's "
@@ -55,8 +55,8 @@ DEFINITIONS: tuple[tuple[str, str, str, str, str], ...] = (
      "which divides the tokens actually appended by all rounds"),
     ("spec_decode.per_position_acceptance_rates", "spec_decode_per_position_acceptance_rates "
      "(vllm:spec_decode_num_accepted_tokens_per_pos / num_drafts)", "-", "fraction",
-     "position i: drafts that accepted draft token i / all drafts. Unconditional, unlike today's "
-     "per_position_acceptance, which divides by the drafts that reached position i"),
+     "position i: drafts that accepted draft token i / all drafts. Unconditional, unlike the "
+     "per_position_acceptance key, which divides by the drafts that reached position i"),
     ("spec_decode.acceptance_histogram", "- (vLLM exports counters only)",
      "pooled_spec_decode_acceptance_histogram (per request: SpecDecodeAcceptanceRecord.acceptance_histogram)",
      "drafts", "{j: drafts that accepted exactly j draft tokens}, sparse (zero counts left out), bonus excluded"),
@@ -83,7 +83,7 @@ def definitions() -> list[dict[str, str]]:
 
 
 def query_fields(record: Any, energy_j: float | None = None) -> dict[str, Any]:
-    """Per-query fields the ecosystem metrics need beyond today's (an engine QueryRecord in).
+    """Per-query fields the ecosystem metrics need beyond the others (an engine QueryRecord in).
 
     round_ms: each round's wall time (draft + verify + evaluate + learn + other), ms.
     energy_j: the NVML energy counter's change across the query, J (None without one).

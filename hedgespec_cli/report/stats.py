@@ -8,6 +8,7 @@
 - `mann_whitney_p`: two-sided Mann-Whitney U test, normal approximation with
   tie and continuity correction, for samples that cannot be paired.
 - `summarize`: mean, median, min, max and coefficient of variation.
+- `describe`: avg/min/max/p50/p90/p99/std the way vLLM and AIPerf report a distribution.
 """
 
 from __future__ import annotations
