@@ -172,7 +172,8 @@ def _emit(payload: dict, *, fmt: str, output: Path | None, quiet: bool, plots: P
 
     if fmt != "table":
         queries = Path(payload["run_dir"]) / payload.get("artifacts", {}).get("queries", "queries.jsonl")
-        text = dumps_json(export(payload, fmt, read_jsonl(queries) if queries.is_file() else None), indent=2)
+        lines = read_jsonl(queries) if fmt != "json" and queries.is_file() else None  # json: results.json as is
+        text = dumps_json(export(payload, fmt, lines), indent=2)
         if output is None:
             typer.echo(text)
         else:
