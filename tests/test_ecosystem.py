@@ -35,7 +35,8 @@ def _lines(energy=(1.8, 1.2)):
     a = QueryRecord(5, [1] * 9, [_round(3, 2, 3, 1, 2, 1), _round(3, 0, 1, 1, 1), _round(3, 3, 4, 1, 2, 1),
                                  _round(0, 0, 1, 0, 1)], None, {"prefill": 2 * MS}, 20 * MS)
     b = QueryRecord(5, [1] * 6, [_round(2, 1, 2, 1, 2), _round(3, 3, 4, 2, 3)], None, {"prefill": 1 * MS}, 10 * MS)
-    return [query_line("m", qid, "d", 0, False, rec, 3, energy_j=e) for qid, rec, e in (("A", a, energy[0]), ("B", b, energy[1]))]
+    return [query_line("m", qid, "d", 0, False, rec, 3, energy_j=e)
+            for qid, rec, e in (("A", a, energy[0]), ("B", b, energy[1]))]
 
 
 def test_spec_decode_quantities_match_hand_counts_and_vllm_definitions():
@@ -175,7 +176,8 @@ def test_tiny_bench_results_reproduce_from_the_run_dir_and_exports_agree(tiny_be
     assert res.exit_code == 0, res.output
     v = json.loads(out.read_text())["methods"]["hedgespec"]
     assert v["spec_decode_acceptance_length"] == sd["acceptance_length"]
-    assert v["spec_decode_num_drafts"] == sd["num_drafts"] and v["output_throughput"] == results["methods"]["hedgespec"]["tokens_per_s"]
+    assert v["spec_decode_num_drafts"] == sd["num_drafts"]
+    assert v["output_throughput"] == results["methods"]["hedgespec"]["tokens_per_s"]
     res = CliRunner().invoke(app, ["report", str(run), "--format", "aiperf"])
     assert res.exit_code == 0, res.output
     rec = {r["tag"]: r for r in json.loads(res.output)["methods"]["fixed:near"]["records"]}
