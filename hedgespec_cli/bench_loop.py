@@ -21,6 +21,7 @@ from hedgespec_cli.config import load_profile
 from hedgespec_cli.decoding.engine import Engine
 from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.report import summary as S
+from hedgespec_cli.report.ecosystem import definitions
 from hedgespec_cli.rundir import RunDir, env_fingerprint
 from hedgespec_cli.runner import (
     AR,
@@ -146,8 +147,8 @@ class BenchRun:
                 for m in order:
                     if (m, p.id, r) in done:
                         continue
-                    record = self._decode(m, ids[i], p, r, i, selectors.get(m, i))
-                    line = S.query_line(m, p.id, p.domain, r, False, record, s.K)
+                    record, energy_j = self._decode(m, ids[i], p, r, i, selectors.get(m, i))
+                    line = S.query_line(m, p.id, p.domain, r, False, record, s.K, energy_j=energy_j)
                     self.dir.extend_jsonl(FILES["rounds"], S.round_lines(m, p.id, r, record), fsync=False)
                     self.dir.append_jsonl(FILES["queries"], line)
                     self.lines.append(line)
@@ -155,6 +156,7 @@ class BenchRun:
                 self.write_results(complete=False)
 
     def _decode(self, method: str, ids: list[int], prompt, repeat: int, index: int, selector, keep_trace=True):
+        """(QueryRecord, J the GPUs drew during the query or None without an NVML energy counter)."""
         # Common random numbers: every method (and a hindsight probe) starts a prompt
         # from the same sampling seed.
         def reseed():
@@ -169,13 +171,16 @@ class BenchRun:
             if keep_trace:
                 self.trace[key] = TraceQuery(prompt.id, prompt.domain, probe.output_ids, hindsight)
         reseed()
+        e0 = self.sampler.energy_mj()  # around the measured query only, not the hindsight probe
         record = run_query(
             self.engine, ids, method, domain=prompt.domain, seed=self.settings.seed,
             selector=selector, hindsight=hindsight,
         )
+        e1 = self.sampler.energy_mj()
+        energy_j = (e1 - e0) / 1e3 if e0 is not None and e1 is not None and e1 >= e0 else None
         if keep_trace and record.gamma is not None and key not in self.trace:
             self.trace[key] = TraceQuery(prompt.id, prompt.domain, record.output_ids, record.gamma)
-        return record
+        return record, energy_j
 
     def payload(self, complete: bool) -> dict[str, Any]:
         s, names = self.settings, list(self.pool.names)
@@ -196,6 +201,7 @@ class BenchRun:
             "methods": methods,
             "method_labels": {m: self._label(m) for m in s.methods},
             "acceptance_matrix": S.acceptance_matrix(self._trace_queries(), names),
+            "metric_definitions": definitions(),
             "telemetry": telemetry,
             "memory": self._memory(telemetry),
             "artifacts": dict(FILES),

@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 ADAPTIVE = ("hedgespec", "ucbspec", "exp3spec", "metasd-ucb")
+FORMAT_HELP = ("table, json (results.json), vllm (`vllm bench serve` result keys) or aiperf (AIPerf metric "
+               "records) \\[default: table].")
 
 
 def register(app: typer.Typer) -> None:
@@ -37,7 +39,9 @@ def bench(
     threads: Annotated[Optional[int], typer.Option(help="torch CPU threads \\[default: torch's].")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file with any of these keys (flags win).")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue an interrupted run directory.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the results JSON on stdout.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the results JSON on stdout (= --format json).")] = False,
+    fmt: Annotated[Optional[str], typer.Option("--format", help=FORMAT_HELP)] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Write the --format payload to this file, not stdout.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars or tables.")] = False,
     plots: Annotated[Optional[Path], typer.Option(help="Also write PNG figures here (needs matplotlib).")] = None,
     sweep_drafters: Annotated[Optional[str], typer.Option(help="Pool sizes, e.g. 2,4,8,16: MAT and tokens/s per method per N.")] = None,
@@ -59,11 +63,13 @@ def bench(
             raise ConfigError(f"--resume continues a run with the settings in its config.yaml; "
                               f"drop {', '.join(given)} (or start a new run without --resume)")
     settings = resolve_settings(flags, config)
+    fmt = _checked_format(fmt, json_out, output, sweep=sweep_drafters is not None)
+    json_out = fmt == "json"
     if plots is not None:
         from hedgespec_cli.files import output_dir
 
         output_dir(plots, "plots")  # a bad path fails now, not after the run
-    progress = None if quiet or json_out else _RichProgress()
+    progress = None if quiet or fmt != "table" else _RichProgress()
     if sweep_drafters is not None:
         _sweep(settings, sweep_drafters, progress, json_out=json_out, quiet=quiet)
         return
@@ -72,7 +78,7 @@ def bench(
     finally:
         if progress is not None:
             progress.close()
-    _emit(payload, json_out=json_out, quiet=quiet, plots=plots)
+    _emit(payload, fmt=fmt, output=output, quiet=quiet, plots=plots)
 
 
 def _sweep(settings, sizes_text: str, progress, *, json_out: bool, quiet: bool) -> None:
@@ -110,7 +116,9 @@ def _emit_sweep(payload: dict, *, json_out: bool, quiet: bool) -> None:
 
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by bench.")],
-    json_out: Annotated[bool, typer.Option("--json", help="Print the results JSON on stdout.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the results JSON on stdout (= --format json).")] = False,
+    fmt: Annotated[Optional[str], typer.Option("--format", help=FORMAT_HELP)] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Write the --format payload to this file, not stdout.")] = None,
     plots: Annotated[Optional[Path], typer.Option(help="Write PNG figures here (needs matplotlib).")] = None,
 ) -> None:
     """Re-render a saved run from its results.json (or a --sweep-drafters run from its sweep.json)."""
@@ -121,26 +129,58 @@ def report(
     from hedgespec_cli.rundir import load_results
 
     folder = run_dir.parent if run_dir.is_file() else run_dir  # the folder or a file in it
-    if (folder / "sweep.json").is_file() and not (folder / "results.json").exists():
+    sweep = (folder / "sweep.json").is_file() and not (folder / "results.json").exists()
+    fmt = _checked_format(fmt, json_out, output, sweep=sweep)
+    if sweep:
         if plots is not None:
             raise ConfigError("--plots draws a bench run; a --sweep-drafters run has only its tables")
-        _emit_sweep(json.loads((folder / "sweep.json").read_text()), json_out=json_out, quiet=False)
+        _emit_sweep(json.loads((folder / "sweep.json").read_text()), json_out=fmt == "json", quiet=False)
         return
     if plots is not None:
         output_dir(plots, "plots")
     payload = load_results(folder)
     payload["run_dir"] = str(folder)
-    _emit(payload, json_out=json_out, quiet=False, plots=plots)
+    _emit(payload, fmt=fmt, output=output, quiet=False, plots=plots)
 
 
-def _emit(payload: dict, *, json_out: bool, quiet: bool, plots: Path | None) -> None:
+def _checked_format(fmt: str | None, json_out: bool, output: Path | None, *, sweep: bool) -> str:
+    """The output format, checked before anything runs: --json is --format json."""
+    from hedgespec_cli.errors import ConfigError
+    from hedgespec_cli.report.export import FORMATS
+
+    if fmt is not None and fmt not in FORMATS:
+        raise ConfigError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if json_out and fmt not in (None, "json"):
+        raise ConfigError(f"--json is --format json; drop one of --json and --format {fmt}")
+    fmt = "json" if json_out else fmt or "table"
+    if sweep and fmt in ("vllm", "aiperf"):
+        raise ConfigError(f"--format {fmt} exports a bench run; a --sweep-drafters run has table or json")
+    if output is not None:
+        if fmt == "table" or sweep:
+            raise ConfigError("--output writes an export: add --format json, vllm or aiperf (a bench run's)")
+        if not output.parent.is_dir() or output.is_dir():
+            raise ConfigError(f"cannot write --output {output}: give a file path in an existing folder")
+    return fmt
+
+
+def _emit(payload: dict, *, fmt: str, output: Path | None, quiet: bool, plots: Path | None) -> None:
     from rich.console import Console
 
     from hedgespec_cli.report.bench_tables import render_run
-    from hedgespec_cli.rundir import dumps_json
+    from hedgespec_cli.report.export import export
+    from hedgespec_cli.rundir import dumps_json, read_jsonl
 
-    if json_out:
-        typer.echo(dumps_json(payload, indent=2))
+    if fmt != "table":
+        queries = Path(payload["run_dir"]) / payload.get("artifacts", {}).get("queries", "queries.jsonl")
+        lines = read_jsonl(queries) if fmt != "json" and queries.is_file() else None  # json: results.json as is
+        text = dumps_json(export(payload, fmt, lines), indent=2)
+        if output is None:
+            typer.echo(text)
+        else:
+            from hedgespec_cli.files import atomic_write_text
+
+            atomic_write_text(output, text + "\n")
+            Console(stderr=True).print(f"{fmt}: {output}")
     elif not quiet:
         render_run(payload, Console(), adaptive=ADAPTIVE)
     if plots is not None:

@@ -8,6 +8,7 @@
 - `mann_whitney_p`: two-sided Mann-Whitney U test, normal approximation with
   tie and continuity correction, for samples that cannot be paired.
 - `summarize`: mean, median, min, max and coefficient of variation.
+- `describe`: avg/min/max/p50/p90/p99/std the way vLLM and AIPerf report a distribution.
 """
 
 from __future__ import annotations
@@ -119,6 +120,24 @@ def mann_whitney_p(x: ArrayLike, y: ArrayLike) -> float:
         return 1.0
     z = max(0.0, abs(u1 - n1 * n2 / 2.0) - 0.5) / math.sqrt(var)
     return float(min(1.0, math.erfc(z / math.sqrt(2.0))))
+
+
+def describe(x: ArrayLike) -> dict[str, float | int | None]:
+    """count, avg, min, max, p50, p90, p99 and std of a sample, as serving benchmarks report it.
+
+    Conventions of `vllm bench serve` (vllm/benchmarks/serve.py) and AIPerf
+    (aiperf/metrics/metric_dicts.py, `to_result`): percentiles by numpy's
+    default linear interpolation, std the population one (ddof 0). Every
+    field but count is None for no values (JSON-ready: no NaN).
+    """
+    a = np.asarray(x, dtype=np.float64).ravel()
+    if a.size == 0:
+        return {"count": 0, **dict.fromkeys(("avg", "min", "max", "p50", "p90", "p99", "std"))}
+    if not np.all(np.isfinite(a)):
+        raise ValueError("describe needs finite values")
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    return {"count": int(a.size), "avg": float(a.mean()), "min": float(a.min()), "max": float(a.max()),
+            "p50": float(p50), "p90": float(p90), "p99": float(p99), "std": float(a.std())}
 
 
 def summarize(x: ArrayLike) -> dict[str, float | int | None]:

@@ -19,6 +19,9 @@ be re-summarised from its files alone. Definitions (units in the names):
   query's own gamma, against the n the round appended. Exact at T = 0; at
   T > 0 its bias is this measurement. Per query also `estimated_A`: each
   drafter's mean predicted round length over the query's positions.
+
+Next to these, each method carries the quantities vLLM and AIPerf report
+(spec_decode, distributions, energy_per_token_j), defined in report/ecosystem.py.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from hedgespec_cli.report import ecosystem
 from hedgespec_cli.report.stats import paired_geomean_ratio, per_prompt_pairs
 from hedgespec_cli.selection.estimators import expected_round_lengths
 
@@ -52,9 +56,10 @@ def _estimator(record: Any, K: int) -> dict[str, Any] | None:
 
 
 def query_line(
-    method: str, query_id: str, domain: str | None, repeat: int, warmup: bool, record: Any, K: int
+    method: str, query_id: str, domain: str | None, repeat: int, warmup: bool, record: Any, K: int,
+    energy_j: float | None = None,
 ) -> dict[str, Any]:
-    """One `queries.jsonl` record from an engine QueryRecord."""
+    """One `queries.jsonl` record from an engine QueryRecord (energy_j: NVML energy over the query)."""
     reached, kept = np.zeros(K, dtype=int), np.zeros(K, dtype=int)
     selections: dict[int, int] = defaultdict(int)
     for r in record.rounds:
@@ -84,6 +89,7 @@ def query_line(
         "stop": record.stop,
         "output_ids": record.output_ids,
         "estimator": _estimator(record, K),
+        **ecosystem.query_fields(record, energy_j),
     }
 
 
@@ -190,6 +196,7 @@ def _metrics(qs: list[dict], drafters: list[str]) -> dict[str, Any]:
         },
         "selection_freq": _selection_freq(by_domain, drafters),
         "estimator": _estimator_summary(qs),
+        **ecosystem.method_metrics(qs),
     }
 
 

@@ -277,6 +277,21 @@ class TelemetrySampler:
         with self._lock:
             self.errors.append(_describe(err))
 
+    def energy_mj(self) -> int | None:
+        """The sampled GPUs' total-energy counters summed now, mJ; None without a counter on every GPU.
+
+        For energy per query, read before and after it. The counter advances in driver
+        steps (tens of ms), so a short query's difference is coarse; the error averages
+        out over many queries. Never raises (telemetry never fails a run).
+        """
+        if not self._gpus or self._duration is not None or any(g.energy_start is None for g in self._gpus):
+            return None
+        try:
+            return sum(int(g.energy_mj()) for g in self._gpus)
+        except Exception as err:  # see _tick
+            self._record_error(err)
+            return None
+
     # -- results -----------------------------------------------------------------------
 
     def summary(self) -> Record:
