@@ -357,20 +357,40 @@ def test_tracking_plays_the_referees_mixture_of_its_two_learners():
     t = Tracking(3)
     for _ in range(30):
         t.update(np.array([0.0, 0.8, 0.8]))
+    np.testing.assert_allclose(t.opening.R, [0.0, 0.0])  # first step: both uniform, same loss
     t.begin_segment()
-    # The referee restarts uniform, the fresh learner is uniform: the carried expert leads from token 0.
-    np.testing.assert_allclose(t.referee.probs(), [0.5, 0.5])
-    np.testing.assert_allclose(t.probs(), 0.5 * np.full(3, 1 / 3) + 0.5 * t.kept.probs())
+    # The referee restarts without evidence: the opening's lead (a tie: kept) is played alone,
+    # so the carried expert leads from the segment's first round.
+    assert t.referee.c is None and t.lead == 1
+    np.testing.assert_allclose(t.probs(), t.kept.probs())
     assert int(np.argmax(t.probs())) == 0
     p_fresh, p_kept = t.fresh.probs(), t.kept.probs()
     loss = np.array([0.9, 0.0, 0.9])
     t.update(loss)
-    # The referee's loss vector is each learner's mixture loss before it learned.
+    pair = np.array([p_fresh @ loss, p_kept @ loss])  # each learner's mixture loss before it learned
     ref = NormalHedge(2)
-    ref.update(np.array([p_fresh @ loss, p_kept @ loss]))
+    ref.update(pair)
     np.testing.assert_allclose(t.referee.probs(), ref.probs())
+    np.testing.assert_allclose(t.opening.R, ref.R)  # the segment's first step also went to the opening
     q = t.referee.probs()
     np.testing.assert_allclose(t.probs(), q[0] * t.fresh.probs() + q[1] * t.kept.probs())
+    t.update(loss)
+    np.testing.assert_allclose(t.opening.R, ref.R)  # one step per segment
+
+
+@pytest.mark.parametrize(("blocks", "lead"), [(True, 1), (False, 0)])
+def test_tracking_learns_whether_carrying_opens_segments_well(blocks, lead):
+    # 3 experts, segments of 40 steps; the best expert changes every 10 segments (blocks)
+    # or at every segment (a stream without blocks: carrying opens every segment on a bad expert).
+    order = np.repeat([0, 1, 2], 10) if blocks else np.arange(30) % 3
+    t = Tracking(3)
+    for best in order:
+        t.begin_segment()
+        for _ in range(40):
+            loss = np.full(3, 0.8)
+            loss[best] = 0.1
+            t.update(loss)
+    assert t.lead == lead
 
 
 def _steps_to_switch(learner, *, block=10, length=50, horizon=400) -> int | None:

@@ -326,46 +326,66 @@ class Tracking:
     forget it at once when it stops holding (a shift). Following the restart
     scheme of Hazan & Seshadhri (2009), "Efficient learning algorithms for
     changing environments" (black-box learners started at different times,
-    combined by a meta learner), with only two starts:
+    combined by a meta learner), with two starts:
 
     - `fresh`: NormalHedge restarted at every segment (per-query HedgeSpec's
       own learner): regret O(sqrt(T ln N) + ln^2 N) to every expert over the
       T steps of the segment (Chaudhuri, Freund & Hsu 2009).
     - `kept`: SleepingAdaNormalHedge over all segments: regret
       O(sqrt(C ln(N s^2))) on every interval that starts at a segment
-      boundary s, so on a whole block of one domain it pays its warm-up once.
+      boundary s, so on a block of one domain it pays its warm-up once.
     - `referee`: NormalHedge over the two, restarted at every segment, fed
-      each one's mixture loss <p_k, l_t>; the learner plays
+      each one's mixture loss <p_k, l_t> before it learns; the learner plays
       p_t = q_fresh p_fresh + q_kept p_kept. By NormalHedge's bound with N = 2,
-      on every segment its loss is within O(sqrt(T)) of the better of the two.
+      over a segment of T steps its loss is within O(sqrt(T)) of the better one.
+    - `opening`: which of the two leads while the referee has no evidence (no
+      positive regret: a segment's start; NormalHedge then has no preference,
+      Figure 1 plays uniform). HedgeSpec plays the argmax and its EAL losses
+      arrive K positions late, so this lead picks the drafter of a query's
+      first rounds: carrying the last drafter wins within a block of one
+      domain and loses when the domain changes at almost every query (an
+      expert off its domain accepts almost nothing, for K rounds). Which
+      holds is learnt across segments: NormalHedge over (fresh, kept) with one
+      step per segment, the two learners' mixture losses on its first step
+      (when neither has seen the segment). Ties: kept.
 
-    At a segment's start the referee is uniform, so p leans to `kept` (fresh
-    is uniform): within a block the carried drafter is played from the first
-    round. After a shift, `fresh` finds the new drafter as fast as a per-query
-    learner and the referee follows as soon as fresh's mixture loss is lower
-    (NormalHedge puts no weight on a learner with non-positive regret), while
-    `kept`'s own switch, slower (AdaNormalHedge's potential and its prior 1/s^2
-    must be earned back), is ready for the block's next queries.
-    Every part is parameter-free; nothing was tuned on a workload.
+    After a shift `fresh` finds the new drafter as fast as a per-query learner
+    and the referee follows as soon as fresh's cumulative mixture loss is lower
+    (NormalHedge gives no weight to a learner with non-positive regret), while
+    `kept`'s own, slower switch (AdaNormalHedge's potential and the new copy's
+    prior 1/s^2 must be earned back) is ready for the block's next queries.
+    No numeric parameter: every part is parameter-free.
     """
 
     def __init__(self, n: int) -> None:
         self.n = n
         self.fresh = NormalHedge(n)
         self.kept = SleepingAdaNormalHedge(n)
-        self.referee = NormalHedge(2)
+        self.referee = NormalHedge(2)  # over (fresh, kept), restarted every segment
+        self.opening = NormalHedge(2)  # over (fresh, kept), one step per segment, never restarted
+        self._opened = False  # has this segment's first loss vector arrived
 
     def reset(self) -> None:
-        for learner in (self.fresh, self.kept, self.referee):
+        for learner in (self.fresh, self.kept, self.referee, self.opening):
             learner.reset()
+        self._opened = False
 
     def begin_segment(self) -> None:
+        self._opened = False
         self.fresh.reset()
         self.referee.reset()
         self.kept.begin_segment()
 
+    @property
+    def lead(self) -> int:
+        """0 (fresh) or 1 (kept): the learner that did better over past segments (ties: kept)."""
+        o = self.opening.probs()
+        return 1 if o[1] >= o[0] else 0
+
     def probs(self) -> np.ndarray:
-        q = self.referee.probs()
+        # No positive regret in the referee (a segment's start, or both learners alike so far):
+        # NormalHedge has no preference (Figure 1 plays uniform); the opening's lead decides.
+        q = self.referee.probs() if self.referee.c is not None else np.eye(2)[self.lead]
         return q[0] * self.fresh.probs() + q[1] * self.kept.probs()
 
     def update(self, loss: np.ndarray) -> None:
@@ -374,7 +394,11 @@ class Tracking:
     def update_many(self, losses: np.ndarray) -> None:
         for loss in _check_losses(losses, self.n, "Tracking"):
             # The referee's loss vector: each learner's mixture loss <p_k, l_t> before it learns.
-            self.referee._step(np.array([self.fresh._p @ loss, self.kept._p @ loss]))
+            pair = np.array([self.fresh._p @ loss, self.kept._p @ loss])
+            if not self._opened:  # the segment's first step: both learners still without its evidence
+                self.opening._step(pair)
+                self._opened = True
+            self.referee._step(pair)
             self.fresh._step(loss)
             self.kept._step(loss)
 
