@@ -84,6 +84,9 @@ def test_shift_recovery_is_measured():
     assert m["hedgespec"]["recovery"]["shifts"] == 4  # 3 domains -> 2 shifts, x 2 seeds
     assert m["hedgespec"]["recovery"]["recovered"] == 4
     assert m["fixed:d0"]["recovery"]["recovered"] == 0  # d0 is never the best after a shift
+    # d0 is the best drafter of the first block only: against the per-block comparator it is
+    # penalised in the two later blocks, never in the first.
+    assert m["fixed:d0"]["regret_per_round_block"]["mean"] > 0.5
     assert set(m["hedgespec"]["curve"]) == {"5", "10", "20", "40"}
 
 
@@ -153,6 +156,7 @@ def test_simulate_command(cli, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "Regret per round" in result.output and "Shift recovery" in result.output
+    assert "shifting" in result.output.replace("\n", " ")  # the per-block regret table (title wraps)
     assert len(read_trace(trace).queries) == 4
     result = CliRunner().invoke(cli, ["replay", str(trace), "--json", "-m", "hedgespec"])
     assert json.loads(result.stdout)["methods"]["hedgespec"]["tokens"] == 4 * 48

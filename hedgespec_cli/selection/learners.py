@@ -250,7 +250,7 @@ class SleepingAdaNormalHedge:
     plays p_t,i ∝ sum_s pi_s w(R_t,(s,i), C_t,(s,i)), where R and C sum
     r = <p_t, l_t> - l_t,i and |r| since s only. A copy started at s knows
     nothing of the time before s: its regret on [s, t] is bounded by
-    O(sqrt(C log(N / pi_s))) (their adaptive-regret theorem), on every
+    O(sqrt(C log(N / pi_s))) (their bound for sleeping experts), on every
     interval at once, which a learner that remembers everything (NormalHedge:
     an expert bad in the last block keeps a large negative R) cannot do.
 
@@ -378,7 +378,8 @@ class Tracking:
 
     @property
     def lead(self) -> int:
-        """0 (fresh) or 1 (kept): the learner that did better over past segments (ties: kept)."""
+        """0 (fresh) or 1 (kept): the learner whose mixture did better on the first step of past
+        segments, by the opening's NormalHedge weights (ties, the first segment included: kept)."""
         o = self.opening.probs()
         return 1 if o[1] >= o[0] else 0
 
@@ -393,7 +394,8 @@ class Tracking:
 
     def update_many(self, losses: np.ndarray) -> None:
         for loss in _check_losses(losses, self.n, "Tracking"):
-            # The referee's loss vector: each learner's mixture loss <p_k, l_t> before it learns.
+            # The referee's loss vector: each learner's mixture loss <p_k, l_t> before it learns
+            # (their `_p` is what their `probs` returns; same module, no copy per step).
             pair = np.array([self.fresh._p @ loss, self.kept._p @ loss])
             if not self._opened:  # the segment's first step: both learners still without its evidence
                 self.opening._step(pair)
