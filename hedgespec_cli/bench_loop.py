@@ -202,6 +202,7 @@ class BenchRun:
             "method_labels": {m: self._label(m) for m in s.methods},
             "acceptance_matrix": S.acceptance_matrix(self._trace_queries(), names),
             "metric_definitions": definitions(),
+            "oracle_block": self._block_oracle(),
             "telemetry": telemetry,
             "memory": self._memory(telemetry),
             "artifacts": dict(FILES),
@@ -225,6 +226,15 @@ class BenchRun:
         if method == f"fixed:{self.profile.generic().name}":
             return "single generic drafter (the EAGLE-3-style single-drafter baseline)"
         return REGISTRY[SelectorSpec.parse(method).name].summary
+
+    def _block_oracle(self) -> dict[str, Any] | None:
+        """The per-block oracle where the workload serves blocks of one domain (`shift`), at T = 0
+        (0/1 gamma: exact) and for chains (a tree trace's gamma is an upper bound); None otherwise."""
+        if self.workload.schedule != "shift" or self.settings.temperature > 0 or self.engine.settings.tree:
+            return None
+        by_id = {q.id: q for q in self._trace_queries()}
+        served = [by_id[p.id] for p in self.workload.prompts if p.id in by_id]  # serving order
+        return S.block_oracle_summary(served, list(self.pool.names), self.settings.K)
 
     def _trace_queries(self) -> list[TraceQuery]:
         return [q for (_, r), q in self.trace.items() if r == 0]

@@ -222,6 +222,36 @@ def test_report_rerenders_a_saved_run(tiny_bench, tmp_path):
     assert replayed.exit_code == 0 and json.loads(replayed.output)["trace"]["path"] == str(run)
 
 
+def test_a_shift_workload_reports_the_per_block_oracle_and_replays_the_tracking_learner(tiny_bench, tmp_path):
+    root = Path(tiny_bench["root"])
+    (tmp_path / "shift.yaml").write_text(
+        "name: testshift\ndescription: blocks\nschedule: shift\nseed: 0\n"
+        f"sources: [{{path: {root / 'alpha.jsonl'}}}, {{path: {root / 'beta.jsonl'}}}]\n"
+    )
+    tracking = "hedgespec:reset=never,learner=tracking"
+    methods = f"fixed:near,fixed:far,fixed:rnd,{tracking},oracle"
+    payload = run_bench(settings(tiny_bench, tmp_path, workload=str(tmp_path / "shift.yaml"), methods=methods))
+    ob = payload["oracle_block"]
+    assert [(b["domain"], b["queries"]) for b in ob["blocks"]] == [("alpha", 3), ("beta", 3)]
+    # Each block's reference is the fixed drafter with the fewest rounds over the block, live.
+    lines = read_jsonl(Path(payload["run_dir"]) / "queries.jsonl")
+    for b in ob["blocks"]:
+        rounds = {name: sum(q["rounds"] for q in lines if q["method"] == f"fixed:{name}" and q["domain"] == b["domain"])
+                  for name in ("near", "far", "rnd")}
+        assert b["rounds"] == min(rounds.values()) and rounds[b["drafter"]] == b["rounds"]
+        oracle = sum(q["rounds"] for q in lines if q["method"] == "oracle" and q["domain"] == b["domain"])
+        assert b["rounds_per_query_oracle"] == oracle <= b["rounds"]
+    assert ob["mat_per_query_oracle"] == payload["methods"]["oracle"]["mat"] >= ob["mat"]
+    res = CliRunner().invoke(app, ["report", payload["run_dir"]], env={"COLUMNS": "120"})
+    assert "per-block oracle" in res.output and "MAT / MAT(per-block oracle)" in res.output
+    # Replay on the run's trace reproduces the persistent learner exactly (T = 0, full information).
+    replayed = CliRunner().invoke(app, ["replay", payload["run_dir"], "-m", tracking, "--json"])
+    label = "hedgespec:learner=tracking,reset=never"
+    assert json.loads(replayed.output)["methods"][label]["rounds"] == payload["methods"][tracking]["rounds"]
+    mixed = run_bench(settings(tiny_bench, tmp_path / "mixed", methods="fixed:near,oracle"))
+    assert mixed["oracle_block"] is None  # no blocks in a mixed schedule
+
+
 def test_bad_input_is_one_line_without_traceback(tiny_bench, tmp_path, capsys, monkeypatch):
     def run_main(*args):
         """The console entry point in-process: exit code and stderr as a user sees them."""

@@ -12,7 +12,16 @@ from hedgespec_cli.selection import REGISTRY, Selector, SelectorSpec, make_selec
 from hedgespec_cli.selection.base import FeedbackTypeError, NonFiniteError, split_methods
 from hedgespec_cli.selection.estimators import acceptance_lengths, eal_loss, round_lengths, tap_loss
 from hedgespec_cli.selection.feedback import BanditFeedback, FullFeedback, QueryContext
-from hedgespec_cli.selection.learners import AdaNormalHedge, Hedge, NormalHedge, normalhedge_scale
+from hedgespec_cli.selection.learners import (
+    LEARNERS,
+    AdaNormalHedge,
+    Hedge,
+    NormalHedge,
+    SleepingAdaNormalHedge,
+    Tracking,
+    normalhedge_scale,
+)
+from hedgespec_cli.selection.oracles import block_oracle, domain_blocks, fixed_rounds
 from hedgespec_cli.selection.replay import replay_query
 from hedgespec_cli.selection.trace import Trace, TraceQuery
 
@@ -92,6 +101,17 @@ def test_contract_same_seed_same_decisions(name):
         np.testing.assert_array_equal(x.probs, y.probs)
 
 
+@pytest.mark.parametrize("reset", ["query", "never"])
+@pytest.mark.parametrize("learner", list(LEARNERS))
+def test_contract_hedgespec_with_every_learner(learner, reset):
+    method = f"hedgespec:learner={learner},reset={reset}"
+    a, b = run(method, seed=3), run(method, seed=3)
+    assert [d.arm for d in a.decisions] == [d.arm for d in b.decisions]
+    for d in a.decisions:
+        assert np.all(d.probs >= 0) and d.probs.sum() == pytest.approx(1.0) and d.probs[d.arm] > 0
+        assert d.weights.sum() == pytest.approx(1.0)
+
+
 def test_random_depends_on_the_seed():
     arms = {tuple(d.arm for d in run("random", seed=s).decisions) for s in range(3)}
     assert len(arms) == 3
@@ -163,7 +183,7 @@ def test_spec_parsing_and_labels():
     [
         ("nope", "valid methods: exp3spec, fixed:NAME, hedgespec"),
         ("hedgespec:eta=1", "valid parameters: loss, learner, reset, play"),
-        ("hedgespec:learner=sgd", "choose one of normalhedge, hedge, adanormalhedge"),
+        ("hedgespec:learner=sgd", "choose one of normalhedge, hedge, adanormalhedge, adanormalhedge-sleeping, tracking"),
         ("ucbspec:delta=2", "in (0, 1)"),
         ("ucbspec:delta=abc", "not a valid float"),
         ("fixed", "fixed:VALUE"),
@@ -267,25 +287,143 @@ def test_adanormalhedge_weights_by_hand():
     np.testing.assert_allclose(a.probs(), [w0 / (w0 + w1), w1 / (w0 + w1)], rtol=1e-12)
 
 
-@pytest.mark.parametrize("cls", [NormalHedge, Hedge, AdaNormalHedge])
+@pytest.mark.parametrize("cls", LEARNERS.values())
 def test_learners_reject_non_finite_losses(cls):
     with pytest.raises(HedgespecError, match="non-finite"):
         cls(2).update(np.array([np.inf, 0.0]))
 
 
-@pytest.mark.parametrize("cls", [NormalHedge, Hedge, AdaNormalHedge])
+@pytest.mark.parametrize("cls", LEARNERS.values())
 def test_update_many_equals_one_update_per_row(cls):
     losses = np.random.default_rng(3).random((40, 5))
     one, block = cls(5), cls(5)
-    for loss in losses:
+    for i, loss in enumerate(losses):
         one.update(loss)
+        if i == 24:
+            one.begin_segment()
     block.update_many(losses[:17])
-    block.update_many(losses[17:])
+    block.update_many(losses[17:25])
+    block.begin_segment()
+    block.update_many(losses[25:])
     np.testing.assert_allclose(block.probs(), one.probs(), rtol=1e-12, atol=1e-15)
     with pytest.raises(HedgespecError, match="non-finite"):
         block.update_many(np.array([[0.0] * 5, [np.nan] + [0.0] * 4]))
     with pytest.raises(ValueError, match="shape"):
         block.update_many(np.zeros((2, 4)))
+
+
+@pytest.mark.parametrize("cls", LEARNERS.values())
+def test_learner_contract_distributions_reset_and_segments(cls):
+    rng = np.random.default_rng(5)
+    learner = cls(4)
+    np.testing.assert_allclose(learner.probs(), np.full(4, 0.25))
+    learner.begin_segment()  # a boundary before any loss changes nothing
+    np.testing.assert_allclose(learner.probs(), np.full(4, 0.25))
+    for t in range(60):
+        learner.update(rng.random(4))
+        if t % 20 == 19:
+            learner.begin_segment()
+        p = learner.probs()
+        assert p.shape == (4,) and np.all(p >= 0) and p.sum() == pytest.approx(1.0)
+    learner.reset()
+    np.testing.assert_allclose(learner.probs(), np.full(4, 0.25))
+
+
+def _anh_w(R, C):
+    """w(R, C) of AdaNormalHedge, straight from its definition (not in log space)."""
+    phi = lambda r, c: math.exp(max(r, 0.0) ** 2 / (3 * c))
+    return (phi(R + 1, C + 1) - phi(R - 1, C + 1)) / 2
+
+
+def test_sleeping_adanormalhedge_weights_by_hand():
+    a = SleepingAdaNormalHedge(2)
+    a.update(np.array([0.0, 1.0]))  # segment 1: r = [.5, -.5]
+    a.begin_segment()  # segment 2: fresh copies with prior 1/2^2
+    w = [_anh_w(0.5, 0.5) + _anh_w(0.0, 0.0) / 4, _anh_w(-0.5, 0.5) + _anh_w(0.0, 0.0) / 4]
+    np.testing.assert_allclose(a.probs(), np.array(w) / sum(w), rtol=1e-12)
+    p = a.probs()
+    a.update(np.array([1.0, 0.0]))  # r = <p, l> - l = [p0 - 1, p0]
+    r = [p[0] - 1, p[0]]
+    R1, C1 = [0.5 + r[0], -0.5 + r[1]], [0.5 + abs(r[0]), 0.5 + abs(r[1])]  # segment 1 copies
+    w = [_anh_w(R1[i], C1[i]) + _anh_w(r[i], abs(r[i])) / 4 for i in range(2)]
+    np.testing.assert_allclose(a.probs(), np.array(w) / sum(w), rtol=1e-12)
+    assert a.segments == 2
+    a.begin_segment()
+    a.begin_segment()  # nothing seen since the last start: no third copy set yet
+    assert a.segments == 3
+
+
+def test_tracking_plays_the_referees_mixture_of_its_two_learners():
+    t = Tracking(3)
+    for _ in range(30):
+        t.update(np.array([0.0, 0.8, 0.8]))
+    np.testing.assert_allclose(t.opening.R, [0.0, 0.0])  # first step: both uniform, same loss
+    t.begin_segment()
+    # The referee restarts without evidence: the opening's lead (a tie: kept) is played alone,
+    # so the carried expert leads from the segment's first round.
+    assert t.referee.c is None and t.lead == 1
+    np.testing.assert_allclose(t.probs(), t.kept.probs())
+    assert int(np.argmax(t.probs())) == 0
+    p_fresh, p_kept = t.fresh.probs(), t.kept.probs()
+    loss = np.array([0.9, 0.0, 0.9])
+    t.update(loss)
+    pair = np.array([p_fresh @ loss, p_kept @ loss])  # each learner's mixture loss before it learned
+    ref = NormalHedge(2)
+    ref.update(pair)
+    np.testing.assert_allclose(t.referee.probs(), ref.probs())
+    np.testing.assert_allclose(t.opening.R, ref.R)  # the segment's first step also went to the opening
+    q = t.referee.probs()
+    np.testing.assert_allclose(t.probs(), q[0] * t.fresh.probs() + q[1] * t.kept.probs())
+    t.update(loss)
+    np.testing.assert_allclose(t.opening.R, ref.R)  # one step per segment
+
+
+@pytest.mark.parametrize(("blocks", "lead"), [(True, 1), (False, 0)])
+def test_tracking_learns_whether_carrying_opens_segments_well(blocks, lead):
+    # 3 experts, segments of 40 steps; the best expert changes every 10 segments (blocks)
+    # or at every segment (a stream without blocks: carrying opens every segment on a bad expert).
+    order = np.repeat([0, 1, 2], 10) if blocks else np.arange(30) % 3
+    t = Tracking(3)
+    for best in order:
+        t.begin_segment()
+        for _ in range(40):
+            loss = np.full(3, 0.8)
+            loss[best] = 0.1
+            t.update(loss)
+    assert t.lead == lead
+
+
+def _steps_to_switch(learner, *, block=10, length=50, horizon=400) -> int | None:
+    """A block of `block` segments where expert 0 is best, then a shift to expert 1.
+
+    Returns the steps after the shift until the learner's top weight is expert 1 and stays
+    there to the horizon (None: not within it). Losses are loss vectors in [0, 1]^3.
+    """
+    for _ in range(block):
+        learner.begin_segment()
+        for _ in range(length):
+            learner.update(np.array([0.1, 0.7, 0.7]))
+    learner.begin_segment()
+    tops = []
+    for _ in range(horizon):
+        learner.update(np.array([0.7, 0.1, 0.7]))
+        tops.append(int(np.argmax(learner.probs())))
+    wrong = [i for i, top in enumerate(tops) if top != 1]
+    if len(wrong) == horizon:
+        return None
+    return wrong[-1] + 1 if wrong else 0
+
+
+def test_tracking_switches_within_a_few_steps_of_a_shift_where_normalhedge_does_not():
+    # NormalHedge kept across the stream: expert 1's regret is -300 after the first block
+    # (0.6 per step for 500 steps) and climbs back at 0.6 per step: about 500 steps.
+    assert _steps_to_switch(NormalHedge(3)) is None
+    # The fresh NormalHedge inside `tracking` puts all weight on expert 1 after one step
+    # (the only positive regret), and the referee follows it the same step.
+    assert _steps_to_switch(Tracking(3)) <= 1
+    # The sleeping copies alone switch too, slower: the new copy's prior 1/11^2 and
+    # AdaNormalHedge's exp(R^2 / 3C) must first outweigh the old block's copies.
+    assert _steps_to_switch(SleepingAdaNormalHedge(3)) <= 40
 
 
 # -- bandits, by hand ------------------------------------------------------------------------
@@ -438,6 +576,29 @@ def test_oracles_by_hand():
     assert rnd.choose(0).arm == 0 and rnd.choose(4).arm == 1
     with pytest.raises(ConfigError, match="hedgespec replay"):
         oracle.begin_query(QueryContext(None, TWO, (None, None), 3))
+
+
+def test_domain_blocks_are_maximal_runs_of_one_label():
+    assert domain_blocks(["a", "a", "b", "a", None, None]) == [range(0, 2), range(2, 3), range(3, 4), range(4, 6)]
+    assert domain_blocks([]) == []
+
+
+def test_block_oracle_by_hand():
+    # K = 3. Block a = queries 0, 1; block b = query 2.
+    ones, zeros = np.ones(8), np.zeros(8)
+    q0 = np.c_[ones, [1, 1, 0, 1, 1, 1, 1, 1]]  # d0: 4+4 -> 2 rounds; d1: 3, 4, then 1 (end of text) -> 3
+    q1 = np.c_[zeros, ones]  # d0: 8 rounds of 1; d1: 2 rounds
+    q2 = np.c_[np.ones(4), np.zeros(4)]  # d0: 1 round of 4; d1: 4 rounds
+    assert fixed_rounds(round_lengths(q0, 3)).tolist() == [2, 3]
+    blocks = block_oracle([q0, q1, q2], ["a", "a", "b"], 3)
+    # Block a: d0 2 + 8 = 10 rounds, d1 3 + 2 = 5 -> d1, although d0 is best on query 0
+    # (the per-query oracle needs 2 + 2 = 4).
+    assert [(b.queries, b.domain, b.arm, b.rounds, b.rounds_per_query) for b in blocks] == [
+        (range(0, 2), "a", 1, 5, 4), (range(2, 3), "b", 0, 1, 1)
+    ]
+    assert block_oracle([], [], 3) == []
+    with pytest.raises(ValueError, match="0/1 acceptance"):
+        block_oracle([np.full((4, 2), 0.5)], ["a"], 3)
 
 
 def test_oracle_ranks_acceptance_probabilities_by_expected_round_length():

@@ -10,7 +10,9 @@ import typer
 from typer.testing import CliRunner
 
 from hedgespec_cli.errors import ConfigError
+from hedgespec_cli.selection.replay import MethodRun, QueryRun, replay
 from hedgespec_cli.selection.simulate import (
+    block_regret,
     experts_env,
     make_env,
     one_good_env,
@@ -82,7 +84,52 @@ def test_shift_recovery_is_measured():
     assert m["hedgespec"]["recovery"]["shifts"] == 4  # 3 domains -> 2 shifts, x 2 seeds
     assert m["hedgespec"]["recovery"]["recovered"] == 4
     assert m["fixed:d0"]["recovery"]["recovered"] == 0  # d0 is never the best after a shift
+    # d0 is the best drafter of the first block only: against the per-block comparator it is
+    # penalised in the two later blocks, never in the first.
+    assert m["fixed:d0"]["regret_per_round_block"]["mean"] > 0.5
     assert set(m["hedgespec"]["curve"]) == {"5", "10", "20", "40"}
+
+
+def _query(domain, arms, n_all):
+    """A QueryRun whose method played `arms`; n_all (rounds, N) are the counterfactual tokens."""
+    n_all = np.asarray(n_all)
+    n = n_all[np.arange(len(arms)), arms]
+    z = np.zeros(len(arms), dtype=int)
+    return QueryRun("q", domain, int(n.sum()), z, np.asarray(arms), n, z, z, n_all)
+
+
+def test_block_regret_by_hand():
+    run = MethodRun("m", "online", (
+        _query("a", [0, 1], [[1, 3], [2, 1]]),  # n = 1, 1
+        _query("a", [1], [[3, 1]]),             # n = 1
+        _query("b", [1], [[4, 2]]),             # n = 2
+    ))
+    # Block a: drafter 0 totals 1 + 2 + 3 = 6 tokens on the method's rounds, drafter 1 5: 6 - 3 = 3.
+    # Block b: drafter 0, 4 - 2 = 2.
+    assert block_regret(run) == 5.0
+    # The per-query comparator switches inside block a (drafter 1 on the first query): 2 + 2 + 2.
+    assert sum(float(q.regret().sum()) for q in run.queries) == 6.0
+
+
+def test_the_tracking_learner_keeps_its_drafter_across_a_block_and_switches_at_a_shift():
+    env = experts_env(4)  # 3 domains, expert d + 1 is the best drafter of domain d
+    labels = ("hedgespec", "hedgespec:reset=never", "hedgespec:learner=tracking,reset=never")
+    tokens, rounds, regret = 0, dict.fromkeys(labels, 0), dict.fromkeys(labels, 0.0)
+    for seed in range(3):
+        trace = simulate_trace(env, K=4, prompts=24, tokens=64, schedule="shift", seed=seed)  # blocks of 8
+        runs = replay(trace, ["hedgespec", "hedgespec:reset=never", "hedgespec:reset=never,learner=tracking"],
+                      seed=seed).runs
+        tokens += 24 * 64
+        for label in labels:
+            rounds[label] += sum(q.rounds for q in runs[label].queries)
+            regret[label] += block_regret(runs[label])
+        # Past a block's first query the block's expert is played from the first round.
+        first_arms = [int(q.arms[0]) for q in runs[labels[2]].queries]
+        assert first_arms[1:8] + first_arms[9:16] + first_arms[17:] == [1] * 7 + [2] * 7 + [3] * 7
+    mat = {label: tokens / r for label, r in rounds.items()}
+    assert mat[labels[2]] > mat["hedgespec"] + 0.05 and mat[labels[2]] > mat["hedgespec:reset=never"] + 1.0
+    assert regret[labels[2]] < 0.1 * regret["hedgespec:reset=never"]
+    assert regret[labels[2]] < regret["hedgespec"]
 
 
 @pytest.fixture()
@@ -109,6 +156,7 @@ def test_simulate_command(cli, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "Regret per round" in result.output and "Shift recovery" in result.output
+    assert "shifting" in result.output.replace("\n", " ")  # the per-block regret table (title wraps)
     assert len(read_trace(trace).queries) == 4
     result = CliRunner().invoke(cli, ["replay", str(trace), "--json", "-m", "hedgespec"])
     assert json.loads(result.stdout)["methods"]["hedgespec"]["tokens"] == 4 * 48

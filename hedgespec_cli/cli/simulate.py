@@ -92,6 +92,8 @@ def render_simulation(payload: dict) -> None:
     labels = list(sweep[0]["methods"])
     for key, title in (
         ("regret_per_round", "Regret per round vs best fixed drafter per query (tokens/round)"),
+        ("regret_per_round_block", "Regret per round vs best fixed drafter per block of one domain, a shifting "
+                                   "comparator (tokens/round)"),
         ("mat", "MAT (tokens/round)"),
     ):
         table = Table(title=title)

@@ -138,6 +138,27 @@ def estimator_lines(payload: dict[str, Any]) -> Text | None:
     return out
 
 
+def block_oracle_lines(payload: dict[str, Any]) -> Text | None:
+    """The per-block oracle of a `shift` workload: each method's MAT against it."""
+    ob = payload.get("oracle_block")
+    if not ob:
+        return None
+    out = Text()
+    out.append(
+        f"per-block oracle (best fixed drafter per block of one domain, in hindsight; exact at T = 0): "
+        f"MAT {ob['mat']:.2f} over {ob['rounds']} rounds (per-query oracle {ob['mat_per_query_oracle']:.2f})",
+        style="bold",
+    )
+    for i, b in enumerate(ob["blocks"], 1):
+        out.append(f"\n  block {i} {b['domain'] or '-'} ({b['queries']} prompts): {b['drafter']}, {b['rounds']} "
+                   f"rounds (per-query oracle {b['rounds_per_query_oracle']})")
+    ratios = ", ".join(f"{name} {m['mat'] / ob['mat']:.3f}" for name, m in payload["methods"].items()
+                       if m["queries"] % ob["queries"] == 0)
+    if ratios:
+        out.append(f"\n  MAT / MAT(per-block oracle): {ratios}")
+    return out
+
+
 def verdict_lines(payload: dict[str, Any]) -> Text:
     v = payload["validity"]
     out = Text()
@@ -195,9 +216,9 @@ def render_run(payload: dict[str, Any], console: Console | None = None, *, adapt
     if payload.get("acceptance_matrix"):
         parts.append(acceptance_matrix_table(payload["acceptance_matrix"]))
     parts += [position_table(payload)]
-    estimator = estimator_lines(payload)
-    if estimator is not None:
-        parts += [estimator, Text("")]
+    for lines in (estimator_lines(payload), block_oracle_lines(payload)):
+        if lines is not None:
+            parts += [lines, Text("")]
     parts += [verdict_lines(payload), telemetry_lines(payload)]
     console.print(Group(*parts))
     if payload.get("run_dir"):

@@ -13,6 +13,9 @@ be re-summarised from its files alone. Definitions (units in the names):
   percentile-bootstrap 95% CI over prompts.
 - eval_overhead_frac: (evaluate + learn time) / wall time.
 - regret_vs_oracle: MAT(oracle) - MAT(method), in tokens per round.
+- oracle_block (run level, `shift` workloads at T = 0): the best fixed drafter
+  per block of one domain in hindsight, the reference of a learner kept
+  across queries (`hedgespec:reset=never,learner=tracking`).
 - estimator (full-information methods, chains): the one-step estimator
   (DESIGN.md section 5) against the rounds actually played: for each round,
   the tokens min(A_s[j], L - s) it predicts for the chosen drafter j from the
@@ -34,6 +37,7 @@ import numpy as np
 from hedgespec_cli.report import ecosystem
 from hedgespec_cli.report.stats import paired_geomean_ratio, per_prompt_pairs
 from hedgespec_cli.selection.estimators import expected_round_lengths
+from hedgespec_cli.selection.oracles import block_oracle
 
 PHASES = ("prefill", "draft", "verify", "evaluate", "learn", "other")
 
@@ -292,3 +296,27 @@ def validity(
     }
     valid = all(v is not False for v in constraints.values())
     return {"valid": valid, "constraints": constraints, "notes": notes}
+
+
+def block_oracle_summary(trace_queries: list[Any], drafters: list[str], K: int) -> dict[str, Any] | None:
+    """The per-block oracle of a `shift` workload: the best fixed drafter per block of consecutive
+    prompts of one domain, in hindsight, from the trace (queries in serving order). Exact at T = 0
+    (0/1 gamma): what `fixed:NAME` of each block's best drafter plays there. None without a trace."""
+    if not trace_queries:
+        return None
+    blocks = block_oracle([q.gamma for q in trace_queries], [q.domain for q in trace_queries], K)
+    tokens = sum(q.L for q in trace_queries)
+    rounds = sum(b.rounds for b in blocks)
+    per_query = sum(b.rounds_per_query for b in blocks)
+    return {
+        "mat": tokens / rounds,
+        "rounds": rounds,
+        "new_tokens": tokens,
+        "queries": len(trace_queries),
+        "mat_per_query_oracle": tokens / per_query,
+        "blocks": [
+            {"domain": b.domain, "queries": len(b.queries), "drafter": drafters[b.arm], "rounds": b.rounds,
+             "rounds_per_query_oracle": b.rounds_per_query}
+            for b in blocks
+        ],
+    }

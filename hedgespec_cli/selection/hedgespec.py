@@ -82,6 +82,8 @@ class HedgeSpec:
         check_context(self.name, ctx, self.n)
         if self.reset == "query":
             self.learner.reset()
+        else:  # the best drafter may change here; only a tracking learner acts on it
+            self.learner.begin_segment()
         self.K = ctx.K
         self._gamma = np.zeros((64, self.n))
         self._verified = self._released = 0

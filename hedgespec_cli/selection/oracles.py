@@ -14,9 +14,17 @@ one-step estimator (DESIGN.md section 5) instead.
   the current position. No selector appends more tokens in a round starting
   at the same position; over a whole query it is a greedy reference, which a
   different sequence of round starts can in rare cases beat.
+
+`block_oracle` (a function over a whole trace, not a selector: it needs the
+gamma of queries not yet decoded) is the reference of a learner kept across
+queries: the best fixed drafter per block of consecutive prompts of one
+domain (a `shift` workload's blocks), played fixed through the block.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -46,6 +54,56 @@ def fixed_rounds(n_table: np.ndarray) -> np.ndarray:
             s += int(n_table[s, j])
             rounds[j] += 1
     return rounds
+
+
+def domain_blocks(domains: Sequence[str | None]) -> list[range]:
+    """Maximal runs of consecutive queries with the same domain label, in order."""
+    blocks: list[range] = []
+    start = 0
+    for i in range(1, len(domains) + 1):
+        if i == len(domains) or domains[i] != domains[start]:
+            blocks.append(range(start, i))
+            start = i
+    return blocks
+
+
+@dataclass(frozen=True)
+class OracleBlock:
+    """One block's hindsight reference: queries `queries` (indices), all of domain `domain`."""
+
+    queries: range
+    domain: str | None
+    arm: int  # the drafter with the fewest rounds over the whole block (ties: lowest index)
+    rounds: int  # its rounds over the block
+    rounds_per_query: int  # the per-query oracle's rounds over the same queries (<= rounds)
+
+
+def block_oracle(accept: Sequence[np.ndarray], domains: Sequence[str | None], K: int) -> list[OracleBlock]:
+    """The best fixed drafter per block of one domain, in hindsight.
+
+    accept: per query (L, N) 0/1 acceptance (gamma at T = 0), in serving
+    order; domains: per query. With 0/1 acceptance every fixed drafter's
+    rounds are exact (`fixed_rounds`), so a block's reference is what
+    `fixed:NAME` of its best drafter would have played on that block.
+    """
+    if len(accept) != len(domains):
+        raise ValueError(f"block_oracle: {len(accept)} queries but {len(domains)} domains")
+    if not len(accept):
+        return []
+    per_query = []  # (Q, N) rounds of each fixed drafter on each query
+    for g in accept:
+        g = np.asarray(g, dtype=np.float64)
+        if g.ndim != 2 or not np.isin(g, (0.0, 1.0)).all():
+            raise ValueError("block_oracle needs 0/1 acceptance (L, N) per query (gamma at T = 0)")
+        per_query.append(fixed_rounds(round_lengths(g, K)))
+    table = np.array(per_query)
+    out = []
+    for block in domain_blocks(domains):
+        total = table[block.start : block.stop].sum(axis=0)  # (N,)
+        arm = int(np.argmin(total))
+        out.append(OracleBlock(block, domains[block.start], arm, int(total[arm]),
+                               int(table[block.start : block.stop].min(axis=1).sum())))
+    return out
 
 
 class _Hindsight:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hedgespec_cli.errors import ConfigError
+from hedgespec_cli.selection.oracles import domain_blocks
 from hedgespec_cli.selection.replay import MethodRun, ReplayResult, method_metrics, regret_curve, replay
 from hedgespec_cli.selection.trace import Trace, TraceQuery
 
@@ -167,6 +168,22 @@ def shift_recovery(run: MethodRun, env: SimEnv, window: int = RECOVERY_WINDOW) -
     return out
 
 
+def block_regret(run: MethodRun) -> float:
+    """Regret (tokens) against a shifting comparator: the best fixed drafter per block of
+    consecutive prompts of one domain, counterfactual on the method's own rounds.
+
+    Per block B: j* = argmax_j sum over B's rounds of n_all[t, j]; regret = sum n_all[t, j*] - n_t.
+    It switches once per shift, as a learner kept across queries may; `QueryRun.regret` is the
+    per-query comparator (it may switch at every query).
+    """
+    qs, total = run.queries, 0.0
+    for block in domain_blocks([q.domain for q in qs]):
+        n_all = np.concatenate([qs[i].n_all for i in block])  # (rounds in the block, N)
+        n = np.concatenate([qs[i].n for i in block])
+        total += float(n_all[:, int(np.argmax(n_all.sum(axis=0)))].sum() - n.sum())
+    return total
+
+
 def _stats(values: Sequence[float]) -> dict[str, float]:
     v = np.asarray(values, dtype=np.float64)
     return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0}
@@ -182,6 +199,7 @@ def _one_seed(result: ReplayResult, env: SimEnv) -> dict[str, dict]:
         out[label] = {
             "mat": m["mat"],
             "regret_per_round": m["regret_per_round"],
+            "regret_per_round_block": block_regret(run) / m["rounds"],
             "mat_gap_vs_oracle": m["vs_oracle"]["mat_gap"],
             "curve": regret_curve(run.queries, CURVE_CHECKPOINTS),
             "recovery": shift_recovery(run, env),
@@ -219,6 +237,7 @@ def run_simulation(
             rows[label] = {
                 "mat": _stats([r["mat"] for r in runs]),
                 "regret_per_round": _stats([r["regret_per_round"] for r in runs]),
+                "regret_per_round_block": _stats([r["regret_per_round_block"] for r in runs]),
                 "mat_gap_vs_oracle": _stats([r["mat_gap_vs_oracle"] for r in runs]),
                 "curve": {c: float(np.mean([r["curve"][c] for r in runs])) for c in runs[0]["curve"]},
                 "recovery": {
@@ -244,6 +263,9 @@ def run_simulation(
             "mat": "tokens per round",
             "regret_per_round": "tokens per round vs the best fixed drafter per query (counterfactual, "
                                 "on the method's own rounds)",
+            "regret_per_round_block": "tokens per round vs the best fixed drafter per block of prompts of one "
+                                      "domain (a shifting comparator: one switch per shift; counterfactual, "
+                                      "on the method's own rounds)",
             "mat_gap_vs_oracle": "tokens per round: oracle MAT minus method MAT",
             "curve": f"mean cumulative regret (tokens) after r rounds of a query, r in {list(CURVE_CHECKPOINTS)}",
             "recovery": f"rounds after a domain shift before {RECOVERY_WINDOW} consecutive rounds on the "
