@@ -306,13 +306,16 @@ def bandit_run(method, outcomes, seed=0):
 
 
 def test_ucbspec_choices_by_hand():
-    decisions, _ = bandit_run("ucbspec:delta=0.1", [(5, 0), (1, 0), (1, 0), (1, 0)])
-    # round robin: a (Y = 1), b (Y = .2); t = 3: equal radii -> a (mean 1); a gets Y = .2
-    # t = 4: a: .6 + .5 sqrt(3/4 (1 + 2 log(2*16*sqrt3/.1))) = 2.199, b: .2 + 2.572 = 2.772 -> b
-    cr = lambda n, t: 0.5 * math.sqrt((1 + n) / n**2 * (1 + 2 * math.log(2 * t * t * math.sqrt(1 + n) / 0.1)))
-    assert 0.6 + cr(2, 4) == pytest.approx(2.199, abs=1e-3)
-    assert 0.2 + cr(1, 4) == pytest.approx(2.772, abs=1e-3)
-    assert [d.arm for d in decisions] == [0, 1, 0, 1]
+    # BanditSpec eq. 6 with L = K = 4 (radius in tokens), N = 2 arms, t = rounds played so far.
+    decisions, sel = bandit_run("ucbspec:delta=0.1", [(1, 0), (5, 0), (5, 0), (1, 0)])
+    cr = lambda n, t: 2.0 * math.sqrt((1 + n) / n**2 * (1 + 2 * math.log(2 * t * t * math.sqrt(1 + n) / 0.1)))
+    # round robin: a (n = 1), b (n = 5); t = 2: equal radii -> b (mean 5), b gets 5 again;
+    # t = 3: a: 1 + cr(1, 3) = 10.830 < b: 5 + cr(2, 3) = 11.120 -> b. The former radius (reward
+    # n/(K+1), radius 1/2 sqrt(...) at t + 1) went back to a here: 0.2 + 2.572 = 2.772 > 1 + 1.599.
+    assert 1 + cr(1, 3) == pytest.approx(10.830, abs=1e-3)
+    assert 5 + cr(2, 3) == pytest.approx(11.120, abs=1e-3)
+    assert [d.arm for d in decisions] == [0, 1, 1, 1]
+    np.testing.assert_allclose(sel.radius(), [cr(1, 4), cr(3, 4)])
 
 
 def test_exp3spec_probabilities_by_hand():

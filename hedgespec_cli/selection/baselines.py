@@ -83,32 +83,55 @@ class _Bandit:
 @register(
     "ucbspec",
     kind="online",
-    summary="UCBSpec (BanditSpec): UCB on the reward n/(K+1)",
+    summary="UCBSpec (BanditSpec Alg. 4): UCB on accepted tokens n, radius eq. 6",
     params={
-        "delta": Param(float, 0.1, check=lambda d: 0 < d < 1, rule="in (0, 1)", help="confidence level"),
+        "delta": Param(
+            float, 0.1, check=lambda d: 0 < d < 1, rule="in (0, 1)",
+            help="confidence parameter (the paper leaves its value open; 0.1 is this toolkit's)",
+        ),
         "reset": RESET,
     },
 )
 class UCBSpec(_Bandit):
-    """UCBSpec, BanditSpec (arXiv 2505.15141), as given in DESIGN.md section 6."""
+    """UCBSpec, BanditSpec (arXiv 2505.15141) Algorithm 4, eqs. 5-7 (Algorithm 8 in full).
+
+    The paper's symbols against ours: its K arms are our N drafters, its
+    maximum speculation length L is our K, its reward Y_{i,s} = len(X_{i,s}) is
+    our n (accepted drafts plus the bonus, in [1, K+1]), and its t counts the
+    rounds already played, whose statistics pick round t+1.
+    """
 
     def __init__(self, setup: SelectorSetup, *, delta: float, reset: str) -> None:
         super().__init__(setup, reset=reset)
         self.delta = delta
+        self.K = 1
+
+    def begin_query(self, ctx: QueryContext) -> None:
+        super().begin_query(ctx)
+        self.K = ctx.K  # L in the paper: the radius scales with the reward's range
+
+    def radius(self) -> np.ndarray:
+        """cr_{i,t}, BanditSpec eq. 6, in tokens (the units of the reward n), (N,).
+
+        cr_{i,t} = (L/2) sqrt((1 + n_{i,t}) / n_{i,t}^2 * (1 + 2 log(K t^2 (1 + n_{i,t})^(1/2) / delta)))
+        with L = our K, K = our N, t = rounds learned from so far. L/2: n lies in
+        [1, K+1], a range of width K, so it is (K/2)-sub-Gaussian (the paper's
+        proof of Thm 4.3, step 2).
+        """
+        n_i, t = self.pulls.astype(np.float64), self.t
+        log_term = np.log(self.n * t**2 * np.sqrt(1 + n_i) / self.delta)
+        return (self.K / 2) * np.sqrt((1 + n_i) / n_i**2 * (1 + 2 * log_term))
 
     def _decide(self) -> Decision:
-        first = self._untried()
+        first = self._untried()  # Alg. 4 line 1: round robin over the first N rounds
         if first is not None:
             return first
-        n_i, t = self.pulls.astype(np.float64), self.t + 1  # t: the round being decided
-        mu = self.reward_sum / n_i
-        # cr_i = (1/2) sqrt((1 + n_i) / n_i^2 * (1 + 2 log(N t^2 sqrt(1 + n_i) / delta)))
-        cr = 0.5 * np.sqrt((1 + n_i) / n_i**2 * (1 + 2 * np.log(self.n * t**2 * np.sqrt(1 + n_i) / self.delta)))
-        return argmax_decision(mu + cr, self.rng)
+        mu = self.reward_sum / self.pulls  # eq. 5: mean accepted tokens
+        return argmax_decision(mu + self.radius(), self.rng)  # eq. 7, Alg. 4 line 4
 
     def _learn(self, feedback: BanditFeedback, decision: Decision) -> None:
         self.pulls[feedback.arm] += 1
-        self.reward_sum[feedback.arm] += feedback.n / (feedback.K + 1)  # Y = n / (K+1)
+        self.reward_sum[feedback.arm] += feedback.n  # Y = len(X): tokens appended, bonus included
         self.t += 1
 
 
