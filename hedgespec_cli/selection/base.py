@@ -136,6 +136,8 @@ class Registration:
 
     kind: "online" (a real serving policy), "reference" (needs hindsight gamma:
         oracles), or "fixed".
+    not_replayable: None when `replay` (and `simulate`) can run the method on a
+        gamma trace; otherwise why not (what the method reads that a trace lacks).
     """
 
     name: str
@@ -144,6 +146,7 @@ class Registration:
     kind: str
     summary: str
     positional: str | None = None  # parameter a bare ITEM sets (fixed:NAME -> drafter)
+    not_replayable: str | None = None
 
     def __call__(self, setup: SelectorSetup, **params: Any) -> Selector:
         return self.factory(setup, **params)
@@ -159,6 +162,7 @@ def register(
     summary: str,
     params: Mapping[str, Param] | None = None,
     positional: str | None = None,
+    not_replayable: str | None = None,
 ) -> Callable[[Callable[..., Selector]], Callable[..., Selector]]:
     """Class decorator adding a selector factory to REGISTRY under `name`."""
 
@@ -166,7 +170,7 @@ def register(
         if name in REGISTRY:
             raise RuntimeError(f"selector {name!r} registered twice")
         REGISTRY[name] = Registration(
-            name, factory, MappingProxyType(dict(params or {})), kind, summary, positional
+            name, factory, MappingProxyType(dict(params or {})), kind, summary, positional, not_replayable
         )
         return factory
 

@@ -174,6 +174,11 @@ class EXP3Spec(_Bandit):
     "metasd-ucb",
     kind="online",
     summary="MetaSD-UCB: UCB1 on the block-divergence reward",
+    not_replayable=(
+        "its reward, 1 - TV(p, q) averaged over the positions the drafter drafts, needs the "
+        "distributions along drafts a trace does not hold (a counterfactual drafter's draft leaves "
+        "the verified text at its first rejection); run it live with `hedgespec bench`"
+    ),
     params={
         "beta": Param(float, 1.0, check=lambda b: b >= 0, rule=">= 0", help="exploration weight"),
         "reset": RESET,
@@ -202,6 +207,8 @@ class MetaSDUCB(_Bandit):
 
     def _learn(self, feedback: BanditFeedback, decision: Decision) -> None:
         reward = feedback.block_reward
+        if reward is None:
+            raise ValueError(f"{self.name}: feedback without block_reward (the live engine computes it)")
         if not math.isfinite(reward) or not -1e-9 <= reward <= 1 + 1e-9:
             check_finite(np.array([reward]), "MetaSD block reward")
             raise ValueError(f"{self.name}: block_reward {reward} outside [0, 1]")
