@@ -218,7 +218,7 @@ class BenchRun:
             return "target only (plain autoregressive decoding)"
         if method == f"fixed:{self.profile.generic().name}":
             return "single generic drafter (the EAGLE-3-style single-drafter baseline)"
-        return REGISTRY[SelectorSpec.parse(method).name].summary
+        return SelectorSpec.parse(method).description
 
     def _trace_queries(self) -> list[TraceQuery]:
         return [q for (_, r), q in self.trace.items() if r == 0]

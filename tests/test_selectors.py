@@ -167,7 +167,7 @@ def test_reset_never_carries_the_learner_across_queries():
 
 def test_spec_parsing_and_labels():
     spec = SelectorSpec.parse("hedgespec:learner=hedge,loss=tap")
-    assert spec.params == {"loss": "tap", "learner": "hedge", "reset": "query", "play": "argmax"}
+    assert spec.params == {"loss": "tap", "learner": "hedge", "reset": "query", "play": "sample"}
     assert spec.label == "hedgespec:loss=tap,learner=hedge"
     assert SelectorSpec.parse("ucbspec:delta=0.1").params["delta"] == 0.1
     assert SelectorSpec.parse("fixed:generic").label == "fixed:generic"
@@ -476,3 +476,48 @@ def test_oracle_ranks_acceptance_probabilities_by_expected_round_length():
     rnd = make_selector("oracle-round", 2, TWO)
     rnd.begin_query(QueryContext(None, TWO, (None, None), 3, g))
     assert rnd.choose(0).arm == 1
+
+
+# -- HedgeSpec's play rule --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("learner", ["normalhedge", "hedge"])
+def test_argmax_of_normalhedge_and_hedge_is_follow_the_leader(learner):
+    # The legend's claim for play=argmax: the top weight is the least cumulative loss.
+    from hedgespec_cli.selection.learners import LEARNERS
+
+    rng = np.random.default_rng(3)
+    model, total, mismatches = LEARNERS[learner](5), np.zeros(5), 0
+    for step in range(3000):
+        loss = np.clip(rng.normal([0.5, 0.45, 0.55, 0.5, 0.48], 0.3), 0, 1)
+        model.update(loss)
+        total += loss
+        w = model.probs()
+        mismatches += int(np.argmax(w) != np.argmin(total))
+    assert mismatches == 0
+
+
+def test_hedgespec_samples_from_its_weights_by_default_and_argmax_is_an_option():
+    gamma = np.tile([[1.0, 0.0, 1.0]], (40, 1))  # drafters 0 and 2 tie: weights split between them
+    gamma[::7, 2] = 0.0  # drafter 2 a little worse: 0 leads, 2 keeps some of Hedge's weight
+    arms = {}
+    for play in ("sample", "argmax"):
+        picks = []
+        for seed in range(40):
+            sel = make_selector(f"hedgespec:play={play},loss=tap,learner=hedge", 3, NAMES, seed=seed)
+            sel.begin_query(ctx())
+            sel.update(FullFeedback(gamma, 0, K))
+            d = sel.choose(40)
+            assert d.probs[2] > 0.05 or play == "argmax"
+            picks.append(d.arm)
+        arms[play] = picks
+    assert set(arms["argmax"]) == {0}
+    assert set(arms["sample"]) == {0, 2}  # drawn from the weights, not their argmax
+    assert SelectorSpec.parse("hedgespec").params["play"] == "sample"
+
+
+def test_hedgespec_legend_names_what_runs():
+    assert "drawn from its weights" in SelectorSpec.parse("hedgespec").description
+    ftl = SelectorSpec.parse("hedgespec:play=argmax").description
+    assert "follow-the-leader" in ftl and "normalhedge never changes a decision" in ftl
+    assert "follow-the-leader" not in SelectorSpec.parse("hedgespec:play=argmax,learner=adanormalhedge").description

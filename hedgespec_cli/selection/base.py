@@ -138,6 +138,8 @@ class Registration:
         oracles), or "fixed".
     not_replayable: None when `replay` (and `simulate`) can run the method on a
         gamma trace; otherwise why not (what the method reads that a trace lacks).
+    describe: params -> what runs under these hyperparameters (the report's
+        legend), where the summary alone would name the wrong thing; None: the summary.
     """
 
     name: str
@@ -147,6 +149,7 @@ class Registration:
     summary: str
     positional: str | None = None  # parameter a bare ITEM sets (fixed:NAME -> drafter)
     not_replayable: str | None = None
+    describe: Callable[[Mapping[str, Any]], str] | None = None
 
     def __call__(self, setup: SelectorSetup, **params: Any) -> Selector:
         return self.factory(setup, **params)
@@ -163,6 +166,7 @@ def register(
     params: Mapping[str, Param] | None = None,
     positional: str | None = None,
     not_replayable: str | None = None,
+    describe: Callable[[Mapping[str, Any]], str] | None = None,
 ) -> Callable[[Callable[..., Selector]], Callable[..., Selector]]:
     """Class decorator adding a selector factory to REGISTRY under `name`."""
 
@@ -170,7 +174,8 @@ def register(
         if name in REGISTRY:
             raise RuntimeError(f"selector {name!r} registered twice")
         REGISTRY[name] = Registration(
-            name, factory, MappingProxyType(dict(params or {})), kind, summary, positional, not_replayable
+            name, factory, MappingProxyType(dict(params or {})), kind, summary, positional, not_replayable,
+            describe,
         )
         return factory
 
@@ -230,6 +235,12 @@ class SelectorSpec:
             if p.required or value != p.default:
                 items.append(str(value) if key == reg.positional else f"{key}={value}")
         return self.name + (":" + ",".join(items) if items else "")
+
+    @property
+    def description(self) -> str:
+        """What runs: the registration's `describe(params)`, else its summary."""
+        reg = REGISTRY[self.name]
+        return reg.describe(self.params) if reg.describe else reg.summary
 
     @classmethod
     def parse(cls, text: str, *, seed: int = 0) -> SelectorSpec:
