@@ -26,6 +26,7 @@ from hedgespec_cli.runner import (
     AR,
     SelectorBank,
     check_methods,
+    check_router,
     checked_prompt_ids,
     hindsight_pass,
     needs_hindsight,
@@ -59,6 +60,7 @@ class BenchRun:
             settings = replace(settings, max_new_tokens=int(budget))
         self.settings = settings
         check_methods(settings.methods, [d.name for d in self.profile.drafters])  # before loading any model
+        check_router(settings.methods, self.profile)
         self.dir = run_dir
         self.lines = lines
         self.trace = trace  # (query_id, repeat) -> TraceQuery

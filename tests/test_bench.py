@@ -16,7 +16,7 @@ from hedgespec_cli.rundir import load_results, read_jsonl
 
 from conftest import make_llama, make_tokenizer
 
-METHODS = "ar,fixed:near,ucbspec,hedgespec,router,oracle"
+METHODS = "ar,fixed:near,ucbspec,hedgespec,router,router-label,oracle"
 
 
 def settings(tiny_bench, tmp_path, **extra):
@@ -47,16 +47,18 @@ def test_bench_writes_a_complete_valid_run(tiny_bench, tmp_path):
         "domain": "alpha", "role": "generic",
     }
     queries = read_jsonl(run / "queries.jsonl")
-    assert len(queries) == 6 * 6  # methods x prompts
+    assert len(queries) == 7 * 6  # methods x prompts
     # Regret curve: cumulative extra rounds against the oracle, query by query.
     rounds = {(q["method"], q["query_id"]): q["rounds"] for q in queries}
     curve = methods["hedgespec"]["regret_curve_vs_oracle"]
     order = list(dict.fromkeys(q["query_id"] for q in queries))
     assert len(curve) == 6 and curve[-1] == sum(rounds["hedgespec", i] - rounds["oracle", i] for i in order)
     assert methods["oracle"]["regret_curve_vs_oracle"] is None and methods["ar"]["regret_curve_vs_oracle"] is None
-    # router picks the drafter labelled with the prompt's domain.
-    assert methods["router"]["selection_freq"]["alpha"]["near"] == 1.0
-    assert methods["router"]["selection_freq"]["beta"]["far"] == 1.0
+    # router-label picks the drafter labelled with the prompt's domain; router, the drafter of the
+    # domain its classifier predicts, which is right on these prompts.
+    for m in ("router", "router-label"):
+        assert methods[m]["selection_freq"]["alpha"]["near"] == 1.0
+        assert methods[m]["selection_freq"]["beta"]["far"] == 1.0
     # Re-summarising the saved queries reproduces the saved numbers.
     from hedgespec_cli.report.summary import summarize_methods
 
@@ -251,6 +253,7 @@ def test_bad_input_is_one_line_without_traceback(tiny_bench, tmp_path, capsys, m
     )
     (root / "blank.jsonl").write_text(json.dumps({"id": "blank", "domain": "alpha", "prompt": ""}) + "\n")
     (root / "blank.yaml").write_text("name: blank\nsources: [{path: blank.jsonl}]\n")
+    (root / "no_router.yaml").write_text(Path(tiny_bench["profile"]).read_text().replace("router: router.npz\n", ""))
     capsys.readouterr()  # drop what the set-up printed
     base = ["bench", "--quiet", "--out", str(tmp_path / "runs")]
     prof, wl = ["--profile", tiny_bench["profile"]], ["--workload", tiny_bench["workload"]]
@@ -278,6 +281,10 @@ def test_bad_input_is_one_line_without_traceback(tiny_bench, tmp_path, capsys, m
         ([*prof, *wl, "--sweep-drafters", "2", "--methods", "ar,bogus"], "unknown method 'bogus'"),
         ([*prof, *wl, "--sweep-drafters", "2", "--tree-top-k", "500"], "exceeds the vocabulary"),
         ([*prof, "--workload", str(root / "long.yaml"), "--sweep-drafters", "2"], "exceeds the models' context"),
+        (["--profile", str(root / "no_router.yaml"), *wl, "--methods", "ar,router"],
+         "router needs a prompt classifier and profile 'testpool' has none: build one with `hedgespec zoo router"),
+        (["--profile", str(root / "no_router.yaml"), *wl, "--methods", "router", "--sweep-drafters", "2"],
+         "or use router-label"),
     ]
     for args, message in cases:
         res = run_main(*base, *args)

@@ -441,14 +441,22 @@ def test_hedgespec_rejects_non_finite_gamma():
 # -- static rules and oracles ---------------------------------------------------------------
 
 
-def test_router_matches_the_domain_and_falls_back_to_generic():
-    sel = make_selector("router", 3, NAMES)
+def test_router_label_matches_the_true_domain_and_falls_back_to_generic():
+    sel = make_selector("router-label", 3, NAMES)
     for domain, arm in (("math", 2), ("code", 1), ("law", 0), (None, 0)):
         sel.begin_query(ctx(domain))
         assert sel.choose(0).arm == arm
-    unlabelled = make_selector("router", 2, ("x", "y"))
+    unlabelled = make_selector("router-label", 2, ("x", "y"))
     unlabelled.begin_query(QueryContext("code", ("x", "y"), ("math", "bio"), K))
     assert unlabelled.choose(0).arm == 0  # nothing generic either: the first drafter
+
+
+def test_router_follows_the_classifier_not_the_label():
+    sel = make_selector("router", 3, NAMES)
+    for true, routed, arm in (("code", "math", 2), ("math", "code", 1), ("code", None, 0), ("math", "law", 0)):
+        sel.begin_query(QueryContext(true, NAMES, DOMAINS, K, None, routed))
+        assert sel.choose(0).arm == arm
+    assert REGISTRY["router"].needs_prompt_classifier and not REGISTRY["router-label"].needs_prompt_classifier
 
 
 def test_oracles_by_hand():

@@ -140,6 +140,8 @@ class Registration:
         gamma trace; otherwise why not (what the method reads that a trace lacks).
     describe: params -> what runs under these hyperparameters (the report's
         legend), where the summary alone would name the wrong thing; None: the summary.
+    needs_prompt_classifier: True -> the method reads `QueryContext.routed_domain`,
+        which needs the profile's prompt classifier (`router:`).
     """
 
     name: str
@@ -150,6 +152,7 @@ class Registration:
     positional: str | None = None  # parameter a bare ITEM sets (fixed:NAME -> drafter)
     not_replayable: str | None = None
     describe: Callable[[Mapping[str, Any]], str] | None = None
+    needs_prompt_classifier: bool = False
 
     def __call__(self, setup: SelectorSetup, **params: Any) -> Selector:
         return self.factory(setup, **params)
@@ -167,6 +170,7 @@ def register(
     positional: str | None = None,
     not_replayable: str | None = None,
     describe: Callable[[Mapping[str, Any]], str] | None = None,
+    needs_prompt_classifier: bool = False,
 ) -> Callable[[Callable[..., Selector]], Callable[..., Selector]]:
     """Class decorator adding a selector factory to REGISTRY under `name`."""
 
@@ -175,7 +179,7 @@ def register(
             raise RuntimeError(f"selector {name!r} registered twice")
         REGISTRY[name] = Registration(
             name, factory, MappingProxyType(dict(params or {})), kind, summary, positional, not_replayable,
-            describe,
+            describe, needs_prompt_classifier,
         )
         return factory
 

@@ -271,11 +271,10 @@ class Random(_Static):
         return sample_decision(np.full(self.n, 1.0 / self.n), self.rng)
 
 
-@register("router", kind="online", summary="the drafter labelled with the prompt's domain (closed-world)")
-class Router(_Static):
-    """Picks the first drafter whose domain label equals the prompt's domain.
+class _Route(_Static):
+    """Picks the first drafter whose domain label equals a domain read from the context.
 
-    Fallback when none matches (or the prompt has no domain): the first drafter
+    Fallback when none matches (or there is no domain): the first drafter
     named "generic" or labelled "generic" or unlabelled, else drafter 0.
     """
 
@@ -283,12 +282,46 @@ class Router(_Static):
         super().__init__(setup)
         self.arm = 0
 
+    def _domain(self, ctx: QueryContext) -> str | None:
+        raise NotImplementedError
+
     def begin_query(self, ctx: QueryContext) -> None:
         super().begin_query(ctx)
-        labels, names = ctx.drafter_domains, ctx.drafter_names
-        matches = [j for j, d in enumerate(labels) if ctx.domain is not None and d == ctx.domain]
+        domain, labels, names = self._domain(ctx), ctx.drafter_domains, ctx.drafter_names
+        matches = [j for j, d in enumerate(labels) if domain is not None and d == domain]
         generic = [j for j, (d, nm) in enumerate(zip(labels, names)) if nm == "generic" or d in (None, "generic")]
         self.arm = (matches or generic or [0])[0]
 
     def choose(self, position: int) -> Decision:
         return Decision(self.arm, one_hot(self.arm, self.n))
+
+
+@register(
+    "router",
+    kind="online",
+    summary="offline router: the drafter of the domain a prompt classifier predicts (naive Bayes on "
+    "token counts, trained on the zoo's training split)",
+    needs_prompt_classifier=True,
+    not_replayable="its classifier reads the prompt, which a trace does not hold; run it live with "
+    "`hedgespec bench`, or replay router-label",
+)
+class Router(_Route):
+    """HedgeSpec's (arXiv 2510.20064) offline-router baseline: classify the prompt, route once.
+
+    The classifier (selection/classifier.py) is the profile's; the engine puts
+    its guess in `QueryContext.routed_domain`. It misroutes when a prompt does
+    not look like the training text, which `router-label` never does.
+    """
+
+    def _domain(self, ctx: QueryContext) -> str | None:
+        return ctx.routed_domain
+
+
+@register(
+    "router-label",
+    kind="online",
+    summary="the drafter labelled with the prompt's true domain (a closed-world upper bound on router)",
+)
+class RouterLabel(_Route):
+    def _domain(self, ctx: QueryContext) -> str | None:
+        return ctx.domain
