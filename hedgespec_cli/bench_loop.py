@@ -220,7 +220,12 @@ class BenchRun:
             return "target only (plain autoregressive decoding)"
         if method == f"fixed:{self.profile.generic().name}":
             return "single generic drafter (the EAGLE-3-style single-drafter baseline)"
-        return SelectorSpec.parse(method).description
+        spec = SelectorSpec.parse(method)
+        reg = REGISTRY[spec.name]
+        if self.engine.settings.tree is not None and (reg.kind == "reference" or reg.factory.needs_full_feedback):
+            # Its choices rest on gamma, which for trees scores unpruned top_k children (decoding/tree.py).
+            return f"{spec.description} [draft trees: decides on gamma that is an upper bound, as if no node were pruned]"
+        return spec.description
 
     def _trace_queries(self) -> list[TraceQuery]:
         return [q for (_, r), q in self.trace.items() if r == 0]

@@ -371,3 +371,15 @@ def test_bench_with_draft_trees_records_the_tree_and_stays_lossless(tiny_bench, 
     rounds = read_jsonl(run / "rounds.jsonl")
     assert any(r["tree_nodes"] > 0 for r in rounds if r["method"] == "fixed:near")
     assert all(r["tree_nodes"] <= 10 for r in rounds)
+    # Tree gamma scores unpruned top_k children: whatever decides on it says it is an upper bound.
+    labels = payload["method_labels"]
+    for m in ("hedgespec", "oracle"):
+        assert "upper bound" in labels[m], m
+    assert "upper bound" not in labels["fixed:near"]
+    from rich.console import Console
+
+    from hedgespec_cli.report.bench_tables import render_run
+
+    console = Console(width=200, record=True)
+    render_run(payload, console)
+    assert "gamma is an UPPER BOUND" in " ".join(console.export_text().split())
