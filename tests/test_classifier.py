@@ -62,15 +62,19 @@ def test_the_shipped_classifier_routes_the_workload_prompts_but_not_perfectly(sh
     assert report["misrouted"] == {"code": {"dialogue": 1}, "dialogue": {"biology": 1}}
 
 
-def test_a_prompt_unlike_the_training_text_is_misrouted(shipped):
-    # The paper's point about offline routers: a natural rewording moves a prompt off the classifier's
-    # training distribution. A math problem asked in chat style goes to the dialogue drafter.
+def test_prompts_unlike_the_training_text_are_misrouted(shipped):
+    # The paper's point about offline routers: a natural rewording moves prompts off the classifier's
+    # training distribution. Math problems asked in chat style go to the dialogue drafter.
     _, clf, tok = shipped
-    first = json.loads((REPO / "workloads" / "prompts" / "math.jsonl").read_text().splitlines()[0])["prompt"]
-    assert clf.predict(tok(first)["input_ids"]) == "math"
-    chatty = ("hey! how are you doing today? i'm good thanks. so my friend asked me this and i have no "
-              "idea, can you help me out? " + first)
-    assert clf.predict(tok(chatty)["input_ids"]) != "math"
+    rows = [json.loads(x) for x in (REPO / "workloads" / "prompts" / "math.jsonl").read_text().splitlines()]
+    plain = [clf.predict(tok(r["prompt"])["input_ids"]) for r in rows]
+    chatty = [clf.predict(tok(CHATTY + r["prompt"])["input_ids"]) for r in rows]
+    assert plain.count("math") == 24
+    assert chatty.count("dialogue") == 23 and chatty.count("math") == 1  # measured on the shipped file
+
+
+CHATTY = ("hey! how are you doing today? i'm good thanks. so my friend asked me this and i have no idea, "
+          "can you help me out? ")
 
 
 def test_default_methods_hold_router_only_with_a_classifier():
