@@ -83,3 +83,14 @@ def test_default_methods_hold_router_only_with_a_classifier():
     assert "router" in default_methods("g") and "router-label" in default_methods("g")
     without = default_methods("g", classifier=False)
     assert "router" not in without and "router-label" in without
+
+
+def test_the_chat_style_workload_moves_prompts_off_the_routers_training_text(shipped):
+    from hedgespec_cli.workloads import load_workload
+
+    _, clf, tok = shipped
+    wl = load_workload("chat-style")
+    assert len(wl.prompts) == 18 and all(p.text.startswith(CHATTY) for p in wl.prompts)
+    routed = [clf.predict(tok(p.text)["input_ids"]) for p in wl.prompts]
+    wrong = [r for r, p in zip(routed, wl.prompts) if r != p.domain]
+    assert len(wrong) == 10 and set(wrong) == {"dialogue"}  # measured on the shipped file
