@@ -92,8 +92,8 @@ def test_interrupted_run_is_saved_and_resumable(tiny_bench, tmp_path):
     payload = run_bench(settings(tiny_bench, tmp_path), resume=run)
     assert payload["complete"] is True
     queries = read_jsonl(run / "queries.jsonl")
-    assert len(queries) == 36
-    assert len({(q["method"], q["query_id"], q["repeat"]) for q in queries}) == 36
+    assert len(queries) == 42  # 7 methods x 6 prompts
+    assert len({(q["method"], q["query_id"], q["repeat"]) for q in queries}) == 42
     assert payload["validity"]["constraints"]["lossless"] is True
 
 
