@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from hedgespec_cli.decoding.engine import DecodeSettings
 
 SCHEMA = "hedgespec.run/1"
-DEFAULT_ONLINE = ("ucbspec", "exp3spec", "metasd-ucb", "random", "router", "hedgespec")
+DEFAULT_ONLINE = ("ucbspec", "exp3spec", "metasd-ucb", "random", "router", "router-label", "hedgespec")
 
 
 @dataclass(frozen=True)
@@ -111,8 +111,10 @@ def resolve_settings(flags: dict[str, Any], config_file: Path | None) -> BenchSe
     return BenchSettings(**merged)
 
 
-def default_methods(generic: str) -> tuple[str, ...]:
-    return ("ar", f"fixed:{generic}", *DEFAULT_ONLINE, "oracle")
+def default_methods(generic: str, *, classifier: bool = True) -> tuple[str, ...]:
+    """Every method; `router` only where the profile ships a prompt classifier."""
+    online = DEFAULT_ONLINE if classifier else tuple(m for m in DEFAULT_ONLINE if m != "router")
+    return ("ar", f"fixed:{generic}", *online, "oracle")
 
 
 def run_bench(settings: BenchSettings, *, progress: Progress | None = None, resume: Path | None = None) -> dict:
@@ -188,7 +190,7 @@ def with_profile_defaults(settings: BenchSettings, profile_name: str) -> BenchSe
                           "add --tree-top-k (children per node) or drop --tree-tokens")
     return replace(
         settings,
-        methods=settings.methods or default_methods(prof.generic().name),
+        methods=settings.methods or default_methods(prof.generic().name, classifier=prof.router is not None),
         K=settings.K if settings.K is not None else d.get("K", 5),
         temperature=settings.temperature if settings.temperature is not None else d.get("temperature", 0.0),
         top_p=settings.top_p if settings.top_p is not None else d.get("top_p", 1.0),

@@ -27,6 +27,7 @@ from hedgespec_cli.runner import (
     AR,
     SelectorBank,
     check_methods,
+    check_router,
     checked_prompt_ids,
     hindsight_pass,
     needs_hindsight,
@@ -60,6 +61,7 @@ class BenchRun:
             settings = replace(settings, max_new_tokens=int(budget))
         self.settings = settings
         check_methods(settings.methods, [d.name for d in self.profile.drafters])  # before loading any model
+        check_router(settings.methods, self.profile)
         self.dir = run_dir
         self.lines = lines
         self.trace = trace  # (query_id, repeat) -> TraceQuery
@@ -225,7 +227,12 @@ class BenchRun:
             return "target only (plain autoregressive decoding)"
         if method == f"fixed:{self.profile.generic().name}":
             return "single generic drafter (the EAGLE-3-style single-drafter baseline)"
-        return REGISTRY[SelectorSpec.parse(method).name].summary
+        spec = SelectorSpec.parse(method)
+        reg = REGISTRY[spec.name]
+        if self.engine.settings.tree is not None and (reg.kind == "reference" or reg.factory.needs_full_feedback):
+            # Its choices rest on gamma, which for trees scores unpruned top_k children (decoding/tree.py).
+            return f"{spec.description} [draft trees: decides on gamma that is an upper bound, as if no node were pruned]"
+        return spec.description
 
     def _block_oracle(self) -> dict[str, Any] | None:
         """The per-block oracle where the workload serves blocks of one domain (`shift`), at T = 0

@@ -15,7 +15,8 @@ import yaml
 from hedgespec_cli.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PROFILE_KEYS = {"name", "description", "target", "tokenizer", "drafters", "dtype", "drafter_dtype", "device", "decoding"}
+PROFILE_KEYS = {"name", "description", "target", "tokenizer", "router", "drafters", "dtype", "drafter_dtype", "device",
+                "decoding"}
 DRAFTER_KEYS = {"name", "kind", "path", "domain", "role"}
 DECODING_TYPES: dict[str, type] = {"K": int, "temperature": float, "top_p": float, "max_new_tokens": int,
                                    "tree_top_k": int, "tree_tokens": int}
@@ -45,6 +46,7 @@ class Profile:
     device: str = "cpu"
     drafter_dtype: str | None = None  # None: the target's dtype
     decoding: dict[str, Any] = field(default_factory=dict)
+    router: Path | None = None  # the `router` baseline's prompt classifier (hedgespec zoo router)
 
     def drafter_index(self, name: str) -> int:
         names = [d.name for d in self.drafters]
@@ -63,6 +65,7 @@ class Profile:
             "source": str(self.source),
             "target": {"name": self.target.name, "path": str(self.target.path)},
             "tokenizer": str(self.tokenizer) if self.tokenizer else None,
+            "router": str(self.router) if self.router else None,
             "drafters": [
                 {"name": d.name, "kind": d.kind, "path": str(d.path), "domain": d.domain, "role": d.role}
                 for d in self.drafters
@@ -197,4 +200,5 @@ def load_profile(name_or_path: str) -> Profile:
         device=str(data.get("device", "cpu")),
         drafter_dtype=str(data["drafter_dtype"]) if data.get("drafter_dtype") else None,
         decoding=decoding,
+        router=base / data["router"] if data.get("router") else None,
     )

@@ -19,8 +19,11 @@ AR = "ar"
 def open_pool(
     profile: Profile, *, device: str | None = None, dtype: str | None = None, drafter_dtype: str | None = None
 ) -> Pool:
-    """Load the profile's target and drafters once; every method shares them."""
-    return load_pool(
+    """Load the profile's target, drafters and prompt classifier once; every method shares them."""
+    from hedgespec_cli.selection.classifier import PromptClassifier
+
+    router = PromptClassifier.load(profile.router) if profile.router is not None else None
+    pool = load_pool(
         profile.target,
         list(profile.drafters),
         device=device or profile.device,
@@ -28,6 +31,8 @@ def open_pool(
         drafter_dtype=drafter_dtype or profile.drafter_dtype,
         tokenizer_path=profile.tokenizer,
     )
+    pool.router = router
+    return pool
 
 
 def adhoc_profile(target: str, drafters: list[str]) -> Profile:
@@ -45,8 +50,25 @@ def adhoc_profile(target: str, drafters: list[str]) -> Profile:
     )
 
 
-def context_for(pool: Pool, K: int, domain: str | None, hindsight: np.ndarray | None = None) -> QueryContext:
-    return QueryContext(domain, pool.names, pool.domains, K, hindsight)
+def context_for(
+    pool: Pool, K: int, domain: str | None, hindsight: np.ndarray | None = None, prompt_ids: list[int] | None = None
+) -> QueryContext:
+    """What a selector may know before a query; the classifier's guess only where the pool has one."""
+    routed = pool.router.predict(prompt_ids) if pool.router is not None and prompt_ids is not None else None
+    return QueryContext(domain, pool.names, pool.domains, K, hindsight, routed)
+
+
+def check_router(methods, profile: Profile) -> None:
+    """A method that reads the prompt classifier's guess (`router`) needs the profile to ship one."""
+    from hedgespec_cli.selection import REGISTRY, SelectorSpec
+
+    for m in methods:
+        if m != AR and REGISTRY[SelectorSpec.parse(m).name].needs_prompt_classifier and profile.router is None:
+            raise ConfigError(
+                f"{m} needs a prompt classifier and profile {profile.name!r} has none: build one with "
+                "`hedgespec zoo router --zoo DIR` and add `router: DIR/router.npz` to the profile, "
+                "or use router-label (the prompt's true domain)"
+            )
 
 
 def needs_hindsight(method: str) -> bool:
@@ -141,7 +163,7 @@ def run_query(
     """
     if method == AR:
         return engine.decode(prompt_ids, record_gamma=False)
-    from hedgespec_cli.selection import SelectorSpec, make_selector
+    from hedgespec_cli.selection import REGISTRY, SelectorSpec, make_selector
 
     spec = SelectorSpec.parse(method, seed=seed)
     pool = engine.pool
@@ -149,7 +171,11 @@ def run_query(
         selector = make_selector(spec, len(pool.drafters), pool.names)
     if hindsight is None and needs_hindsight(method):
         hindsight = hindsight_pass(engine, prompt_ids, domain).gamma
-    selector.begin_query(context_for(pool, engine.settings.K, domain, hindsight))
+    if pool.router is None and REGISTRY[spec.name].needs_prompt_classifier:
+        raise ConfigError(f"{method} needs a prompt classifier and this profile has none: build one with "
+                          "`hedgespec zoo router --zoo DIR` and add `router: DIR/router.npz` to the profile, "
+                          "or use router-label (the prompt's true domain)")
+    selector.begin_query(context_for(pool, engine.settings.K, domain, hindsight, prompt_ids))
     record = engine.decode(prompt_ids, selector, record_gamma=record_gamma)
     selector.end_query()
     return record

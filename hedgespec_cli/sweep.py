@@ -36,6 +36,7 @@ from hedgespec_cli.runner import (
     AR,
     SelectorBank,
     check_methods,
+    check_router,
     checked_prompt_ids,
     open_pool,
     query_seed,
@@ -73,7 +74,7 @@ def padded_pool(pool: Pool, generic: str, n: int, seed: int) -> Pool:
         name = f"pad{len(drafters)}-{pool.names[j]}"
         drafters.append(CausalLM(name, model))
         specs.append(ModelSpec(name, pool.specs[j].path, kind="lm", domain=None, role="padding"))
-    return Pool(pool.target, drafters, pool.tokenizer, specs)
+    return Pool(pool.target, drafters, pool.tokenizer, specs, pool.router)
 
 
 def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress | None = None) -> dict[str, Any]:
@@ -91,6 +92,7 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
             check_methods(settings.methods, _sizes_names(names, profile.generic().name, n))
         except ConfigError as err:
             raise ConfigError(f"in the pool of {n} drafters: {err}") from None
+    check_router(settings.methods, profile)
     pool = open_pool(profile, device=settings.device, dtype=settings.dtype, drafter_dtype=settings.drafter_dtype)
     decode = decode_settings(settings)
     methods = [m for m in settings.methods if m != AR]

@@ -109,10 +109,18 @@ def tiny_bench(tiny_models, tmp_path_factory) -> dict[str, str]:
     """A profile over the tiny checkpoints and a two-domain workload, as YAML files."""
     import json
 
+    from hedgespec_cli.selection.classifier import PromptClassifier
+
     root = tmp_path_factory.mktemp("bench")
+    tok = make_tokenizer()
+    # The router's classifier, "trained" on text like each domain's prompts.
+    train = {"alpha": ["the cat sat on the mat"] * 3, "beta": ["zz yy xx ww zz yy"] * 3}
+    PromptClassifier.fit({d: [tok(t)["input_ids"] for t in texts] for d, texts in train.items()},
+                         len(tok)).save(root / "router.npz")
     (root / "profile.yaml").write_text(
         "name: testpool\ndescription: tiny random models\n"
         f"target: {{path: {tiny_models['target']}}}\n"
+        "router: router.npz\n"
         "drafters:\n"
         f"  - {{name: near, path: {tiny_models['near']}, domain: alpha, role: generic}}\n"
         f"  - {{name: far, path: {tiny_models['far']}, domain: beta}}\n"

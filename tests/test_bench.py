@@ -16,7 +16,7 @@ from hedgespec_cli.rundir import load_results, read_jsonl
 
 from conftest import make_llama, make_tokenizer
 
-METHODS = "ar,fixed:near,ucbspec,hedgespec,router,oracle"
+METHODS = "ar,fixed:near,ucbspec,hedgespec,router,router-label,oracle"
 
 
 def settings(tiny_bench, tmp_path, **extra):
@@ -47,16 +47,18 @@ def test_bench_writes_a_complete_valid_run(tiny_bench, tmp_path):
         "domain": "alpha", "role": "generic",
     }
     queries = read_jsonl(run / "queries.jsonl")
-    assert len(queries) == 6 * 6  # methods x prompts
+    assert len(queries) == 7 * 6  # methods x prompts
     # Regret curve: cumulative extra rounds against the oracle, query by query.
     rounds = {(q["method"], q["query_id"]): q["rounds"] for q in queries}
     curve = methods["hedgespec"]["regret_curve_vs_oracle"]
     order = list(dict.fromkeys(q["query_id"] for q in queries))
     assert len(curve) == 6 and curve[-1] == sum(rounds["hedgespec", i] - rounds["oracle", i] for i in order)
     assert methods["oracle"]["regret_curve_vs_oracle"] is None and methods["ar"]["regret_curve_vs_oracle"] is None
-    # router picks the drafter labelled with the prompt's domain.
-    assert methods["router"]["selection_freq"]["alpha"]["near"] == 1.0
-    assert methods["router"]["selection_freq"]["beta"]["far"] == 1.0
+    # router-label picks the drafter labelled with the prompt's domain; router, the drafter of the
+    # domain its classifier predicts, which is right on these prompts.
+    for m in ("router", "router-label"):
+        assert methods[m]["selection_freq"]["alpha"]["near"] == 1.0
+        assert methods[m]["selection_freq"]["beta"]["far"] == 1.0
     # Re-summarising the saved queries reproduces the saved numbers.
     from hedgespec_cli.report.summary import summarize_methods
 
@@ -90,8 +92,8 @@ def test_interrupted_run_is_saved_and_resumable(tiny_bench, tmp_path):
     payload = run_bench(settings(tiny_bench, tmp_path), resume=run)
     assert payload["complete"] is True
     queries = read_jsonl(run / "queries.jsonl")
-    assert len(queries) == 36
-    assert len({(q["method"], q["query_id"], q["repeat"]) for q in queries}) == 36
+    assert len(queries) == 42  # 7 methods x 6 prompts
+    assert len({(q["method"], q["query_id"], q["repeat"]) for q in queries}) == 42
     assert payload["validity"]["constraints"]["lossless"] is True
 
 
@@ -281,6 +283,7 @@ def test_bad_input_is_one_line_without_traceback(tiny_bench, tmp_path, capsys, m
     )
     (root / "blank.jsonl").write_text(json.dumps({"id": "blank", "domain": "alpha", "prompt": ""}) + "\n")
     (root / "blank.yaml").write_text("name: blank\nsources: [{path: blank.jsonl}]\n")
+    (root / "no_router.yaml").write_text(Path(tiny_bench["profile"]).read_text().replace("router: router.npz\n", ""))
     capsys.readouterr()  # drop what the set-up printed
     base = ["bench", "--quiet", "--out", str(tmp_path / "runs")]
     prof, wl = ["--profile", tiny_bench["profile"]], ["--workload", tiny_bench["workload"]]
@@ -308,6 +311,10 @@ def test_bad_input_is_one_line_without_traceback(tiny_bench, tmp_path, capsys, m
         ([*prof, *wl, "--sweep-drafters", "2", "--methods", "ar,bogus"], "unknown method 'bogus'"),
         ([*prof, *wl, "--sweep-drafters", "2", "--tree-top-k", "500"], "exceeds the vocabulary"),
         ([*prof, "--workload", str(root / "long.yaml"), "--sweep-drafters", "2"], "exceeds the models' context"),
+        (["--profile", str(root / "no_router.yaml"), *wl, "--methods", "ar,router"],
+         "router needs a prompt classifier and profile 'testpool' has none: build one with `hedgespec zoo router"),
+        (["--profile", str(root / "no_router.yaml"), *wl, "--methods", "router", "--sweep-drafters", "2"],
+         "or use router-label"),
     ]
     for args, message in cases:
         res = run_main(*base, *args)
@@ -395,3 +402,40 @@ def test_bench_with_draft_trees_records_the_tree_and_stays_lossless(tiny_bench, 
     rounds = read_jsonl(run / "rounds.jsonl")
     assert any(r["tree_nodes"] > 0 for r in rounds if r["method"] == "fixed:near")
     assert all(r["tree_nodes"] <= 10 for r in rounds)
+    # Tree gamma scores unpruned top_k children: whatever decides on it says it is an upper bound.
+    labels = payload["method_labels"]
+    for m in ("hedgespec", "oracle"):
+        assert "upper bound" in labels[m], m
+    assert "upper bound" not in labels["fixed:near"]
+    from rich.console import Console
+
+    from hedgespec_cli.report.bench_tables import render_run
+
+    console = Console(width=200, record=True)
+    render_run(payload, console)
+    assert "gamma is an UPPER BOUND" in " ".join(console.export_text().split())
+
+
+def test_sampled_hedgespec_is_replayed_exactly_with_the_live_per_query_seeds(tiny_bench, tmp_path):
+    # play=sample draws from the selector's generator; the bench seeds one selector per query
+    # (runner.SelectorBank, query_seed). A replay that seeds the same way makes the same rounds.
+    from hedgespec_cli.runner import query_seed
+    from hedgespec_cli.selection import SelectorSpec, make_selector
+    from hedgespec_cli.selection.replay import replay_query
+    from hedgespec_cli.selection.trace import read_trace
+
+    methods = ["hedgespec", "hedgespec:learner=hedge"]
+    payload = run_bench(settings(tiny_bench, tmp_path, methods="ar," + ",".join(methods), seed=3))
+    run = Path(payload["run_dir"])
+    trace = read_trace(run / "trace.jsonl")
+    rounds = [r for r in read_jsonl(run / "rounds.jsonl")]
+    sampled = 0
+    for m in methods:
+        for i, q in enumerate(trace.queries):
+            sel = make_selector(SelectorSpec.parse(m, seed=query_seed(3, 0, i)), trace.N, trace.drafters)
+            replayed = replay_query(sel, trace, q, q.gamma, hindsight=False)
+            live = [r for r in rounds if r["method"] == m and r["query_id"] == q.id]
+            assert [r["drafter"] for r in live] == replayed.arms.tolist(), (m, q.id)
+            assert [r["n"] for r in live] == replayed.n.tolist(), (m, q.id)
+            sampled += sum(0 < max(r["probs"]) < 1 for r in live)
+    assert sampled > 0  # some rounds were drawn from a spread distribution, not a sure choice

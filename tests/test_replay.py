@@ -67,8 +67,14 @@ def test_bandit_feedback_in_replay():
     original = sel.update
     sel.update = lambda fb: (seen.append(fb), original(fb))
     replay_query(sel, trace, trace.queries[0], trace.queries[0].gamma, hindsight=False)
-    # block reward proxy: mean gamma of B over min(k, a + 1) positions
-    assert [(f.n, f.drafted, f.block_reward) for f in seen] == [(2, 2, 0.5), (3, 2, 1.0), (1, 0, 0.0)]
+    # no block reward: replay has no proxy for MetaSD's reward (metasd-ucb is refused instead)
+    assert [(f.n, f.drafted, f.block_reward) for f in seen] == [(2, 2, None), (3, 2, None), (1, 0, None)]
+
+
+def test_metasd_is_refused_by_replay_not_run_on_a_proxy():
+    with pytest.raises(ConfigError, match="metasd-ucb cannot be replayed on a trace: its reward, 1 - TV"):
+        replay(hand_trace(), ["hedgespec", "metasd-ucb:beta=2"])
+    assert "metasd-ucb" not in default_methods(NAMES)
 
 
 def test_full_feedback_rows_are_the_verified_positions():
@@ -223,7 +229,7 @@ def test_replay_command_tables(cli, tmp_path):
     path = write_trace(tmp_path / "t.jsonl", hand_trace())
     result = CliRunner().invoke(cli, ["replay", str(path)])
     assert result.exit_code == 0, result.output
-    for text in ("hedgespec", "metasd-ucb", "oracle-round", "fixed:B", "selection frequency", "proxy"):
+    for text in ("hedgespec", "ucbspec", "oracle-round", "fixed:B", "selection frequency"):
         assert text in result.output
 
 

@@ -75,8 +75,27 @@ def run(method: str, seed: int = 0, trace: Trace | None = None) -> Recorder:
     spec = SelectorSpec.parse(method, seed=seed)
     rec = Recorder(make_selector(spec, 3, NAMES))
     for q in trace.queries:
-        replay_query(rec, trace, q, q.gamma, hindsight=REGISTRY[spec.name].kind == "reference")
+        if REGISTRY[spec.name].not_replayable:
+            drive_with_block_reward(rec, q)
+        else:
+            replay_query(rec, trace, q, q.gamma, hindsight=REGISTRY[spec.name].kind == "reference")
     return rec
+
+
+def drive_with_block_reward(sel, q: TraceQuery) -> None:
+    """The engine's loop for a method replay refuses (metasd-ucb): a stand-in block reward,
+    the mean gamma over the drafted positions, which is what the live engine hands it."""
+    sel.begin_query(ctx(q.domain))
+    s = 0
+    while s < q.L:
+        j = sel.choose(s).arm
+        k = min(K, q.L - s - 1)
+        row = q.gamma[s : s + k, j]
+        a = int(np.argmin(row)) if k and row.min() < 0.5 else k
+        n = min(a + 1, q.L - s)
+        sel.update(BanditFeedback(j, n, k, K, float(row.mean()) if k else 0.0))
+        s += n
+    sel.end_query()
 
 
 # -- contract over every registered method --------------------------------------------
@@ -144,7 +163,10 @@ def test_contract_reset_per_query_restarts_the_learner(name):
     fresh.begin_query(ctx())
     start = fresh.choose(0).probs
     trace = Trace(K, 0.0, 30, NAMES, DOMAINS, (TraceQuery("a", "code", (0,) * 30, gamma),))
-    replay_query(sel, trace, trace.queries[0], gamma, hindsight=False)
+    if REGISTRY[name].not_replayable:
+        drive_with_block_reward(sel, trace.queries[0])
+    else:
+        replay_query(sel, trace, trace.queries[0], gamma, hindsight=False)
     sel.begin_query(ctx())
     np.testing.assert_allclose(sel.choose(0).probs, start)
 
@@ -165,7 +187,7 @@ def test_reset_never_carries_the_learner_across_queries():
 
 def test_spec_parsing_and_labels():
     spec = SelectorSpec.parse("hedgespec:learner=hedge,loss=tap")
-    assert spec.params == {"loss": "tap", "learner": "hedge", "reset": "query", "play": "argmax"}
+    assert spec.params == {"loss": "tap", "learner": "hedge", "reset": "query", "play": "sample"}
     assert spec.label == "hedgespec:loss=tap,learner=hedge"
     assert SelectorSpec.parse("ucbspec:delta=0.1").params["delta"] == 0.1
     assert SelectorSpec.parse("fixed:generic").label == "fixed:generic"
@@ -444,13 +466,16 @@ def bandit_run(method, outcomes, seed=0):
 
 
 def test_ucbspec_choices_by_hand():
-    decisions, _ = bandit_run("ucbspec:delta=0.1", [(5, 0), (1, 0), (1, 0), (1, 0)])
-    # round robin: a (Y = 1), b (Y = .2); t = 3: equal radii -> a (mean 1); a gets Y = .2
-    # t = 4: a: .6 + .5 sqrt(3/4 (1 + 2 log(2*16*sqrt3/.1))) = 2.199, b: .2 + 2.572 = 2.772 -> b
-    cr = lambda n, t: 0.5 * math.sqrt((1 + n) / n**2 * (1 + 2 * math.log(2 * t * t * math.sqrt(1 + n) / 0.1)))
-    assert 0.6 + cr(2, 4) == pytest.approx(2.199, abs=1e-3)
-    assert 0.2 + cr(1, 4) == pytest.approx(2.772, abs=1e-3)
-    assert [d.arm for d in decisions] == [0, 1, 0, 1]
+    # BanditSpec eq. 6 with L = K = 4 (radius in tokens), N = 2 arms, t = rounds played so far.
+    decisions, sel = bandit_run("ucbspec:delta=0.1", [(1, 0), (5, 0), (5, 0), (1, 0)])
+    cr = lambda n, t: 2.0 * math.sqrt((1 + n) / n**2 * (1 + 2 * math.log(2 * t * t * math.sqrt(1 + n) / 0.1)))
+    # round robin: a (n = 1), b (n = 5); t = 2: equal radii -> b (mean 5), b gets 5 again;
+    # t = 3: a: 1 + cr(1, 3) = 10.830 < b: 5 + cr(2, 3) = 11.120 -> b. The former radius (reward
+    # n/(K+1), radius 1/2 sqrt(...) at t + 1) went back to a here: 0.2 + 2.572 = 2.772 > 1 + 1.599.
+    assert 1 + cr(1, 3) == pytest.approx(10.830, abs=1e-3)
+    assert 5 + cr(2, 3) == pytest.approx(11.120, abs=1e-3)
+    assert [d.arm for d in decisions] == [0, 1, 1, 1]
+    np.testing.assert_allclose(sel.radius(), [cr(1, 4), cr(3, 4)])
 
 
 def test_exp3spec_probabilities_by_hand():
@@ -554,14 +579,22 @@ def test_hedgespec_rejects_non_finite_gamma():
 # -- static rules and oracles ---------------------------------------------------------------
 
 
-def test_router_matches_the_domain_and_falls_back_to_generic():
-    sel = make_selector("router", 3, NAMES)
+def test_router_label_matches_the_true_domain_and_falls_back_to_generic():
+    sel = make_selector("router-label", 3, NAMES)
     for domain, arm in (("math", 2), ("code", 1), ("law", 0), (None, 0)):
         sel.begin_query(ctx(domain))
         assert sel.choose(0).arm == arm
-    unlabelled = make_selector("router", 2, ("x", "y"))
+    unlabelled = make_selector("router-label", 2, ("x", "y"))
     unlabelled.begin_query(QueryContext("code", ("x", "y"), ("math", "bio"), K))
     assert unlabelled.choose(0).arm == 0  # nothing generic either: the first drafter
+
+
+def test_router_follows_the_classifier_not_the_label():
+    sel = make_selector("router", 3, NAMES)
+    for true, routed, arm in (("code", "math", 2), ("math", "code", 1), ("code", None, 0), ("math", "law", 0)):
+        sel.begin_query(QueryContext(true, NAMES, DOMAINS, K, None, routed))
+        assert sel.choose(0).arm == arm
+    assert REGISTRY["router"].needs_prompt_classifier and not REGISTRY["router-label"].needs_prompt_classifier
 
 
 def test_oracles_by_hand():
@@ -612,3 +645,48 @@ def test_oracle_ranks_acceptance_probabilities_by_expected_round_length():
     rnd = make_selector("oracle-round", 2, TWO)
     rnd.begin_query(QueryContext(None, TWO, (None, None), 3, g))
     assert rnd.choose(0).arm == 1
+
+
+# -- HedgeSpec's play rule --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("learner", ["normalhedge", "hedge"])
+def test_argmax_of_normalhedge_and_hedge_is_follow_the_leader(learner):
+    # The legend's claim for play=argmax: the top weight is the least cumulative loss.
+    from hedgespec_cli.selection.learners import LEARNERS
+
+    rng = np.random.default_rng(3)
+    model, total, mismatches = LEARNERS[learner](5), np.zeros(5), 0
+    for step in range(3000):
+        loss = np.clip(rng.normal([0.5, 0.45, 0.55, 0.5, 0.48], 0.3), 0, 1)
+        model.update(loss)
+        total += loss
+        w = model.probs()
+        mismatches += int(np.argmax(w) != np.argmin(total))
+    assert mismatches == 0
+
+
+def test_hedgespec_samples_from_its_weights_by_default_and_argmax_is_an_option():
+    gamma = np.tile([[1.0, 0.0, 1.0]], (40, 1))  # drafters 0 and 2 tie: weights split between them
+    gamma[::7, 2] = 0.0  # drafter 2 a little worse: 0 leads, 2 keeps some of Hedge's weight
+    arms = {}
+    for play in ("sample", "argmax"):
+        picks = []
+        for seed in range(40):
+            sel = make_selector(f"hedgespec:play={play},loss=tap,learner=hedge", 3, NAMES, seed=seed)
+            sel.begin_query(ctx())
+            sel.update(FullFeedback(gamma, 0, K))
+            d = sel.choose(40)
+            assert d.probs[2] > 0.05 or play == "argmax"
+            picks.append(d.arm)
+        arms[play] = picks
+    assert set(arms["argmax"]) == {0}
+    assert set(arms["sample"]) == {0, 2}  # drawn from the weights, not their argmax
+    assert SelectorSpec.parse("hedgespec").params["play"] == "sample"
+
+
+def test_hedgespec_legend_names_what_runs():
+    assert "drawn from its weights" in SelectorSpec.parse("hedgespec").description
+    ftl = SelectorSpec.parse("hedgespec:play=argmax").description
+    assert "follow-the-leader" in ftl and "normalhedge never changes a decision" in ftl
+    assert "follow-the-leader" not in SelectorSpec.parse("hedgespec:play=argmax,learner=adanormalhedge").description

@@ -78,6 +78,15 @@ def test_manifest_profile_and_prompts(mini_zoo):
     loaded = load_profile(str(root / "tiny.yaml"))  # the engine's own validation
     assert loaded.generic().name == "generic"
 
+    # The router's classifier is built from the same training split and shipped with the profile;
+    # these code and math prompts are easy to tell apart.
+    from hedgespec_cli.selection.classifier import PromptClassifier
+
+    assert profile["router"] == "tiny/router.npz"
+    assert PromptClassifier.load(loaded.router).domains == ("code", "math")
+    assert manifest["router"]["heldout_prompts"]["prompts"] == 6
+    assert manifest["router"]["heldout_prompts"]["accuracy"] == 1.0
+
     for domain in ("code", "math"):
         rows = [json.loads(x) for x in (root / "prompts" / f"{domain}.jsonl").read_text().splitlines()]
         assert [r["id"] for r in rows] == [f"{domain}-{i:04d}" for i in range(3)]

@@ -27,7 +27,7 @@ def generate(
     seed: Annotated[int, typer.Option(help="Seed for sampling and randomised selectors.")] = 0,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda or auto.")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="float32, float16 or bfloat16.")] = None,
-    domain: Annotated[Optional[str], typer.Option(help="Domain label of the prompt (for router).")] = None,
+    domain: Annotated[Optional[str], typer.Option(help="Domain label of the prompt (for router-label).")] = None,
     trace: Annotated[Optional[Path], typer.Option(help="Write a replay trace (every drafter's gamma) here.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of text.")] = False,
 ) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-DEFAULT_METHODS = "hedgespec,ucbspec,exp3spec,metasd-ucb,random,oracle"
+DEFAULT_METHODS = "hedgespec,ucbspec,exp3spec,random,oracle"  # metasd-ucb is not replayable
 
 
 def _ints(text: str, option: str) -> list[int]:

@@ -138,6 +138,35 @@ def eagle(
         typer.echo(f"{head['name']:<12} {head['steps']:>5} steps  training greedy acceptance by depth: {depths}")
 
 
+@zoo_app.command("router")
+def router(
+    zoo: Annotated[Path, typer.Option(help="A built zoo directory (its build.json names the domains).")] = Path("profiles/tiny"),
+    data_dir: Annotated[Path, typer.Option(help="Where the build cached its corpora (fetched again if missing).")] = Path("data"),
+    prompts_dir: Annotated[Optional[Path], typer.Option(help="Held-out prompts <domain>.jsonl to measure its accuracy on.")] = Path("workloads/prompts"),
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Train the `router` baseline's prompt classifier on the zoo's training split; writes <zoo>/router.npz."""
+    import json
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from hedgespec_cli.zoo.router import build_router
+
+    report = build_router(zoo, data_dir, prompts_dir)
+    if json_out:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    typer.echo(f"wrote {report['path']} ({report['bytes'] / 1024:.0f} KiB): naive Bayes over token counts, "
+               f"{len(report['domains'])} domains, {sum(report['train_docs'].values())} training documents")
+    held = report.get("heldout_prompts")
+    if held and held["prompts"]:
+        typer.echo(f"accuracy on the held-out workload prompts: {held['accuracy']:.1%} of {held['prompts']} "
+                   "(fraction routed to their own domain's drafter)")
+        for domain, row in held["misrouted"].items():
+            typer.echo(f"  {domain} misrouted to " + ", ".join(f"{d} x{n}" for d, n in row.items()))
+
+
 @zoo_app.command("matrix")
 def matrix(
     profile: Annotated[str, typer.Option(help="Profile of the pool to measure.")] = "tiny",

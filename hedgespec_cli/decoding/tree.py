@@ -18,6 +18,14 @@ residual losing that token on a rejection (the multi-draft recursive
 rejection sampling EAGLE uses); the output law is exactly p. The
 per-position acceptance probability of a node is therefore the target mass
 on its children, which is DESIGN.md's tree primitive `gamma_tree`.
+
+`gamma_tree_*` below score a drafter's top_k children at every verified
+position, as if no node had been pruned: HedgeSpec (arXiv 2510.20064,
+Theorem 2) sums over the children that the drafter's pruned tree keeps,
+which needs each drafter's own tree per round. Ours is an UPPER BOUND on
+that quantity (every pruned tree's children are among the top_k), and every
+report that uses it (acceptance matrix, legend of the methods deciding on
+it, replay) says so.
 """
 
 from __future__ import annotations

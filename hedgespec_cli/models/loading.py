@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
@@ -34,6 +35,7 @@ class Pool:
     drafters: list[CausalLM]
     tokenizer: PreTrainedTokenizerBase
     specs: list[ModelSpec]  # the drafters' specs
+    router: Any = None  # the profile's PromptClassifier (selection/classifier.py), None without one
 
     @property
     def names(self) -> tuple[str, ...]:

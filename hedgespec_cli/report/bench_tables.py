@@ -93,9 +93,18 @@ def selection_table(method: str, freq: dict[str, dict[str, float]]) -> Table:
     return domain_by_drafter(f"{method}: share of rounds per drafter, by prompt domain", freq, "{:.0%}")
 
 
-def acceptance_matrix_table(matrix: dict[str, dict[str, float]]) -> Table:
+TREE_GAMMA_CAVEAT = (
+    "draft trees: gamma is an UPPER BOUND, the target's mass on each drafter's top_k children as if no "
+    "node had been pruned (the paper's Theorem 2 sums over the children its pruned tree keeps)"
+)
+
+
+def acceptance_matrix_table(matrix: dict[str, dict[str, float]], *, tree: bool = False) -> Table:
     title = "Acceptance matrix: mean gamma per domain and drafter (full-information, from the trace)"
-    return domain_by_drafter(title, matrix, "{:.2f}")
+    table = domain_by_drafter(title, matrix, "{:.2f}")
+    if tree:
+        table.caption, table.caption_justify = TREE_GAMMA_CAVEAT, "left"
+    return table
 
 
 def domain_by_drafter(title: str, rows: dict[str, dict[str, float]], fmt: str) -> Table:
@@ -214,7 +223,7 @@ def render_run(payload: dict[str, Any], console: Console | None = None, *, adapt
         if freq:
             parts.append(selection_table(name, freq))
     if payload.get("acceptance_matrix"):
-        parts.append(acceptance_matrix_table(payload["acceptance_matrix"]))
+        parts.append(acceptance_matrix_table(payload["acceptance_matrix"], tree=bool(payload["config"].get("tree"))))
     parts += [position_table(payload)]
     for lines in (estimator_lines(payload), block_oracle_lines(payload)):
         if lines is not None:

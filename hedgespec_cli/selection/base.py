@@ -136,6 +136,12 @@ class Registration:
 
     kind: "online" (a real serving policy), "reference" (needs hindsight gamma:
         oracles), or "fixed".
+    not_replayable: None when `replay` (and `simulate`) can run the method on a
+        gamma trace; otherwise why not (what the method reads that a trace lacks).
+    describe: params -> what runs under these hyperparameters (the report's
+        legend), where the summary alone would name the wrong thing; None: the summary.
+    needs_prompt_classifier: True -> the method reads `QueryContext.routed_domain`,
+        which needs the profile's prompt classifier (`router:`).
     """
 
     name: str
@@ -144,6 +150,9 @@ class Registration:
     kind: str
     summary: str
     positional: str | None = None  # parameter a bare ITEM sets (fixed:NAME -> drafter)
+    not_replayable: str | None = None
+    describe: Callable[[Mapping[str, Any]], str] | None = None
+    needs_prompt_classifier: bool = False
 
     def __call__(self, setup: SelectorSetup, **params: Any) -> Selector:
         return self.factory(setup, **params)
@@ -159,6 +168,9 @@ def register(
     summary: str,
     params: Mapping[str, Param] | None = None,
     positional: str | None = None,
+    not_replayable: str | None = None,
+    describe: Callable[[Mapping[str, Any]], str] | None = None,
+    needs_prompt_classifier: bool = False,
 ) -> Callable[[Callable[..., Selector]], Callable[..., Selector]]:
     """Class decorator adding a selector factory to REGISTRY under `name`."""
 
@@ -166,7 +178,8 @@ def register(
         if name in REGISTRY:
             raise RuntimeError(f"selector {name!r} registered twice")
         REGISTRY[name] = Registration(
-            name, factory, MappingProxyType(dict(params or {})), kind, summary, positional
+            name, factory, MappingProxyType(dict(params or {})), kind, summary, positional, not_replayable,
+            describe, needs_prompt_classifier,
         )
         return factory
 
@@ -226,6 +239,12 @@ class SelectorSpec:
             if p.required or value != p.default:
                 items.append(str(value) if key == reg.positional else f"{key}={value}")
         return self.name + (":" + ",".join(items) if items else "")
+
+    @property
+    def description(self) -> str:
+        """What runs: the registration's `describe(params)`, else its summary."""
+        reg = REGISTRY[self.name]
+        return reg.describe(self.params) if reg.describe else reg.summary
 
     @classmethod
     def parse(cls, text: str, *, seed: int = 0) -> SelectorSpec:

@@ -83,32 +83,55 @@ class _Bandit:
 @register(
     "ucbspec",
     kind="online",
-    summary="UCBSpec (BanditSpec): UCB on the reward n/(K+1)",
+    summary="UCBSpec (BanditSpec Alg. 4): UCB on accepted tokens n, radius eq. 6",
     params={
-        "delta": Param(float, 0.1, check=lambda d: 0 < d < 1, rule="in (0, 1)", help="confidence level"),
+        "delta": Param(
+            float, 0.1, check=lambda d: 0 < d < 1, rule="in (0, 1)",
+            help="confidence parameter (the paper leaves its value open; 0.1 is this toolkit's)",
+        ),
         "reset": RESET,
     },
 )
 class UCBSpec(_Bandit):
-    """UCBSpec, BanditSpec (arXiv 2505.15141), as given in DESIGN.md section 6."""
+    """UCBSpec, BanditSpec (arXiv 2505.15141) Algorithm 4, eqs. 5-7 (Algorithm 8 in full).
+
+    The paper's symbols against ours: its K arms are our N drafters, its
+    maximum speculation length L is our K, its reward Y_{i,s} = len(X_{i,s}) is
+    our n (accepted drafts plus the bonus, in [1, K+1]), and its t counts the
+    rounds already played, whose statistics pick round t+1.
+    """
 
     def __init__(self, setup: SelectorSetup, *, delta: float, reset: str) -> None:
         super().__init__(setup, reset=reset)
         self.delta = delta
+        self.K = 1
+
+    def begin_query(self, ctx: QueryContext) -> None:
+        super().begin_query(ctx)
+        self.K = ctx.K  # L in the paper: the radius scales with the reward's range
+
+    def radius(self) -> np.ndarray:
+        """cr_{i,t}, BanditSpec eq. 6, in tokens (the units of the reward n), (N,).
+
+        cr_{i,t} = (L/2) sqrt((1 + n_{i,t}) / n_{i,t}^2 * (1 + 2 log(K t^2 (1 + n_{i,t})^(1/2) / delta)))
+        with L = our K, K = our N, t = rounds learned from so far. L/2: n lies in
+        [1, K+1], a range of width K, so it is (K/2)-sub-Gaussian (the paper's
+        proof of Thm 4.3, step 2).
+        """
+        n_i, t = self.pulls.astype(np.float64), self.t
+        log_term = np.log(self.n * t**2 * np.sqrt(1 + n_i) / self.delta)
+        return (self.K / 2) * np.sqrt((1 + n_i) / n_i**2 * (1 + 2 * log_term))
 
     def _decide(self) -> Decision:
-        first = self._untried()
+        first = self._untried()  # Alg. 4 line 1: round robin over the first N rounds
         if first is not None:
             return first
-        n_i, t = self.pulls.astype(np.float64), self.t + 1  # t: the round being decided
-        mu = self.reward_sum / n_i
-        # cr_i = (1/2) sqrt((1 + n_i) / n_i^2 * (1 + 2 log(N t^2 sqrt(1 + n_i) / delta)))
-        cr = 0.5 * np.sqrt((1 + n_i) / n_i**2 * (1 + 2 * np.log(self.n * t**2 * np.sqrt(1 + n_i) / self.delta)))
-        return argmax_decision(mu + cr, self.rng)
+        mu = self.reward_sum / self.pulls  # eq. 5: mean accepted tokens
+        return argmax_decision(mu + self.radius(), self.rng)  # eq. 7, Alg. 4 line 4
 
     def _learn(self, feedback: BanditFeedback, decision: Decision) -> None:
         self.pulls[feedback.arm] += 1
-        self.reward_sum[feedback.arm] += feedback.n / (feedback.K + 1)  # Y = n / (K+1)
+        self.reward_sum[feedback.arm] += feedback.n  # Y = len(X): tokens appended, bonus included
         self.t += 1
 
 
@@ -151,6 +174,11 @@ class EXP3Spec(_Bandit):
     "metasd-ucb",
     kind="online",
     summary="MetaSD-UCB: UCB1 on the block-divergence reward",
+    not_replayable=(
+        "its reward, 1 - TV(p, q) averaged over the positions the drafter drafts, needs the "
+        "distributions along drafts a trace does not hold (a counterfactual drafter's draft leaves "
+        "the verified text at its first rejection); run it live with `hedgespec bench`"
+    ),
     params={
         "beta": Param(float, 1.0, check=lambda b: b >= 0, rule=">= 0", help="exploration weight"),
         "reset": RESET,
@@ -179,6 +207,8 @@ class MetaSDUCB(_Bandit):
 
     def _learn(self, feedback: BanditFeedback, decision: Decision) -> None:
         reward = feedback.block_reward
+        if reward is None:
+            raise ValueError(f"{self.name}: feedback without block_reward (the live engine computes it)")
         if not math.isfinite(reward) or not -1e-9 <= reward <= 1 + 1e-9:
             check_finite(np.array([reward]), "MetaSD block reward")
             raise ValueError(f"{self.name}: block_reward {reward} outside [0, 1]")
@@ -241,11 +271,10 @@ class Random(_Static):
         return sample_decision(np.full(self.n, 1.0 / self.n), self.rng)
 
 
-@register("router", kind="online", summary="the drafter labelled with the prompt's domain (closed-world)")
-class Router(_Static):
-    """Picks the first drafter whose domain label equals the prompt's domain.
+class _Route(_Static):
+    """Picks the first drafter whose domain label equals a domain read from the context.
 
-    Fallback when none matches (or the prompt has no domain): the first drafter
+    Fallback when none matches (or there is no domain): the first drafter
     named "generic" or labelled "generic" or unlabelled, else drafter 0.
     """
 
@@ -253,12 +282,46 @@ class Router(_Static):
         super().__init__(setup)
         self.arm = 0
 
+    def _domain(self, ctx: QueryContext) -> str | None:
+        raise NotImplementedError
+
     def begin_query(self, ctx: QueryContext) -> None:
         super().begin_query(ctx)
-        labels, names = ctx.drafter_domains, ctx.drafter_names
-        matches = [j for j, d in enumerate(labels) if ctx.domain is not None and d == ctx.domain]
+        domain, labels, names = self._domain(ctx), ctx.drafter_domains, ctx.drafter_names
+        matches = [j for j, d in enumerate(labels) if domain is not None and d == domain]
         generic = [j for j, (d, nm) in enumerate(zip(labels, names)) if nm == "generic" or d in (None, "generic")]
         self.arm = (matches or generic or [0])[0]
 
     def choose(self, position: int) -> Decision:
         return Decision(self.arm, one_hot(self.arm, self.n))
+
+
+@register(
+    "router",
+    kind="online",
+    summary="offline router: the drafter of the domain a prompt classifier predicts (naive Bayes on "
+    "token counts, trained on the zoo's training split)",
+    needs_prompt_classifier=True,
+    not_replayable="its classifier reads the prompt, which a trace does not hold; run it live with "
+    "`hedgespec bench`, or replay router-label",
+)
+class Router(_Route):
+    """HedgeSpec's (arXiv 2510.20064) offline-router baseline: classify the prompt, route once.
+
+    The classifier (selection/classifier.py) is the profile's; the engine puts
+    its guess in `QueryContext.routed_domain`. It misroutes when a prompt does
+    not look like the training text, which `router-label` never does.
+    """
+
+    def _domain(self, ctx: QueryContext) -> str | None:
+        return ctx.routed_domain
+
+
+@register(
+    "router-label",
+    kind="online",
+    summary="the drafter labelled with the prompt's true domain (a closed-world upper bound on router)",
+)
+class RouterLabel(_Route):
+    def _domain(self, ctx: QueryContext) -> str | None:
+        return ctx.domain

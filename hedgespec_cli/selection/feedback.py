@@ -76,10 +76,12 @@ class Decision:
 class QueryContext:
     """What a selector may know about a query before decoding it.
 
-    domain: the prompt's domain label (only `router` uses it).
+    domain: the prompt's true domain label (only `router-label` uses it).
     drafter_names / drafter_domains: the pool, in index order.
     hindsight_gamma: (L, N) gamma of the whole query, for the hindsight
         references `oracle` and `oracle-round` only; None for online methods.
+    routed_domain: the profile's prompt classifier's guess of the domain (only
+        `router` uses it); None without a classifier.
     """
 
     domain: str | None
@@ -87,3 +89,4 @@ class QueryContext:
     drafter_domains: tuple[str | None, ...]
     K: int
     hindsight_gamma: np.ndarray | None = None
+    routed_domain: str | None = None

@@ -34,15 +34,37 @@ from hedgespec_cli.selection.estimators import acceptance_lengths, eal_loss, tap
 from hedgespec_cli.selection.feedback import Decision, Feedback, FullFeedback, QueryContext
 from hedgespec_cli.selection.learners import LEARNERS
 
+def _describe(params) -> str:
+    """The legend line: with argmax play, NormalHedge and Hedge reduce to follow-the-leader."""
+    learner, loss = params["learner"], params["loss"].upper()
+    if params["play"] == "sample":
+        return f"HedgeSpec: {learner} on delayed {loss} losses, drafter drawn from its weights"
+    if learner in FTL_UNDER_ARGMAX:
+        return (f"HedgeSpec with argmax play = follow-the-leader on delayed {loss} losses "
+                f"(the top {learner} weight is the least cumulative loss, so {learner} never changes a decision)")
+    return f"HedgeSpec: {learner} on delayed {loss} losses, top weight played"
+
+
+# NormalHedge's weight ([R]_+ / c) exp([R]_+^2 / 2c) and Hedge's exp(-eta L) are increasing in
+# R_i = sum <w, l> - L_i, i.e. decreasing in the cumulative loss L_i: their argmax is the
+# drafter with the least cumulative loss (ties aside). AdaNormalHedge's also depends on C_i.
+FTL_UNDER_ARGMAX = ("normalhedge", "hedge")
+
+
 @register(
     "hedgespec",
     kind="online",
     summary="HedgeSpec: full-information experts learner on delayed TAP/EAL losses",
+    describe=_describe,
     params={
         "loss": Param(str, "eal", ("eal", "tap"), help="token loss: expected acceptance length or TAP"),
         "learner": Param(str, "normalhedge", tuple(LEARNERS), help="experts algorithm"),
         "reset": RESET,
-        "play": Param(str, "argmax", ("argmax", "sample"), help="play the top weight or sample"),
+        "play": Param(
+            str, "sample", ("sample", "argmax"),
+            help="draw the drafter from the weights (the learner's regret guarantee) or play the top "
+            "weight (= follow-the-leader for normalhedge and hedge)",
+        ),
     },
 )
 class HedgeSpec:
@@ -95,7 +117,9 @@ class HedgeSpec:
                 "call begin_query first and update after every round"
             )
         p = self.learner.probs()
-        decision = argmax_decision(p, self.rng) if self.play == "argmax" else sample_decision(p, self.rng)
+        # Sampling i_t ~ w_t is the play the experts' regret bounds are about (the expected loss
+        # <w_t, l_t>); argmax is kept as an option, follow-the-leader in disguise (FTL_UNDER_ARGMAX).
+        decision = sample_decision(p, self.rng) if self.play == "sample" else argmax_decision(p, self.rng)
         return replace(decision, weights=p)
 
     def update(self, feedback: Feedback) -> None:

@@ -7,11 +7,10 @@ Per query with L generated tokens, rounds start at s = 0. Each round:
   4. n = min(a + 1, L - s) tokens are appended (the end of the text cuts the
      round as EOS / the length cap does live);
   5. feedback: FullFeedback(gamma[s : s+n]) to full-information selectors;
-     BanditFeedback(j, n, k, K, block_reward) to the others, block_reward being
-     the mean of gamma[s : s+k', j] with k' = min(k, a + 1) (the accepted
-     positions plus the first rejected one). This is a REPLAY PROXY for
-     MetaSD's reward, (1/k) sum (1 - TV(p, q_j)) over all drafted positions,
-     whose exact value needs distributions a trace does not store;
+     BanditFeedback(j, n, k, K) to the others. A method whose registration
+     says `not_replayable` (metasd-ucb: its block-divergence reward needs
+     distributions along the drafts, which a trace does not hold) is refused
+     with that reason rather than run on a proxy reward;
   6. s += n.
 MAT = mean n over rounds.
 
@@ -37,11 +36,6 @@ from hedgespec_cli.selection.feedback import BanditFeedback, FullFeedback, Query
 from hedgespec_cli.selection.trace import Trace, TraceError, TraceQuery, is_binary
 
 REFERENCES = ("oracle", "oracle-round")
-METASD_PROXY_NOTE = (
-    "metasd-ucb's reward in replay is a proxy: the chosen drafter's mean gamma over its accepted "
-    "positions plus the first rejected one (the live reward, 1 - TV(p, q) over every drafted "
-    "position, needs distributions a trace does not store)"
-)
 
 
 @dataclass(frozen=True)
@@ -134,9 +128,7 @@ def replay_query(
         if selector.needs_full_feedback:
             selector.update(FullFeedback(gamma[s : s + n], j, K))
         else:
-            block = gamma[s : s + min(k, a + 1), j]
-            reward = float(block.mean()) if block.size else 0.0
-            selector.update(BanditFeedback(j, n, k, K, reward))
+            selector.update(BanditFeedback(j, n, k, K, None))
         starts.append(s), arms.append(j), ns.append(n), drafted.append(k), accepted.append(min(a, n))
         s += n
     selector.end_query()
@@ -160,6 +152,10 @@ def replay(trace: Trace, methods: Sequence[str | SelectorSpec], *, seed: int = 0
     dupes = sorted({lb for lb in labels if labels.count(lb) > 1})
     if dupes:
         raise ConfigError(f"method(s) listed twice: {', '.join(dupes)}; list each once")
+    for spec in specs:
+        why = REGISTRY[spec.name].not_replayable
+        if why:
+            raise ConfigError(f"{spec.name} cannot be replayed on a trace: {why}")
     for ref in REFERENCES:
         if ref not in labels:
             specs.append(SelectorSpec(ref, seed=seed))
@@ -180,7 +176,7 @@ def replay(trace: Trace, methods: Sequence[str | SelectorSpec], *, seed: int = 0
 
 def default_methods(drafters: Sequence[str]) -> list[str]:
     """Every registered online method, the two references and fixed:NAME for each drafter."""
-    online = [name for name, reg in REGISTRY.items() if reg.kind == "online"]
+    online = [name for name, reg in REGISTRY.items() if reg.kind == "online" and not reg.not_replayable]
     return online + list(REFERENCES) + [f"fixed:{d}" for d in drafters]
 
 
@@ -268,8 +264,6 @@ def replay_payload(result: ReplayResult) -> dict:
             "the drafter's top_k, as if no node had been pruned"
         )
     notes[:0] = caveats
-    if any(label.startswith("metasd-ucb") for label in result.requested):
-        notes.append(METASD_PROXY_NOTE)
     return {
         "schema": "hedgespec.replay/1",
         "trace": {

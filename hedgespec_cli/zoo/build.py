@@ -299,6 +299,18 @@ def _write_prompts(corpora: dict[str, Corpus], tokenizer, spec: BuildSpec) -> di
     return counts
 
 
+def _build_router(corpora: dict[str, Corpus], data: _Data, tokenizer, spec: BuildSpec) -> dict:
+    """The `router` baseline's prompt classifier from the training token streams (zoo/router.py)."""
+    from hedgespec_cli.zoo.router import ROUTER_FILE, evaluate_router, read_prompts, train_router
+
+    clf = train_router({n: [data.train[n].numpy()] for n in corpora}, len(tokenizer),
+                       {"trained_on": "the zoo's training split",
+                        "train_docs": {n: len(c.train) for n, c in corpora.items()}, "max_chars": spec.max_chars})
+    clf.save(spec.out_dir / ROUTER_FILE)
+    prompts = read_prompts(spec.prompts_dir, list(corpora)) if spec.prompts_dir else []
+    return {"file": ROUTER_FILE, "heldout_prompts": evaluate_router(clf, tokenizer, prompts)}
+
+
 def _write_profile(spec: BuildSpec, drafters: list[tuple[str, str | None, str]]) -> Path:
     import yaml
 
@@ -308,6 +320,7 @@ def _write_profile(spec: BuildSpec, drafters: list[tuple[str, str | None, str]])
         "description: Built-in tiny zoo (Llama target + one distilled drafter per domain + generic)",
         f"target: {{path: {base}/target}}",
         f"tokenizer: {base}/tokenizer",
+        f"router: {base}/router.npz",
         "drafters:",
     ]
     for name, domain, role in drafters:
@@ -359,6 +372,7 @@ def build_zoo(spec: BuildSpec, progress: Progress | None = None) -> dict:
                                     spec.vocab_size, spec.out_dir / "tokenizer")
     data = _tokenize(corpora, tokenizer, spec)
     prompt_counts = _write_prompts(corpora, tokenizer, spec) if spec.prompts_dir else {}
+    router = _build_router(corpora, data, tokenizer, spec)
     stages["tokenizer"] = round(time.perf_counter() - t, 1)
     progress.finish("tokenizer", f"{len(tokenizer)} tokens")
 
@@ -438,6 +452,7 @@ def build_zoo(spec: BuildSpec, progress: Progress | None = None) -> dict:
                         "chars": c.n_chars, **data.stats[n]} for n, c in corpora.items()},
         "mixture_weights": mix,
         "prompts": prompt_counts,
+        "router": router,
         "budget_s": {"total": spec.time_budget_s, "target": round(target_budget.seconds, 1),
                      "per_drafter": round(drafter_budget.seconds, 1)},
         "stages_wall_s": stages,

@@ -312,6 +312,7 @@ def build_eagle_zoo(
         "description: Built-in tiny zoo with EAGLE-3 heads (generic + one per domain) as the drafter pool",
         f"target: {{path: {base}/target}}",
         f"tokenizer: {base}/tokenizer",
+        *([f"router: {base}/router.npz"] if (zoo_dir / "router.npz").is_file() else []),  # same domains
         "drafters:",
     ]
     for entry in manifest["heads"]:
