@@ -114,21 +114,20 @@ def report(
     plots: Annotated[Optional[Path], typer.Option(help="Write PNG figures here (needs matplotlib).")] = None,
 ) -> None:
     """Re-render a saved run from its results.json (or a --sweep-drafters run from its sweep.json)."""
-    import json
-
     from hedgespec_cli.errors import ConfigError
     from hedgespec_cli.files import output_dir
-    from hedgespec_cli.rundir import load_results
+    from hedgespec_cli.rundir import check_report_fields, load_results, load_sweep
 
     folder = run_dir.parent if run_dir.is_file() else run_dir  # the folder or a file in it
     if (folder / "sweep.json").is_file() and not (folder / "results.json").exists():
         if plots is not None:
             raise ConfigError("--plots draws a bench run; a --sweep-drafters run has only its tables")
-        _emit_sweep(json.loads((folder / "sweep.json").read_text()), json_out=json_out, quiet=False)
+        _emit_sweep(load_sweep(folder), json_out=json_out, quiet=False)
         return
     if plots is not None:
         output_dir(plots, "plots")
     payload = load_results(folder)
+    check_report_fields(payload, folder / "results.json")
     payload["run_dir"] = str(folder)
     _emit(payload, json_out=json_out, quiet=False, plots=plots)
 
