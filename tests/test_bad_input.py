@@ -24,16 +24,32 @@ from hedgespec_cli.rundir import read_jsonl
 
 @pytest.fixture
 def run_main(capsys, monkeypatch):
-    """`hedgespec ARGS` through the real entry point -> (exit code, stderr)."""
+    """`hedgespec ARGS` through the real entry point -> (exit code, stderr).
+
+    transformers' log handler writes to the stderr of its import time (pytest's, not capsys's),
+    so what reaches its handlers is added to the stderr returned: in a shell it lands there too."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    logged: list[str] = []
+
+    class Record(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logged.append(record.getMessage() + "\n")
+
+    root = hf_logging.get_logger()
+    monkeypatch.setattr(root, "handlers", [*root.handlers, Record()])
 
     def run(*args: str) -> tuple[int, str]:
+        logged.clear()
         monkeypatch.setattr(sys, "argv", ["hedgespec", *args])
         try:
             main()
             code = 0
         except SystemExit as stop:
             code = stop.code
-        return code, capsys.readouterr().err
+        return code, "".join(logged) + capsys.readouterr().err
 
     return run
 
@@ -206,7 +222,7 @@ def test_a_shape_mismatch_names_a_tensor_and_both_shapes(tiny_models, tmp_path):
     ckpt = tmp_path / "target"
     shutil.copytree(tiny_models["target"], ckpt)
     _wider_config(ckpt)
-    with pytest.raises(CheckpointError, match=r"e\.g\. \S+: weights \[\d+(, \d+)*\], config \[\d+(, \d+)*\]"):
+    with pytest.raises(CheckpointError, match=r"e\.g\. .+: weights \[\d+(, \d+)*\], config \[\d+(, \d+)*\]"):
         load_pool(ModelSpec("target", ckpt), [ModelSpec("near", tiny_models["near"])])
 
 

@@ -190,10 +190,10 @@ def _load_model(spec: ModelSpec, dtype: torch.dtype, placement: dict):
     # RuntimeError: weights of another shape; SafetensorError: a truncated, empty or corrupted file.
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
         mismatch = _first_mismatch(held)
-        if mismatch:
+        if mismatch or "mismatched_sizes" in str(err):  # the report's format is transformers' own
             raise CheckpointError(
                 f"cannot load {spec.name!r} from {spec.path}: its config.json does not match its weights' "
-                f"shapes ({mismatch}); restore the config.json saved with these weights"
+                f"shapes{f' ({mismatch})' if mismatch else ''}; restore the config.json saved with these weights"
             ) from None
         raise CheckpointError(
             f"cannot load {spec.name!r} from {spec.path}: {_first_line(err)}; the checkpoint is damaged or "
@@ -233,17 +233,17 @@ def _held_hf_logs() -> Iterator[list[logging.LogRecord]]:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_MISMATCH = re.compile(r"^(\S+)\s*\|\s*MISMATCH\s*\|.*ckpt: torch\.Size\((\[[^]]*\])\) vs model:\s*torch\.Size\((\[[^]]*\])\)")
+_MISMATCH = re.compile(r"^(.+?)\s*\|\s*MISMATCH\s*\|.*ckpt: torch\.Size\((\[[^]]*\])\) vs model:\s*torch\.Size\((\[[^]]*\])\)")
 
 
 def _first_mismatch(records: list[logging.LogRecord]) -> str | None:
-    """'e.g. NAME: weights [..], config [..]; N tensors differ' from transformers' held load report."""
-    found = [m.groups() for r in records for line in _ANSI.sub("", r.getMessage()).splitlines()
-             if (m := _MISMATCH.match(line.strip()))]
-    if not found:
-        return None
-    name, ckpt, model = found[0]
-    return f"e.g. {name}: weights {ckpt}, config {model}; {len(found)} tensor group(s) differ"
+    """'e.g. NAME: weights [..], config [..]' from transformers' held load report (None: no mismatch)."""
+    for record in records:
+        for line in _ANSI.sub("", record.getMessage()).splitlines():
+            if m := _MISMATCH.match(line.strip()):
+                name, ckpt, model = m.groups()
+                return f"e.g. {name}: weights {ckpt}, config {model}"
+    return None
 
 
 def _resolve_dtype(dtype: str) -> torch.dtype:
