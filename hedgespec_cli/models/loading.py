@@ -190,7 +190,7 @@ def _load_model(spec: ModelSpec, dtype: torch.dtype, placement: dict):
     # RuntimeError: weights of another shape; SafetensorError: a truncated, empty or corrupted file.
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
         mismatch = _first_mismatch(held)
-        if mismatch or "mismatched_sizes" in str(err):  # the report's format is transformers' own
+        if mismatch or any(s in str(err) for s in ("mismatched_sizes", "size mismatch")):  # transformers' wording
             raise CheckpointError(
                 f"cannot load {spec.name!r} from {spec.path}: its config.json does not match its weights' "
                 f"shapes{f' ({mismatch})' if mismatch else ''}; restore the config.json saved with these weights"
