@@ -115,7 +115,7 @@ def _read_payload(file: Path, schema: str, what: str) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise RunDirError(
-            f"{file} is not valid JSON ({err.msg} at line {err.lineno} column {err.colno}); "
+            f"{file} is not valid JSON ({err.msg}: line {err.lineno}, column {err.colno}); "
             "it is truncated or was not written by hedgespec: rerun `hedgespec bench`"
         ) from err
     if not isinstance(data, dict) or "schema" not in data:
