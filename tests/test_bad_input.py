@@ -372,3 +372,17 @@ def test_generate_refuses_a_seed_out_of_range_before_loading(run_main, monkeypat
     code, err = run_main("generate", "hello", "--seed", "-1")
     assert_one_error_line(code, err, "seed must be an integer from 0 to 4294967295 (got -1)", "generate")
     assert loaded == []
+
+
+def test_an_unknown_drafter_kind_fails_before_the_target_loads(tiny_bench, tmp_path, run_main, monkeypatch):
+    import hedgespec_cli.models.loading as loading
+
+    loaded: list[str] = []
+    real = loading._load_model
+    monkeypatch.setattr(loading, "_load_model", lambda spec, *a: loaded.append(spec.name) or real(spec, *a))
+    prof = _profile_variant(tiny_bench, tmp_path, "kind", lambda d: d["drafters"][2].update(kind="eagle"))
+    code, err = run_main("bench", "--quiet", "--out", str(tmp_path / "runs"), "--profile", str(prof),
+                         "--workload", tiny_bench["workload"])
+    assert_one_error_line(code, err, "drafter 'rnd' has kind 'eagle'; supported kinds: lm, eagle3", "kind")
+    assert loaded == [], "the target loaded before the drafters' kinds were checked"
+    assert not any((tmp_path / "runs").iterdir())  # the run directory made for it is gone

@@ -91,16 +91,17 @@ def load_pool(
     torch_dtype = _resolve_dtype(dtype)
     drafter_torch_dtype = _resolve_dtype(drafter_dtype) if drafter_dtype else torch_dtype
     placement = _resolve_device(device)
+    for spec in drafters:  # before the target loads: a typo in a kind costs no load
+        if spec.kind not in DRAFTER_LOADERS:
+            raise ConfigError(
+                f"drafter {spec.name!r} has kind {spec.kind!r}; supported kinds: {', '.join(DRAFTER_LOADERS)}"
+            )
     tokenizer = load_tokenizer(tokenizer_path, "tokenizer") if tokenizer_path else load_tokenizer(target.path, target.name)
     target_lm = CausalLM(target.name, _load_model(target, torch_dtype, placement))
     # Drafters are small: they live on the target's first device, never sharded.
     drafter_device = target_lm.device
     pool_drafters = []
     for spec in drafters:
-        if spec.kind not in DRAFTER_LOADERS:
-            raise ConfigError(
-                f"drafter {spec.name!r} has kind {spec.kind!r}; supported kinds: {', '.join(DRAFTER_LOADERS)}"
-            )
         drafter = DRAFTER_LOADERS[spec.kind](spec, target_lm, drafter_torch_dtype, drafter_device)
         check_compatible(target_lm, tokenizer, drafter, spec)
         pool_drafters.append(drafter)
