@@ -325,7 +325,7 @@ def test_report_on_damaged_results_and_sweeps(a_run, tmp_path, run_main):
         assert snapshot(folder) == before
 
 
-def test_report_still_renders_a_whole_run(a_run, run_main, capsys):
+def test_report_still_renders_a_whole_run(a_run, run_main):
     code, err = run_main("report", str(a_run))
     assert code == 0 and err == ""
 
