@@ -14,13 +14,17 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hedgespec_cli.config import check_field_types, check_keys, load_profile, read_yaml
+from hedgespec_cli.config import check_field_types, check_keys, check_seed, load_profile, read_yaml
 from hedgespec_cli.errors import ConfigError, HedgespecError
 
 if TYPE_CHECKING:
     from hedgespec_cli.decoding.engine import DecodeSettings
 
 SCHEMA = "hedgespec.run/1"
+# Telemetry interval bounds (seconds): each tick reads NVML and /proc in a Python thread that
+# shares the interpreter with the decode loop, so ticks faster than 10 ms would load the run
+# they measure; a tick rarer than hourly records nothing over a benchmark.
+SAMPLE_INTERVAL_S = (0.01, 3600.0)
 DEFAULT_ONLINE = ("ucbspec", "exp3spec", "metasd-ucb", "random", "router", "router-label", "hedgespec")
 
 
@@ -66,8 +70,14 @@ class BenchSettings:
             TreeShape(self.tree_top_k, self.tree_tokens)  # validates before any run directory exists
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be at least 1 (got {self.threads})")
-        if self.sample_interval <= 0:
-            raise ConfigError(f"sample_interval must be positive (got {self.sample_interval})")
+        lo, hi = SAMPLE_INTERVAL_S
+        if not lo <= self.sample_interval <= hi:  # NaN fails too
+            raise ConfigError(f"sample_interval must be a number of seconds from {lo:g} to {hi:g} "
+                              f"(got {self.sample_interval})")
+        check_seed(self.seed)
+        twice = next((m for i, m in enumerate(self.methods or ()) if m in self.methods[:i]), None)
+        if twice is not None:
+            raise ConfigError(f"--methods lists {twice!r} twice; give each method once")
 
 
 class Progress(Protocol):
@@ -152,7 +162,26 @@ def _settings_of(run_dir: Path) -> BenchSettings:
     if not cfg.is_file():
         raise RunDirError(f"cannot resume {run_dir}: no config.yaml there; pass a run directory made by bench")
     data = read_yaml(cfg, "run config")
-    return resolve_settings(data.get("bench", {}), None)
+    # A folder that merely holds some config.yaml must not become a run directory.
+    if "bench" not in data:
+        raise RunDirError(f"cannot resume {run_dir}: its config.yaml has no `bench:` section: not a run directory "
+                          "written by `hedgespec bench`; pass one (runs/<timestamp>-<profile>-<workload>/)")
+    if "sweep_drafters" in data:
+        raise RunDirError(f"cannot resume {run_dir}: it is a --sweep-drafters run, which does not resume; "
+                          "its finished pool sizes are in sweep.json, rerun the sweep for the rest")
+    bench = data["bench"]
+    if not isinstance(bench, dict):
+        raise RunDirError(f"cannot resume {run_dir}: its `bench:` section must be a mapping of settings "
+                          f"(got {bench!r}); pass a run directory written by `hedgespec bench`")
+    unknown = sorted(set(bench) - {f.name for f in fields(BenchSettings)})
+    if unknown:
+        raise RunDirError(f"cannot resume {run_dir}: unknown setting(s) {', '.join(map(repr, unknown))} in the "
+                          "`bench:` section of its config.yaml (written by a newer hedgespec?); "
+                          "resume it with the version that started it")
+    try:
+        return resolve_settings(bench, None)
+    except ConfigError as err:
+        raise RunDirError(f"cannot resume {run_dir}: its config.yaml: {err}") from None
 
 
 def decode_settings(settings: BenchSettings) -> DecodeSettings:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,8 @@ from hedgespec_cli.bench import (
     settings_dict,
     with_profile_defaults,
 )
-from hedgespec_cli.config import load_profile
-from hedgespec_cli.decoding.engine import Engine
+from hedgespec_cli.config import Profile, load_profile
+from hedgespec_cli.decoding.engine import DecodeSettings, Engine
 from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.report import summary as S
 from hedgespec_cli.report.ecosystem import definitions
@@ -38,7 +38,7 @@ from hedgespec_cli.runner import (
 from hedgespec_cli.selection import REGISTRY, SelectorSpec
 from hedgespec_cli.selection.trace import Trace, TraceQuery, read_trace, write_trace
 from hedgespec_cli.telemetry import TelemetrySampler
-from hedgespec_cli.workloads import load_workload
+from hedgespec_cli.workloads import Workload, load_workload
 
 FILES = {
     "config": "config.yaml",
@@ -50,24 +50,40 @@ FILES = {
 }
 
 
+@dataclass(frozen=True)
+class Plan:
+    """A run resolved and checked without loading a model: settings, profile, prompts, decoding knobs."""
+
+    settings: BenchSettings
+    profile: Profile
+    workload: Workload
+    decode: DecodeSettings
+
+    @classmethod
+    def of(cls, settings: BenchSettings) -> Plan:
+        settings = with_profile_defaults(settings, settings.profile)
+        profile = load_profile(settings.profile)
+        workload = load_workload(settings.workload, limit=settings.prompts)
+        if settings.max_new_tokens is None:
+            budget = workload.max_new_tokens or profile.decoding.get("max_new_tokens", 128)
+            settings = replace(settings, max_new_tokens=int(budget))
+        check_methods(settings.methods, [d.name for d in profile.drafters])
+        check_router(settings.methods, profile)
+        return cls(settings, profile, workload, decode_settings(settings))  # K, T, top-p, tree: validated here
+
+
 class BenchRun:
     """State of one run directory; `execute` fills it, `finish` summarises it."""
 
-    def __init__(self, settings: BenchSettings, run_dir: RunDir, lines: list[dict], trace: dict) -> None:
-        self.profile = load_profile(settings.profile)
-        self.workload = load_workload(settings.workload, limit=settings.prompts)
-        if settings.max_new_tokens is None:
-            budget = self.workload.max_new_tokens or self.profile.decoding.get("max_new_tokens", 128)
-            settings = replace(settings, max_new_tokens=int(budget))
-        self.settings = settings
-        check_methods(settings.methods, [d.name for d in self.profile.drafters])  # before loading any model
-        check_router(settings.methods, self.profile)
+    def __init__(self, plan: Plan, run_dir: RunDir, lines: list[dict], trace: dict) -> None:
+        settings = self.settings = plan.settings
+        self.profile, self.workload = plan.profile, plan.workload
         self.dir = run_dir
         self.lines = lines
         self.trace = trace  # (query_id, repeat) -> TraceQuery
         self.pool = open_pool(self.profile, device=settings.device, dtype=settings.dtype,
                               drafter_dtype=settings.drafter_dtype)
-        self.engine = Engine(self.pool, decode_settings(settings), seed=settings.seed)
+        self.engine = Engine(self.pool, plan.decode, seed=settings.seed)
         self.ids = checked_prompt_ids(self.engine, self.workload.prompts)
         self._footprint = self.pool.memory()
         # The stacked drafters share their weights with the pool, except tied LM heads, kept transposed too.
@@ -82,11 +98,11 @@ class BenchRun:
 
     @classmethod
     def open(cls, settings: BenchSettings, resume: Path | None) -> BenchRun:
-        settings = with_profile_defaults(settings, settings.profile)
+        plan = Plan.of(settings)  # every check that needs no model, before any model loads or any folder exists
         if resume is None:
             run_dir = RunDir.create(settings.out, settings.profile, settings.workload)
             try:
-                run = cls(settings, run_dir, [], {})
+                run = cls(plan, run_dir, [], {})
             except BaseException:  # a bad method, checkpoint or setting: nothing was measured
                 shutil.rmtree(run_dir.path, ignore_errors=True)
                 raise
@@ -98,7 +114,7 @@ class BenchRun:
         trace = {}
         if run_dir.file(FILES["trace"]).exists():
             trace = {(q.id, 0): q for q in read_trace(run_dir.file(FILES["trace"])).queries}
-        return cls(settings, run_dir, lines, trace)
+        return cls(plan, run_dir, lines, trace)
 
     @property
     def done_queries(self) -> int:

@@ -129,6 +129,25 @@ def check_field_types(obj: Any, where: str) -> None:
             check_value(f.name, value, kind, where)
 
 
+# numpy's and torch's generators both accept seeds in this range; a run derives per-query seeds
+# from it (seed * 1_000_003 + ...), which stay below torch's 2**64 limit.
+SEED_MAX = 2**32 - 1
+
+
+def check_seed(seed: Any, where: str = "seed") -> None:
+    """ConfigError unless seed is an integer in [0, SEED_MAX]."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"{where} must be an integer from 0 to {SEED_MAX} (got {seed!r})")
+
+
+def profile_path(base: Path, value: Any, where: str) -> Path:
+    """A path written in a profile, relative to the profile's folder; it must be a non-empty string."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: path must be a non-empty string (got {value!r}); "
+                          "write the checkpoint folder, relative to the profile file")
+    return base / value
+
+
 def check_keys(data: dict, allowed: set[str], where: str) -> None:
     unknown = sorted(set(data) - allowed)
     if unknown:
@@ -176,9 +195,8 @@ def load_profile(name_or_path: str) -> Profile:
         if not isinstance(d, dict) or "name" not in d or "path" not in d:
             raise ConfigError(f"{where}: drafter #{i + 1} needs at least `name` and `path`")
         check_keys(d, DRAFTER_KEYS, f"{where} drafter {d.get('name')!r}")
-        entries.append(
-            ModelSpec(str(d["name"]), base / d["path"], d.get("kind", "lm"), d.get("domain"), d.get("role"))
-        )
+        path = profile_path(base, d["path"], f"{where} drafter {d['name']!r}")
+        entries.append(ModelSpec(str(d["name"]), path, d.get("kind", "lm"), d.get("domain"), d.get("role")))
     names = [e.name for e in entries]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: drafter names must be unique (got {', '.join(names)})")
@@ -189,13 +207,18 @@ def load_profile(name_or_path: str) -> Profile:
     for key, value in decoding.items():
         check_value(key, value, DECODING_TYPES[key], f"{where} decoding")
     target = data["target"]
+    target_path = profile_path(base, target["path"], f"{where} target")
+    tokenizer = data.get("tokenizer")
+    if tokenizer is not None and (not isinstance(tokenizer, str) or not tokenizer.strip()):
+        raise ConfigError(f"{where}: tokenizer must be a non-empty string (got {tokenizer!r}); "
+                          "write the tokenizer's folder, or leave the key out to use the target's")
     return Profile(
         name=str(data.get("name", path.stem)),
         description=str(data.get("description", "")),
         source=path,
-        target=ModelSpec(str(target.get("name", "target")), base / target["path"]),
+        target=ModelSpec(str(target.get("name", "target")), target_path),
         drafters=tuple(entries),
-        tokenizer=base / data["tokenizer"] if data.get("tokenizer") else None,
+        tokenizer=base / tokenizer if tokenizer is not None else None,
         dtype=str(data.get("dtype", "float32")),
         device=str(data.get("device", "cpu")),
         drafter_dtype=str(data["drafter_dtype"]) if data.get("drafter_dtype") else None,

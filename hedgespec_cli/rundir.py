@@ -99,27 +99,84 @@ def load_results(path: str | Path) -> dict[str, Any]:
             f"{where}; pass a run directory written by `hedgespec bench` "
             f"(runs/<timestamp>-<profile>-<workload>/) or its {RESULTS}"
         )
+    return _read_payload(file, SCHEMA, "results")
+
+
+def _read_payload(file: Path, schema: str, what: str) -> dict[str, Any]:
+    """A JSON object with `schema` from file, or a RunDirError that says what is wrong with it."""
     try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise RunDirError(f"cannot read {file}: {err}; check the path and its permissions") from err
+        text = file.read_bytes().decode("utf-8")
+    except OSError as err:
+        raise RunDirError(f"cannot read {file}: {err.strerror or err}; check the path and its permissions") from err
+    except UnicodeDecodeError as err:
+        raise RunDirError(f"{file} is not UTF-8 text (byte at offset {err.start}): not a hedgespec {what} file; "
+                          "rerun `hedgespec bench`") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise RunDirError(
-            f"{file} is not valid JSON ({err.msg} at line {err.lineno} column {err.colno}); "
+            f"{file} is not valid JSON ({err.msg}: line {err.lineno}, column {err.colno}); "
             "it is truncated or was not written by hedgespec: rerun `hedgespec bench`"
         ) from err
     if not isinstance(data, dict) or "schema" not in data:
         raise RunDirError(
-            f"{file} has no 'schema' field: not a hedgespec results file; "
-            "pass the results.json that `hedgespec bench` wrote"
+            f"{file} has no 'schema' field: not a hedgespec {what} file; "
+            f"pass the {file.name} that `hedgespec bench` wrote"
         )
-    if data["schema"] != SCHEMA:
+    if data["schema"] != schema:
         raise RunDirError(
-            f"{file} has schema {data['schema']!r}, this hedgespec reads {SCHEMA!r}; "
-            "compare it with the hedgespec version that wrote it, or rerun the benchmark"
+            f"{file} has schema {data['schema']!r}, this hedgespec reads {schema!r}; "
+            "read it with the hedgespec version that wrote it, or rerun the benchmark"
         )
+    return data
+
+
+# What `report` reads from a results.json; `bench` always writes all of it.
+REPORT_FIELDS = ("complete", "config", "elapsed_s", "methods", "validity")
+REPORT_CONFIG_FIELDS = ("K", "max_new_tokens", "profile", "temperature", "workload")
+REPORT_METHOD_FIELDS = ("acceptance_rate", "by_domain", "eval_overhead_frac", "mat", "regret_vs_oracle",
+                        "speedup_vs_ar", "tokens_per_s")
+REPORT_VALIDITY_FIELDS = ("constraints", "notes", "valid")
+
+
+def _require(obj: Any, keys: tuple[str, ...], file: Path, where: str = "") -> None:
+    at = f"{file}: {where}" if where else str(file)
+    if not isinstance(obj, dict):
+        raise RunDirError(f"{at} is not a JSON object; the file is damaged: rerun `hedgespec bench`")
+    missing = [k for k in keys if k not in obj]
+    if missing:
+        raise RunDirError(f"{at} lacks {', '.join(map(repr, missing))}; the file is incomplete or was not written "
+                          "by this hedgespec: rerun `hedgespec bench`")
+
+
+def check_report_fields(data: dict[str, Any], file: Path) -> None:
+    """RunDirError unless a loaded results.json holds every field `report` renders."""
+    _require(data, REPORT_FIELDS, file)
+    _require(data["config"], REPORT_CONFIG_FIELDS, file, "config")
+    _require(data["validity"], REPORT_VALIDITY_FIELDS, file, "validity")
+    _require(data["methods"], (), file, "methods")
+    for name, method in data["methods"].items():
+        _require(method, REPORT_METHOD_FIELDS, file, f"method {name!r}")
+
+
+SWEEP_SCHEMA = "hedgespec.sweep/1"
+
+
+def load_sweep(folder: str | Path) -> dict[str, Any]:
+    """The validated `sweep.json` of a `bench --sweep-drafters` run: every field `report` renders."""
+    file = Path(folder) / "sweep.json"
+    data = _read_payload(file, SWEEP_SCHEMA, "sweep")
+    _require(data, ("by_n", "complete", "elapsed_s", "run_dir"), file)
+    by_n = data["by_n"]
+    _require(by_n, (), file, "by_n")
+    if not by_n:
+        raise RunDirError(f"{file} holds no pool size (by_n is empty): the sweep stopped before its first; "
+                          "rerun it")
+    for n, block in by_n.items():
+        _require(block, ("methods",), file, f"pool size {n}")
+        _require(block["methods"], (), file, f"pool size {n} methods")
+        for name, method in block["methods"].items():
+            _require(method, ("mat", "tokens_per_s", "eval_overhead_frac"), file, f"pool size {n} method {name!r}")
     return data
 
 

@@ -201,10 +201,11 @@ def generate_once(
     trace: Path | None,
 ) -> dict:
     """`hedgespec generate`: load, decode one prompt, optionally save its trace -> payload."""
-    from hedgespec_cli.config import load_profile
+    from hedgespec_cli.config import check_seed, load_profile
     from hedgespec_cli.decoding.engine import DecodeSettings
     from hedgespec_cli.decoding.tree import TreeShape
 
+    check_seed(seed)
     if target is not None:
         if not drafters:
             raise ConfigError("--target needs at least one --drafter [NAME=]PATH")

@@ -93,8 +93,8 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
         except ConfigError as err:
             raise ConfigError(f"in the pool of {n} drafters: {err}") from None
     check_router(settings.methods, profile)
+    decode = decode_settings(settings)  # K, T, top-p, tree: checked before any model loads
     pool = open_pool(profile, device=settings.device, dtype=settings.dtype, drafter_dtype=settings.drafter_dtype)
-    decode = decode_settings(settings)
     methods = [m for m in settings.methods if m != AR]
     prompts = workload.prompts
     engine = Engine(pool, decode, seed=settings.seed)  # the full pool: warm-up and `ar`

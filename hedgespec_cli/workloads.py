@@ -22,6 +22,7 @@ from hedgespec_cli.errors import WorkloadError
 WORKLOAD_KEYS = {"name", "description", "sources", "schedule", "prompts_per_domain", "seed", "max_new_tokens"}
 SOURCE_KEYS = {"domain", "path", "dataset", "split", "data_files", "text_field", "turns_field", "domain_field", "limit", "seed"}
 SCHEDULES = ("mixed", "shift", "order")
+_JSON_KINDS = {str: "string", list: "array", int: "number", float: "number", bool: "boolean", type(None): "null"}
 
 
 @dataclass(frozen=True)
@@ -127,14 +128,27 @@ def _load_source(src: dict, base: Path, where: str) -> list[Prompt]:
     path = base / src["path"]
     if not path.is_file():
         raise WorkloadError(f"{where}: prompt file {path} does not exist")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")  # a BOM is not part of the JSON
+    except OSError as err:
+        raise WorkloadError(f"{where}: cannot read prompt file {path}: {err.strerror}") from None
+    except UnicodeDecodeError as err:  # JSON text is UTF-8 (RFC 8259); Latin-1 and UTF-16 files land here
+        raise WorkloadError(
+            f"{path} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+            "save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
     rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             raise WorkloadError(f"{path}:{lineno} is not valid JSON") from None
+        if not isinstance(row, dict):
+            raise WorkloadError(f"{path}:{lineno} is a JSON {_JSON_KINDS.get(type(row), type(row).__name__)}, "
+                                'not an object; write one {"id": ..., "prompt": ...} object per line')
+        rows.append(row)
     return [_row_to_prompt(r, src, f"{path}:{i + 1}", f"{path.stem}-{i}") for i, r in enumerate(rows)]
 
 

@@ -122,11 +122,9 @@ def report(
     plots: Annotated[Optional[Path], typer.Option(help="Write PNG figures here (needs matplotlib).")] = None,
 ) -> None:
     """Re-render a saved run from its results.json (or a --sweep-drafters run from its sweep.json)."""
-    import json
-
     from hedgespec_cli.errors import ConfigError
     from hedgespec_cli.files import output_dir
-    from hedgespec_cli.rundir import load_results
+    from hedgespec_cli.rundir import check_report_fields, load_results, load_sweep
 
     folder = run_dir.parent if run_dir.is_file() else run_dir  # the folder or a file in it
     sweep = (folder / "sweep.json").is_file() and not (folder / "results.json").exists()
@@ -134,11 +132,12 @@ def report(
     if sweep:
         if plots is not None:
             raise ConfigError("--plots draws a bench run; a --sweep-drafters run has only its tables")
-        _emit_sweep(json.loads((folder / "sweep.json").read_text()), json_out=fmt == "json", quiet=False)
+        _emit_sweep(load_sweep(folder), json_out=fmt == "json", quiet=False)
         return
     if plots is not None:
         output_dir(plots, "plots")
     payload = load_results(folder)
+    check_report_fields(payload, folder / "results.json")
     payload["run_dir"] = str(folder)
     _emit(payload, fmt=fmt, output=output, quiet=False, plots=plots)
 

@@ -48,6 +48,12 @@ from hedgespec_cli.selection.feedback import BanditFeedback, Decision, FullFeedb
 from hedgespec_cli.telemetry.timers import PhaseTimer
 
 PHASES = ("prefill", "draft", "verify", "evaluate", "learn", "other")
+# Sampling below this temperature is refused (0 means greedy). Probabilities are computed in
+# float32: at T < 0.01 every token whose logit trails the top one by more than ~1.04 gets
+# exp(-gap / T) < 2**-149, exactly zero, so sampling is greedy in all but name; and once
+# |logit| / T passes float32's 3.4e38 (T ~ 1e-37 for realistic logits, or T itself below
+# float32's smallest positive value) the probabilities are NaN and sampling crashes.
+MIN_TEMPERATURE = 0.01
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,12 @@ class DecodeSettings:
             raise ConfigError(f"K must be at least 1 (got {self.K}); pass -K 1 or more")
         if not (self.temperature >= 0 and math.isfinite(self.temperature)):  # NaN fails both
             raise ConfigError(f"temperature must be a finite number >= 0 (got {self.temperature}); 0 means greedy")
+        if 0 < self.temperature < MIN_TEMPERATURE:
+            raise ConfigError(
+                f"temperature {self.temperature:g} is too small to sample at (below {MIN_TEMPERATURE:g} float32 "
+                "probabilities are one-hot or overflow); use --temperature 0 for greedy decoding, "
+                f"or {MIN_TEMPERATURE:g} or more"
+            )
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"top_p must be in (0, 1] (got {self.top_p})")
         if self.max_new_tokens < 1:

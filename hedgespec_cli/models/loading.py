@@ -8,11 +8,16 @@ at load time, because the engine compares token ids across models.
 from __future__ import annotations
 
 import importlib.util
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
@@ -88,16 +93,17 @@ def load_pool(
     torch_dtype = _resolve_dtype(dtype)
     drafter_torch_dtype = _resolve_dtype(drafter_dtype) if drafter_dtype else torch_dtype
     placement = _resolve_device(device)
+    for spec in drafters:  # before the target loads: a typo in a kind costs no load
+        if spec.kind not in DRAFTER_LOADERS:
+            raise ConfigError(
+                f"drafter {spec.name!r} has kind {spec.kind!r}; supported kinds: {', '.join(DRAFTER_LOADERS)}"
+            )
     tokenizer = load_tokenizer(tokenizer_path, "tokenizer") if tokenizer_path else load_tokenizer(target.path, target.name)
     target_lm = CausalLM(target.name, _load_model(target, torch_dtype, placement))
     # Drafters are small: they live on the target's first device, never sharded.
     drafter_device = target_lm.device
     pool_drafters = []
     for spec in drafters:
-        if spec.kind not in DRAFTER_LOADERS:
-            raise ConfigError(
-                f"drafter {spec.name!r} has kind {spec.kind!r}; supported kinds: {', '.join(DRAFTER_LOADERS)}"
-            )
         drafter = DRAFTER_LOADERS[spec.kind](spec, target_lm, drafter_torch_dtype, drafter_device)
         check_compatible(target_lm, tokenizer, drafter, spec)
         pool_drafters.append(drafter)
@@ -180,14 +186,67 @@ def _load_model(spec: ModelSpec, dtype: torch.dtype, placement: dict):
         )
     device_map = placement.get("device_map")
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            str(spec.path), dtype=dtype, local_files_only=True, device_map=device_map
-        )
-    except (OSError, ValueError, KeyError, RuntimeError) as err:  # RuntimeError: weights of another shape
-        raise CheckpointError(f"cannot load {spec.name!r} from {spec.path}: {_first_line(err)}") from None
+        with _held_hf_logs() as held:
+            model = AutoModelForCausalLM.from_pretrained(
+                str(spec.path), dtype=dtype, local_files_only=True, device_map=device_map
+            )
+    # RuntimeError: weights of another shape; SafetensorError: a truncated, empty or corrupted file.
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
+        mismatch = _first_mismatch(held)
+        if mismatch or any(s in str(err) for s in ("mismatched_sizes", "size mismatch")):  # transformers' wording
+            raise CheckpointError(
+                f"cannot load {spec.name!r} from {spec.path}: its config.json does not match its weights' "
+                f"shapes{f' ({mismatch})' if mismatch else ''}; restore the config.json saved with these weights"
+            ) from None
+        raise CheckpointError(
+            f"cannot load {spec.name!r} from {spec.path}: {_first_line(err)}; the checkpoint is damaged or "
+            "incomplete, save it again (save_pretrained) or copy it anew"
+        ) from None
     if device_map is None and placement.get("device"):
         model = model.to(placement["device"])
     return model
+
+
+@contextmanager
+def _held_hf_logs() -> Iterator[list[logging.LogRecord]]:
+    """Hold transformers' log records while a model loads.
+
+    A load that fails is reported by our one error line; transformers would
+    print a multi-line coloured load report before it. So the records are
+    held: replayed through transformers' own handlers when the load succeeds
+    (its warnings still reach the user), dropped when it fails.
+    """
+    root = hf_logging.get_logger()  # the library's root logger; module loggers propagate to it
+    held: list[logging.LogRecord] = []
+
+    class _Hold(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            held.append(record)
+
+    handlers, propagate = root.handlers[:], root.propagate
+    root.handlers, root.propagate = [_Hold()], False
+    try:
+        yield held
+    except BaseException:
+        root.handlers, root.propagate = handlers, propagate
+        raise
+    root.handlers, root.propagate = handlers, propagate
+    for record in held:
+        root.handle(record)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_MISMATCH = re.compile(r"^(.+?)\s*\|\s*MISMATCH\s*\|.*ckpt: torch\.Size\((\[[^]]*\])\) vs model:\s*torch\.Size\((\[[^]]*\])\)")
+
+
+def _first_mismatch(records: list[logging.LogRecord]) -> str | None:
+    """'e.g. NAME: weights [..], config [..]' from transformers' held load report (None: no mismatch)."""
+    for record in records:
+        for line in _ANSI.sub("", record.getMessage()).splitlines():
+            if m := _MISMATCH.match(line.strip()):
+                name, ckpt, model = m.groups()
+                return f"e.g. {name}: weights {ckpt}, config {model}"
+    return None
 
 
 def _resolve_dtype(dtype: str) -> torch.dtype:
