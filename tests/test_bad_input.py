@@ -132,6 +132,7 @@ def _profile_variant(tiny_bench, tmp_path, name: str, edit) -> Path:
     import yaml
 
     data = yaml.safe_load(Path(tiny_bench["profile"]).read_text())
+    data["router"] = str(Path(tiny_bench["root"]) / data["router"])  # relative to the original's folder
     edit(data)
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -205,7 +206,9 @@ def test_a_damaged_checkpoint_is_one_line(which, damage, says, tiny_models, tiny
     damage(ckpt)
     key = "target" if which == "target" else "near"
     prof = tmp_path / "p.yaml"
-    prof.write_text(Path(tiny_bench["profile"]).read_text().replace(str(tiny_models[key]), str(ckpt)))
+    router = Path(tiny_bench["root"]) / "router.npz"  # the copy lives elsewhere: keep its classifier
+    prof.write_text(Path(tiny_bench["profile"]).read_text().replace(str(tiny_models[key]), str(ckpt))
+                    .replace("router: router.npz", f"router: {router}"))
     assert str(ckpt) in prof.read_text()
     out = tmp_path / "runs"
     code, err = run_main("bench", "--quiet", "--out", str(out), "--profile", str(prof),
