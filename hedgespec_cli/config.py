@@ -16,7 +16,8 @@ from hedgespec_cli.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROFILE_KEYS = {"name", "description", "target", "tokenizer", "drafters", "dtype", "drafter_dtype", "device", "decoding"}
-DRAFTER_KEYS = {"name", "kind", "path", "domain", "role"}
+DRAFTER_KEYS = {"name", "kind", "path", "hub", "revision", "subfolder", "domain", "role"}
+TARGET_KEYS = {"name", "path", "hub", "revision", "subfolder"}
 DECODING_TYPES: dict[str, type] = {"K": int, "temperature": float, "top_p": float, "max_new_tokens": int,
                                    "tree_top_k": int, "tree_tokens": int}
 DECODING_KEYS = set(DECODING_TYPES)
@@ -24,13 +25,23 @@ DECODING_KEYS = set(DECODING_TYPES)
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One checkpoint: where it is and what it is for (role `generic` marks the baseline)."""
+    """One checkpoint: where it is and what it is for (role `generic` marks the baseline).
+
+    `hub` (`org/name[@revision][/subfolder]`) names a Hugging Face Hub checkpoint instead of a
+    local `path`; `models.hub.resolve_spec` fills `path` from the local cache at load time.
+    """
 
     name: str
-    path: Path
+    path: Path | None
     kind: str = "lm"
     domain: str | None = None
     role: str | None = None
+    hub: str | None = None
+
+    @property
+    def where(self) -> str:
+        """The location as the user wrote it: the Hub id, else the path."""
+        return f"hf:{self.hub}" if self.hub and self.path is None else str(self.path)
 
 
 @dataclass(frozen=True)
@@ -61,10 +72,12 @@ class Profile:
             "name": self.name,
             "description": self.description,
             "source": str(self.source),
-            "target": {"name": self.target.name, "path": str(self.target.path)},
+            "target": {"name": self.target.name, "path": str(self.target.path) if self.target.path else None,
+                       "hub": self.target.hub},
             "tokenizer": str(self.tokenizer) if self.tokenizer else None,
             "drafters": [
-                {"name": d.name, "kind": d.kind, "path": str(d.path), "domain": d.domain, "role": d.role}
+                {"name": d.name, "kind": d.kind, "path": str(d.path) if d.path else None, "hub": d.hub,
+                 "domain": d.domain, "role": d.role}
                 for d in self.drafters
             ],
             "dtype": self.dtype,
@@ -163,19 +176,20 @@ def load_profile(name_or_path: str) -> Profile:
     where = f"profile {path}"
     check_keys(data, PROFILE_KEYS, where)
     base = path.parent
-    if "target" not in data or not isinstance(data["target"], dict) or "path" not in data["target"]:
-        raise ConfigError(f"{where} needs `target: {{path: DIR}}`")
+    if "target" not in data or not isinstance(data["target"], dict):
+        raise ConfigError(f"{where} needs `target: {{path: DIR}}` or `target: {{hub: org/name}}`")
+    check_keys(data["target"], TARGET_KEYS, f"{where} target")
     drafters = data.get("drafters") or []
     if not isinstance(drafters, list) or not drafters:
         raise ConfigError(f"{where} needs a non-empty `drafters:` list")
     entries = []
     for i, d in enumerate(drafters):
-        if not isinstance(d, dict) or "name" not in d or "path" not in d:
-            raise ConfigError(f"{where}: drafter #{i + 1} needs at least `name` and `path`")
-        check_keys(d, DRAFTER_KEYS, f"{where} drafter {d.get('name')!r}")
-        entries.append(
-            ModelSpec(str(d["name"]), base / d["path"], d.get("kind", "lm"), d.get("domain"), d.get("role"))
-        )
+        if not isinstance(d, dict) or "name" not in d:
+            raise ConfigError(f"{where}: drafter #{i + 1} needs at least `name` and `path` (or `hub`)")
+        label = f"{where} drafter {d.get('name')!r}"
+        check_keys(d, DRAFTER_KEYS, label)
+        path, hub = _location(d, base, label)
+        entries.append(ModelSpec(str(d["name"]), path, d.get("kind", "lm"), d.get("domain"), d.get("role"), hub))
     names = [e.name for e in entries]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: drafter names must be unique (got {', '.join(names)})")
@@ -190,7 +204,7 @@ def load_profile(name_or_path: str) -> Profile:
         name=str(data.get("name", path.stem)),
         description=str(data.get("description", "")),
         source=path,
-        target=ModelSpec(str(target.get("name", "target")), base / target["path"]),
+        target=ModelSpec(str(target.get("name", "target")), *_location(target, base, f"{where} target")),
         drafters=tuple(entries),
         tokenizer=base / data["tokenizer"] if data.get("tokenizer") else None,
         dtype=str(data.get("dtype", "float32")),
@@ -198,3 +212,32 @@ def load_profile(name_or_path: str) -> Profile:
         drafter_dtype=str(data["drafter_dtype"]) if data.get("drafter_dtype") else None,
         decoding=decoding,
     )
+
+
+def _location(entry: dict, base: Path, where: str) -> tuple[Path | None, str | None]:
+    """(local path, None) or (None, Hub id) from a target/drafter entry; `revision` and `subfolder`
+    keys are folded into the id (`org/name@revision/subfolder`)."""
+    if ("path" in entry) == ("hub" in entry):
+        raise ConfigError(f"{where} needs exactly one of `path: DIR` (local) or `hub: org/name` (Hugging Face Hub)")
+    for key in ("path", "hub", "revision", "subfolder"):
+        check_value(key, entry.get(key), str, where)
+    if "path" in entry:
+        if "revision" in entry or "subfolder" in entry:
+            raise ConfigError(f"{where}: revision and subfolder go with `hub:`, not with a local `path:`")
+        return base / entry["path"], None
+    from hedgespec_cli.errors import CheckpointError
+    from hedgespec_cli.models.hub import HubRef
+
+    try:
+        ref = HubRef.parse(entry["hub"])
+    except CheckpointError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    if entry.get("revision"):
+        if ref.revision:
+            raise ConfigError(f"{where}: the revision is given twice (in `hub:` after @ and in `revision:`)")
+        ref = HubRef(ref.repo_id, entry["revision"], ref.subfolder)
+    if entry.get("subfolder"):
+        if ref.subfolder:
+            raise ConfigError(f"{where}: the subfolder is given twice (in `hub:` and in `subfolder:`)")
+        ref = HubRef(ref.repo_id, ref.revision, entry["subfolder"].strip("/"))
+    return None, str(ref)

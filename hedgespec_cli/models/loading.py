@@ -86,6 +86,7 @@ def load_pool(
     torch_dtype = _resolve_dtype(dtype)
     drafter_torch_dtype = _resolve_dtype(drafter_dtype) if drafter_dtype else torch_dtype
     placement = _resolve_device(device)
+    target, drafters = resolve_specs(target, drafters)
     tokenizer = load_tokenizer(tokenizer_path, "tokenizer") if tokenizer_path else load_tokenizer(target.path, target.name)
     target_lm = CausalLM(target.name, _load_model(target, torch_dtype, placement))
     # Drafters are small: they live on the target's first device, never sharded.
@@ -102,6 +103,24 @@ def load_pool(
     return Pool(target_lm, pool_drafters, tokenizer, list(drafters))
 
 
+def resolve_specs(target: ModelSpec, drafters: list[ModelSpec]) -> tuple[ModelSpec, list[ModelSpec]]:
+    """Hub ids -> cached snapshot paths; a drafter of the default kind whose config.json is an
+    EAGLE-3 head (EAGLE's or speculators' format) is loaded as one (`kind: eagle3`)."""
+    from dataclasses import replace
+
+    from hedgespec_cli.models.eagle3 import is_eagle3_checkpoint
+    from hedgespec_cli.models.hub import resolve_spec
+
+    target = resolve_spec(target)
+    out = []
+    for spec in drafters:
+        spec = resolve_spec(spec)
+        if spec.kind == "lm" and is_eagle3_checkpoint(spec.path):
+            spec = replace(spec, kind="eagle3")
+        out.append(spec)
+    return target, out
+
+
 def _load_lm(spec: ModelSpec, target: CausalLM, dtype: torch.dtype, device: torch.device) -> CausalLM:
     config = spec.path / "config.json"
     if config.is_file() and "eagle3" in config.read_text(errors="replace").lower():
@@ -116,6 +135,7 @@ def _load_eagle3(spec: ModelSpec, target: CausalLM, dtype: torch.dtype, device: 
     head = load_eagle3(spec.path, target.model.get_input_embeddings(), dtype=dtype, device=device)
     head.name, head.vocab_size = spec.name, head.config.vocab_size
     head.max_positions = head.config.max_position_embeddings
+    head.config.feature_layers(target.model.config.num_hidden_layers)  # ids the target has, or a clear error
     want = target.model.config.hidden_size
     if head.config.target_hidden_size != want:
         raise CheckpointError(
