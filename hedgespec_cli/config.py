@@ -188,8 +188,8 @@ def load_profile(name_or_path: str) -> Profile:
             raise ConfigError(f"{where}: drafter #{i + 1} needs at least `name` and `path` (or `hub`)")
         label = f"{where} drafter {d.get('name')!r}"
         check_keys(d, DRAFTER_KEYS, label)
-        path, hub = _location(d, base, label)
-        entries.append(ModelSpec(str(d["name"]), path, d.get("kind", "lm"), d.get("domain"), d.get("role"), hub))
+        local, hub = _location(d, base, label)
+        entries.append(ModelSpec(str(d["name"]), local, d.get("kind", "lm"), d.get("domain"), d.get("role"), hub))
     names = [e.name for e in entries]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: drafter names must be unique (got {', '.join(names)})")
@@ -200,11 +200,12 @@ def load_profile(name_or_path: str) -> Profile:
     for key, value in decoding.items():
         check_value(key, value, DECODING_TYPES[key], f"{where} decoding")
     target = data["target"]
+    target_path, target_hub = _location(target, base, f"{where} target")
     return Profile(
         name=str(data.get("name", path.stem)),
         description=str(data.get("description", "")),
         source=path,
-        target=ModelSpec(str(target.get("name", "target")), *_location(target, base, f"{where} target")),
+        target=ModelSpec(str(target.get("name", "target")), target_path, hub=target_hub),
         drafters=tuple(entries),
         tokenizer=base / data["tokenizer"] if data.get("tokenizer") else None,
         dtype=str(data.get("dtype", "float32")),

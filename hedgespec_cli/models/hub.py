@@ -113,3 +113,42 @@ def resolve_spec(spec, *, download: bool | None = None):
     if spec.path is not None or spec.hub is None:
         return spec
     return replace(spec, path=resolve(HubRef.parse(spec.hub), download=download))
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where one checkpoint of a profile is, or what is wrong with it (the dry check's row)."""
+
+    role: str  # target, tokenizer, or the drafter's name
+    ref: str  # as the profile wrote it
+    path: Path | None
+    problem: str | None = None
+
+
+WEIGHTS = ("*.safetensors", "*.bin", "*.gguf")
+
+
+def locate(role: str, spec, *, needs_weights: bool = True) -> Located:
+    """Resolve `spec` from the local disk and cache only (never downloads) and check it looks loadable."""
+    try:
+        path = resolve_spec(spec, download=False).path
+    except CheckpointError:
+        return Located(role, spec.where, None, f"not cached (Hugging Face cache {cache_dir()})")
+    if not path.is_dir():
+        return Located(role, spec.where, None, "no such directory")
+    if needs_weights and not (path / "config.json").is_file():
+        return Located(role, spec.where, path, "no config.json")
+    if needs_weights and not any(any(path.glob(p)) for p in WEIGHTS):
+        return Located(role, spec.where, path, "no weights (*.safetensors, *.bin or *.gguf)")
+    return Located(role, spec.where, path)
+
+
+def locate_profile(profile) -> list[Located]:
+    """Every checkpoint a profile names: target, tokenizer (if separate), drafters."""
+    from hedgespec_cli.config import ModelSpec
+
+    rows = [locate("target", profile.target)]
+    if profile.tokenizer is not None:
+        rows.append(locate("tokenizer", ModelSpec("tokenizer", profile.tokenizer), needs_weights=False))
+    rows += [locate(d.name, d) for d in profile.drafters]
+    return rows
