@@ -17,7 +17,7 @@ from hedgespec_cli.bench import (
     settings_dict,
     with_profile_defaults,
 )
-from hedgespec_cli.config import load_profile
+from hedgespec_cli.bench import bench_profile
 from hedgespec_cli.decoding.engine import Engine
 from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.report import summary as S
@@ -52,7 +52,7 @@ class BenchRun:
     """State of one run directory; `execute` fills it, `finish` summarises it."""
 
     def __init__(self, settings: BenchSettings, run_dir: RunDir, lines: list[dict], trace: dict) -> None:
-        self.profile = load_profile(settings.profile)
+        self.profile = bench_profile(settings)
         self.workload = load_workload(settings.workload, limit=settings.prompts)
         if settings.max_new_tokens is None:
             budget = self.workload.max_new_tokens or self.profile.decoding.get("max_new_tokens", 128)
@@ -64,6 +64,9 @@ class BenchRun:
         self.trace = trace  # (query_id, repeat) -> TraceQuery
         self.pool = open_pool(self.profile, device=settings.device, dtype=settings.dtype,
                               drafter_dtype=settings.drafter_dtype)
+        # Record what was loaded: Hub ids with their cached paths, auto-detected EAGLE-3 kinds.
+        self.profile = replace(self.profile, target=self.pool.target_spec or self.profile.target,
+                               drafters=tuple(self.pool.specs))
         self.engine = Engine(self.pool, decode_settings(settings), seed=settings.seed)
         self.ids = checked_prompt_ids(self.engine, self.workload.prompts)
         self._footprint = self.pool.memory()

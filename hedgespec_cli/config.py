@@ -38,6 +38,11 @@ class ModelSpec:
     role: str | None = None
     hub: str | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """name and path, plus the Hub id when the checkpoint came from the Hub."""
+        out = {"name": self.name, "path": str(self.path) if self.path else None}
+        return {**out, "hub": self.hub} if self.hub else out
+
     @property
     def where(self) -> str:
         """The location as the user wrote it: the Hub id, else the path."""
@@ -72,12 +77,10 @@ class Profile:
             "name": self.name,
             "description": self.description,
             "source": str(self.source),
-            "target": {"name": self.target.name, "path": str(self.target.path) if self.target.path else None,
-                       "hub": self.target.hub},
+            "target": self.target.to_dict(),
             "tokenizer": str(self.tokenizer) if self.tokenizer else None,
             "drafters": [
-                {"name": d.name, "kind": d.kind, "path": str(d.path) if d.path else None, "hub": d.hub,
-                 "domain": d.domain, "role": d.role}
+                {**d.to_dict(), "kind": d.kind, "domain": d.domain, "role": d.role}
                 for d in self.drafters
             ],
             "dtype": self.dtype,

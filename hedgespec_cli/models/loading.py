@@ -33,7 +33,8 @@ class Pool:
     target: CausalLM
     drafters: list[CausalLM]
     tokenizer: PreTrainedTokenizerBase
-    specs: list[ModelSpec]  # the drafters' specs
+    specs: list[ModelSpec]  # the drafters' specs, as loaded (Hub ids resolved, kinds detected)
+    target_spec: ModelSpec | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -100,7 +101,7 @@ def load_pool(
         drafter = DRAFTER_LOADERS[spec.kind](spec, target_lm, drafter_torch_dtype, drafter_device)
         check_compatible(target_lm, tokenizer, drafter, spec)
         pool_drafters.append(drafter)
-    return Pool(target_lm, pool_drafters, tokenizer, list(drafters))
+    return Pool(target_lm, pool_drafters, tokenizer, list(drafters), target)
 
 
 def resolve_specs(target: ModelSpec, drafters: list[ModelSpec]) -> tuple[ModelSpec, list[ModelSpec]]:
