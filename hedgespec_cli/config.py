@@ -16,8 +16,9 @@ from hedgespec_cli.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROFILE_KEYS = {"name", "description", "target", "tokenizer", "drafters", "dtype", "drafter_dtype", "device", "decoding"}
-DRAFTER_KEYS = {"name", "kind", "path", "hub", "revision", "subfolder", "domain", "role"}
-TARGET_KEYS = {"name", "path", "hub", "revision", "subfolder"}
+LOCATION_KEYS = {"path", "hub", "revision", "subfolder", "package", "gguf_file"}
+DRAFTER_KEYS = {"name", "kind", "domain", "role"} | LOCATION_KEYS
+TARGET_KEYS = {"name"} | LOCATION_KEYS
 DECODING_TYPES: dict[str, type] = {"K": int, "temperature": float, "top_p": float, "max_new_tokens": int,
                                    "tree_top_k": int, "tree_tokens": int}
 DECODING_KEYS = set(DECODING_TYPES)
@@ -37,16 +38,23 @@ class ModelSpec:
     domain: str | None = None
     role: str | None = None
     hub: str | None = None
+    package: str | None = None  # an installed Python package whose directory holds the checkpoint
+    gguf_file: str | None = None  # a GGUF file in the directory, loaded (de-quantised) by transformers
 
     def to_dict(self) -> dict[str, Any]:
         """name and path, plus the Hub id when the checkpoint came from the Hub."""
         out = {"name": self.name, "path": str(self.path) if self.path else None}
-        return {**out, "hub": self.hub} if self.hub else out
+        extra = {"hub": self.hub, "package": self.package, "gguf_file": self.gguf_file}
+        return {**out, **{k: v for k, v in extra.items() if v}}
 
     @property
     def where(self) -> str:
         """The location as the user wrote it: the Hub id, else the path."""
-        return f"hf:{self.hub}" if self.hub and self.path is None else str(self.path)
+        if self.path is None:
+            where = f"hf:{self.hub}" if self.hub else f"package:{self.package}"
+        else:
+            where = str(self.path)
+        return f"{where}/{self.gguf_file}" if self.gguf_file else where
 
 
 @dataclass(frozen=True)
@@ -192,7 +200,8 @@ def load_profile(name_or_path: str) -> Profile:
         label = f"{where} drafter {d.get('name')!r}"
         check_keys(d, DRAFTER_KEYS, label)
         local, hub = _location(d, base, label)
-        entries.append(ModelSpec(str(d["name"]), local, d.get("kind", "lm"), d.get("domain"), d.get("role"), hub))
+        entries.append(ModelSpec(str(d["name"]), local, d.get("kind", "lm"), d.get("domain"), d.get("role"), hub,
+                                 d.get("package"), d.get("gguf_file")))
     names = [e.name for e in entries]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: drafter names must be unique (got {', '.join(names)})")
@@ -208,7 +217,8 @@ def load_profile(name_or_path: str) -> Profile:
         name=str(data.get("name", path.stem)),
         description=str(data.get("description", "")),
         source=path,
-        target=ModelSpec(str(target.get("name", "target")), target_path, hub=target_hub),
+        target=ModelSpec(str(target.get("name", "target")), target_path, hub=target_hub,
+                         package=target.get("package"), gguf_file=target.get("gguf_file")),
         drafters=tuple(entries),
         tokenizer=base / data["tokenizer"] if data.get("tokenizer") else None,
         dtype=str(data.get("dtype", "float32")),
@@ -221,10 +231,15 @@ def load_profile(name_or_path: str) -> Profile:
 def _location(entry: dict, base: Path, where: str) -> tuple[Path | None, str | None]:
     """(local path, None) or (None, Hub id) from a target/drafter entry; `revision` and `subfolder`
     keys are folded into the id (`org/name@revision/subfolder`)."""
-    if ("path" in entry) == ("hub" in entry):
-        raise ConfigError(f"{where} needs exactly one of `path: DIR` (local) or `hub: org/name` (Hugging Face Hub)")
-    for key in ("path", "hub", "revision", "subfolder"):
+    if sum(k in entry for k in ("path", "hub", "package")) != 1:
+        raise ConfigError(f"{where} needs exactly one of `path: DIR` (local), `hub: org/name` (Hugging Face Hub) "
+                          "or `package: NAME` (an installed Python package holding the checkpoint)")
+    for key in ("path", "hub", "revision", "subfolder", "package", "gguf_file"):
         check_value(key, entry.get(key), str, where)
+    if "package" in entry:
+        if "revision" in entry or "subfolder" in entry:
+            raise ConfigError(f"{where}: revision and subfolder go with `hub:`, not with `package:`")
+        return None, None
     if "path" in entry:
         if "revision" in entry or "subfolder" in entry:
             raise ConfigError(f"{where}: revision and subfolder go with `hub:`, not with a local `path:`")

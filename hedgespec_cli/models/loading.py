@@ -88,7 +88,8 @@ def load_pool(
     drafter_torch_dtype = _resolve_dtype(drafter_dtype) if drafter_dtype else torch_dtype
     placement = _resolve_device(device)
     target, drafters = resolve_specs(target, drafters)
-    tokenizer = load_tokenizer(tokenizer_path, "tokenizer") if tokenizer_path else load_tokenizer(target.path, target.name)
+    tokenizer = (load_tokenizer(tokenizer_path, "tokenizer") if tokenizer_path
+                 else load_tokenizer(target.path, target.name, gguf_file=target.gguf_file))
     target_lm = CausalLM(target.name, _load_model(target, torch_dtype, placement))
     # Drafters are small: they live on the target's first device, never sharded.
     drafter_device = target_lm.device
@@ -150,10 +151,11 @@ def _load_eagle3(spec: ModelSpec, target: CausalLM, dtype: torch.dtype, device: 
 DRAFTER_LOADERS = {"lm": _load_lm, "eagle3": _load_eagle3}
 
 
-def load_tokenizer(path: Path, owner: str) -> PreTrainedTokenizerBase:
+def load_tokenizer(path: Path, owner: str, *, gguf_file: str | None = None) -> PreTrainedTokenizerBase:
     _require_checkpoint_dir(path, owner)
     try:
-        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        extra = {"gguf_file": gguf_file} if gguf_file else {}  # a GGUF file carries its tokenizer
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True, **extra)
     except (OSError, ValueError) as err:
         raise CheckpointError(
             f"no usable tokenizer for {owner!r} in {path} ({_first_line(err)}); "
@@ -192,6 +194,8 @@ def check_compatible(target: CausalLM, tokenizer: PreTrainedTokenizerBase, draft
 
 def _load_model(spec: ModelSpec, dtype: torch.dtype, placement: dict):
     _require_checkpoint_dir(spec.path, spec.name)
+    if spec.gguf_file:
+        return _load_gguf(spec, dtype, placement)
     if not (spec.path / "config.json").is_file():
         raise CheckpointError(
             f"{spec.name!r}: {spec.path} is not a checkpoint (no config.json); "
@@ -207,6 +211,26 @@ def _load_model(spec: ModelSpec, dtype: torch.dtype, placement: dict):
     if device_map is None and placement.get("device"):
         model = model.to(placement["device"])
     return model
+
+
+def _load_gguf(spec: ModelSpec, dtype: torch.dtype, placement: dict):
+    """A GGUF checkpoint, de-quantised by transformers (needs the `gguf` package: extra `smollm2`).
+
+    The weights are the GGUF's quantised values expanded to `dtype`: the model decoded is
+    exactly that de-quantised model, which is what the greedy reference is computed on too."""
+    file = spec.path / spec.gguf_file
+    if not file.is_file():
+        raise CheckpointError(f"{spec.name!r}: GGUF file {file} does not exist; fix gguf_file or the path")
+    for module, extra in (("gguf", "smollm2"), ("accelerate", "smollm2")):
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(f"{spec.name!r} is a GGUF checkpoint, which transformers reads with the {module!r} "
+                              f"package; pip install 'hedgespec-cli[{extra}]'")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(spec.path), gguf_file=spec.gguf_file, dtype=dtype,
+                                                     local_files_only=True)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise CheckpointError(f"cannot load {spec.name!r} from {file}: {_first_line(err)}") from None
+    return model.to(placement["device"]) if placement.get("device") else model
 
 
 def _resolve_dtype(dtype: str) -> torch.dtype:
