@@ -29,8 +29,15 @@ def dequantised_target(work: Path) -> Path:
     if (out / "config.json").is_file():
         return out
     src = package_dir(PACKAGE)
-    model = AutoModelForCausalLM.from_pretrained(str(src), gguf_file=GGUF_FILE, dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(str(src), gguf_file=GGUF_FILE, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(str(src), gguf_file=GGUF_FILE)
+    # transformers marks a GGUF-loaded model as quantised and refuses to save it; its weights are already
+    # de-quantised float32, so they go into a plain model of the same config, which saves normally.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
