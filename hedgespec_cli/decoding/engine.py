@@ -296,8 +296,8 @@ class Engine:
     def _target(self, ctx: Prefix, a: int, b: int, cache) -> torch.Tensor:
         """Target forward over x[a:b] -> logits (b - a, V); stores EAGLE-3 features when needed.
 
-        The fused features come from the same pass (hidden states at layers
-        2, L/2 and L-3): no extra target call.
+        The fused features come from the same pass (hidden states at the heads'
+        layers, by default 2, L/2 and L-3): no extra target call.
         """
         out = self.pool.target.forward(ctx.x[a:b], cache, hidden=self._fused is not None)
         if self._fused is not None:

@@ -12,7 +12,9 @@ Checkpoint (the real format, as released by EAGLE and read by vLLM/SGLang):
 and `model.safetensors` or `pytorch_model.bin` holding `fc.weight`, `midlayer.*`
 (`hidden_norm`, `input_layernorm`, `post_attention_layernorm`,
 `self_attn.{q,k,v,o}_proj`, `mlp.{gate,up,down}_proj`), `norm.weight`,
-`lm_head.weight`, `d2t`, `t2d` and optionally `embed_tokens.weight`.
+`lm_head.weight`, `d2t`, `t2d` and optionally `embed_tokens.weight`. Read as vLLM reads them too:
+`eagle_aux_hidden_state_layer_ids` (the fused target layers) and `norm_before_residual`. vLLM's
+`speculators` packaging of the same head is mapped onto this one in `models/speculators.py`.
 """
 
 from __future__ import annotations
@@ -187,8 +189,8 @@ class Eagle3Config:
 
 
 def aux_layer_ids(raw: dict[str, Any], source: str) -> tuple[int, ...] | None:
-    """`eagle_aux_hidden_state_layer_ids`, top level or under `eagle_config` (where SpecForge puts it),
-    as vLLM reads it; None when absent or empty (vLLM then uses its default, as we do)."""
+    """`eagle_aux_hidden_state_layer_ids`, top level or under `eagle_config`, the two places vLLM reads
+    it from; None when absent or empty (vLLM then uses its default, as we do)."""
     nested = raw.get("eagle_config")
     ids = raw.get("eagle_aux_hidden_state_layer_ids") or (
         nested.get("eagle_aux_hidden_state_layer_ids") if isinstance(nested, dict) else None)
