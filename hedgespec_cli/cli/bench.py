@@ -17,8 +17,8 @@ def register(app: typer.Typer) -> None:
 
 def bench(
     profile: Annotated[Optional[str], typer.Option(help="Profile name or YAML path \\[default: tiny].")] = None,
-    target: Annotated[Optional[str], typer.Option(help="Replace the profile's target: a directory or a Hub id org/name[@revision][/subfolder].")] = None,
-    drafter: Annotated[Optional[list[str]], typer.Option(help="Replace the profile's pool: [NAME=]directory-or-Hub-id; repeat per drafter.")] = None,
+    target: Annotated[Optional[str], typer.Option(help="Replace the profile's target: a directory or a Hub id org/name\\[@revision]\\[/subfolder].")] = None,
+    drafter: Annotated[Optional[list[str]], typer.Option(help="Replace the profile's pool: \\[NAME=]directory-or-Hub-id; repeat per drafter.")] = None,
     workload: Annotated[Optional[str], typer.Option(help="Workload name or YAML path \\[default: mixed-domain].")] = None,
     methods: Annotated[Optional[str], typer.Option(help="Comma list, e.g. ar,fixed:generic,hedgespec,oracle \\[default: all].")] = None,
     temperature: Annotated[Optional[float], typer.Option(help="0 = greedy \\[default: profile].")] = None,
