@@ -204,3 +204,12 @@ def test_paper_workload_names_its_datasets_and_fails_cleanly_offline(tmp_path):
                                "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr
     assert "cannot load dataset 'openai/openai_humaneval'" in done.stdout
+
+
+def test_package_checkpoints_are_located_without_importing_the_package(tmp_path):
+    from hedgespec_cli.models.hub import locate
+
+    absent = locate("target", ModelSpec("t", None, package="no_such_package_h18", gguf_file="m.gguf"))
+    assert absent.problem == "Python package 'no_such_package_h18', which holds this checkpoint, is not installed"
+    here = locate("target", ModelSpec("t", None, package="hedgespec_cli", gguf_file="missing.gguf"))
+    assert here.path == Path(__file__).resolve().parents[1] / "hedgespec_cli" and here.problem == "no file missing.gguf"
