@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hedgespec_cli.config import check_field_types, check_keys, check_seed, load_profile, read_yaml
+from hedgespec_cli.config import Profile, check_field_types, check_keys, check_seed, load_profile, read_yaml
 from hedgespec_cli.errors import ConfigError, HedgespecError
 
 if TYPE_CHECKING:
@@ -33,6 +33,8 @@ class BenchSettings:
     """Everything a run depends on; saved as `config.yaml`. None = take it from the profile/workload."""
 
     profile: str = "tiny"
+    target: str | None = None  # replaces the profile's target: a directory or a Hub id (and its tokenizer)
+    drafters: tuple[str, ...] | None = None  # replace the profile's pool: [NAME=]directory-or-Hub-id each
     workload: str = "mixed-domain"
     methods: tuple[str, ...] | None = None
     temperature: float | None = None
@@ -116,8 +118,9 @@ def resolve_settings(flags: dict[str, Any], config_file: Path | None) -> BenchSe
         from hedgespec_cli.selection.base import split_methods
 
         merged["methods"] = split_methods(merged["methods"])
-    if isinstance(merged.get("methods"), list):
-        merged["methods"] = tuple(merged["methods"])
+    for key in ("methods", "drafters"):
+        if isinstance(merged.get(key), list):
+            merged[key] = tuple(merged[key])
     return BenchSettings(**merged)
 
 
@@ -201,7 +204,21 @@ def decode_settings(settings: BenchSettings) -> DecodeSettings:
 def settings_dict(settings: BenchSettings) -> dict[str, Any]:
     out = asdict(settings)
     out["methods"] = list(settings.methods) if settings.methods else None
+    out["drafters"] = list(settings.drafters) if settings.drafters else None
     return out
+
+
+def bench_profile(settings: BenchSettings) -> Profile:
+    """The settings' profile, with `--target` / `--drafter` replacing its target / pool."""
+    from hedgespec_cli.runner import adhoc_profile
+
+    prof = load_profile(settings.profile)
+    if settings.target is None and not settings.drafters:
+        return prof
+    given = adhoc_profile(settings.target or "", list(settings.drafters or ()))
+    return replace(prof, target=given.target if settings.target else prof.target,
+                   tokenizer=None if settings.target else prof.tokenizer,  # a new target brings its tokenizer
+                   drafters=given.drafters if settings.drafters else prof.drafters)
 
 
 def with_profile_defaults(settings: BenchSettings, profile_name: str) -> BenchSettings:
@@ -211,7 +228,7 @@ def with_profile_defaults(settings: BenchSettings, profile_name: str) -> BenchSe
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
     settings = replace(settings, threads=torch.get_num_threads())  # what actually ran, for config.yaml
-    prof = load_profile(profile_name)
+    prof = bench_profile(replace(settings, profile=profile_name))
     d = prof.decoding
     # --tree-tokens alone, on a profile that drafts chains (a resumed run has tree_top_k set, maybe 0).
     if settings.tree_tokens is not None and settings.tree_top_k is None and not d.get("tree_top_k"):

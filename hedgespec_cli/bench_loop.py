@@ -17,6 +17,7 @@ from hedgespec_cli.bench import (
     settings_dict,
     with_profile_defaults,
 )
+from hedgespec_cli.bench import bench_profile
 from hedgespec_cli.config import Profile, load_profile
 from hedgespec_cli.decoding.engine import DecodeSettings, Engine
 from hedgespec_cli.errors import ConfigError
@@ -62,7 +63,7 @@ class Plan:
     @classmethod
     def of(cls, settings: BenchSettings) -> Plan:
         settings = with_profile_defaults(settings, settings.profile)
-        profile = load_profile(settings.profile)
+        profile = bench_profile(settings)  # the profile with --target / --drafter applied
         workload = load_workload(settings.workload, limit=settings.prompts)
         if settings.max_new_tokens is None:
             budget = workload.max_new_tokens or profile.decoding.get("max_new_tokens", 128)
@@ -83,6 +84,9 @@ class BenchRun:
         self.trace = trace  # (query_id, repeat) -> TraceQuery
         self.pool = open_pool(self.profile, device=settings.device, dtype=settings.dtype,
                               drafter_dtype=settings.drafter_dtype)
+        # Record what was loaded: Hub ids with their cached paths, auto-detected EAGLE-3 kinds.
+        self.profile = replace(self.profile, target=self.pool.target_spec or self.profile.target,
+                               drafters=tuple(self.pool.specs))
         self.engine = Engine(self.pool, plan.decode, seed=settings.seed)
         self.ids = checked_prompt_ids(self.engine, self.workload.prompts)
         self._footprint = self.pool.memory()

@@ -17,7 +17,9 @@ from hedgespec_cli.errors import ConfigError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROFILE_KEYS = {"name", "description", "target", "tokenizer", "router", "drafters", "dtype", "drafter_dtype", "device",
                 "decoding"}
-DRAFTER_KEYS = {"name", "kind", "path", "domain", "role"}
+LOCATION_KEYS = {"path", "hub", "revision", "subfolder", "package", "gguf_file"}
+DRAFTER_KEYS = {"name", "kind", "domain", "role"} | LOCATION_KEYS
+TARGET_KEYS = {"name"} | LOCATION_KEYS
 DECODING_TYPES: dict[str, type] = {"K": int, "temperature": float, "top_p": float, "max_new_tokens": int,
                                    "tree_top_k": int, "tree_tokens": int}
 DECODING_KEYS = set(DECODING_TYPES)
@@ -25,13 +27,35 @@ DECODING_KEYS = set(DECODING_TYPES)
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One checkpoint: where it is and what it is for (role `generic` marks the baseline)."""
+    """One checkpoint: where it is and what it is for (role `generic` marks the baseline).
+
+    `hub` (`org/name[@revision][/subfolder]`) names a Hugging Face Hub checkpoint instead of a
+    local `path`; `models.hub.resolve_spec` fills `path` from the local cache at load time.
+    """
 
     name: str
-    path: Path
+    path: Path | None
     kind: str = "lm"
     domain: str | None = None
     role: str | None = None
+    hub: str | None = None
+    package: str | None = None  # an installed Python package whose directory holds the checkpoint
+    gguf_file: str | None = None  # a GGUF file in the directory, loaded (de-quantised) by transformers
+
+    def to_dict(self) -> dict[str, Any]:
+        """name and path, plus the Hub id when the checkpoint came from the Hub."""
+        out = {"name": self.name, "path": str(self.path) if self.path else None}
+        extra = {"hub": self.hub, "package": self.package, "gguf_file": self.gguf_file}
+        return {**out, **{k: v for k, v in extra.items() if v}}
+
+    @property
+    def where(self) -> str:
+        """The location as the user wrote it: the Hub id, else the path."""
+        if self.path is None:
+            where = f"hf:{self.hub}" if self.hub else f"package:{self.package}"
+        else:
+            where = str(self.path)
+        return f"{where}/{self.gguf_file}" if self.gguf_file else where
 
 
 @dataclass(frozen=True)
@@ -63,11 +87,11 @@ class Profile:
             "name": self.name,
             "description": self.description,
             "source": str(self.source),
-            "target": {"name": self.target.name, "path": str(self.target.path)},
+            "target": self.target.to_dict(),
             "tokenizer": str(self.tokenizer) if self.tokenizer else None,
             "router": str(self.router) if self.router else None,
             "drafters": [
-                {"name": d.name, "kind": d.kind, "path": str(d.path), "domain": d.domain, "role": d.role}
+                {**d.to_dict(), "kind": d.kind, "domain": d.domain, "role": d.role}
                 for d in self.drafters
             ],
             "dtype": self.dtype,
@@ -185,18 +209,21 @@ def load_profile(name_or_path: str) -> Profile:
     where = f"profile {path}"
     check_keys(data, PROFILE_KEYS, where)
     base = path.parent
-    if "target" not in data or not isinstance(data["target"], dict) or "path" not in data["target"]:
-        raise ConfigError(f"{where} needs `target: {{path: DIR}}`")
+    if "target" not in data or not isinstance(data["target"], dict):
+        raise ConfigError(f"{where} needs `target: {{path: DIR}}` or `target: {{hub: org/name}}`")
+    check_keys(data["target"], TARGET_KEYS, f"{where} target")
     drafters = data.get("drafters") or []
     if not isinstance(drafters, list) or not drafters:
         raise ConfigError(f"{where} needs a non-empty `drafters:` list")
     entries = []
     for i, d in enumerate(drafters):
-        if not isinstance(d, dict) or "name" not in d or "path" not in d:
-            raise ConfigError(f"{where}: drafter #{i + 1} needs at least `name` and `path`")
-        check_keys(d, DRAFTER_KEYS, f"{where} drafter {d.get('name')!r}")
-        path = profile_path(base, d["path"], f"{where} drafter {d['name']!r}")
-        entries.append(ModelSpec(str(d["name"]), path, d.get("kind", "lm"), d.get("domain"), d.get("role")))
+        if not isinstance(d, dict) or "name" not in d:
+            raise ConfigError(f"{where}: drafter #{i + 1} needs at least `name` and `path` (or `hub`)")
+        label = f"{where} drafter {d.get('name')!r}"
+        check_keys(d, DRAFTER_KEYS, label)
+        local, hub = _location(d, base, label)
+        entries.append(ModelSpec(str(d["name"]), local, d.get("kind", "lm"), d.get("domain"), d.get("role"), hub,
+                                 d.get("package"), d.get("gguf_file")))
     names = [e.name for e in entries]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: drafter names must be unique (got {', '.join(names)})")
@@ -207,7 +234,7 @@ def load_profile(name_or_path: str) -> Profile:
     for key, value in decoding.items():
         check_value(key, value, DECODING_TYPES[key], f"{where} decoding")
     target = data["target"]
-    target_path = profile_path(base, target["path"], f"{where} target")
+    target_path, target_hub = _location(target, base, f"{where} target")
     tokenizer = data.get("tokenizer")
     if tokenizer is not None and (not isinstance(tokenizer, str) or not tokenizer.strip()):
         raise ConfigError(f"{where}: tokenizer must be a non-empty string (got {tokenizer!r}); "
@@ -216,7 +243,8 @@ def load_profile(name_or_path: str) -> Profile:
         name=str(data.get("name", path.stem)),
         description=str(data.get("description", "")),
         source=path,
-        target=ModelSpec(str(target.get("name", "target")), target_path),
+        target=ModelSpec(str(target.get("name", "target")), target_path, hub=target_hub,
+                         package=target.get("package"), gguf_file=target.get("gguf_file")),
         drafters=tuple(entries),
         tokenizer=base / tokenizer if tokenizer is not None else None,
         dtype=str(data.get("dtype", "float32")),
@@ -225,3 +253,37 @@ def load_profile(name_or_path: str) -> Profile:
         decoding=decoding,
         router=base / data["router"] if data.get("router") else None,
     )
+
+
+def _location(entry: dict, base: Path, where: str) -> tuple[Path | None, str | None]:
+    """(local path, None) or (None, Hub id) from a target/drafter entry; `revision` and `subfolder`
+    keys are folded into the id (`org/name@revision/subfolder`)."""
+    if sum(k in entry for k in ("path", "hub", "package")) != 1:
+        raise ConfigError(f"{where} needs exactly one of `path: DIR` (local), `hub: org/name` (Hugging Face Hub) "
+                          "or `package: NAME` (an installed Python package holding the checkpoint)")
+    for key in ("path", "hub", "revision", "subfolder", "package", "gguf_file"):
+        check_value(key, entry.get(key), str, where)
+    if "package" in entry:
+        if "revision" in entry or "subfolder" in entry:
+            raise ConfigError(f"{where}: revision and subfolder go with `hub:`, not with `package:`")
+        return None, None
+    if "path" in entry:
+        if "revision" in entry or "subfolder" in entry:
+            raise ConfigError(f"{where}: revision and subfolder go with `hub:`, not with a local `path:`")
+        return profile_path(base, entry["path"], where), None
+    from hedgespec_cli.errors import CheckpointError
+    from hedgespec_cli.models.hub import HubRef
+
+    try:
+        ref = HubRef.parse(entry["hub"])
+    except CheckpointError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    if entry.get("revision"):
+        if ref.revision:
+            raise ConfigError(f"{where}: the revision is given twice (in `hub:` after @ and in `revision:`)")
+        ref = HubRef(ref.repo_id, entry["revision"], ref.subfolder)
+    if entry.get("subfolder"):
+        if ref.subfolder:
+            raise ConfigError(f"{where}: the subfolder is given twice (in `hub:` and in `subfolder:`)")
+        ref = HubRef(ref.repo_id, ref.revision, entry["subfolder"].strip("/"))
+    return None, str(ref)

@@ -36,18 +36,28 @@ def open_pool(
 
 
 def adhoc_profile(target: str, drafters: list[str]) -> Profile:
-    """A profile from `--target PATH --drafter [NAME=]PATH ...` flags."""
+    """A profile from `--target REF --drafter [NAME=]REF ...` flags; REF is a local directory or,
+    when no such directory exists, a Hub id `org/name[@revision][/subfolder]`."""
     specs = []
     for i, item in enumerate(drafters):
-        name, _, path = item.rpartition("=")
-        specs.append(ModelSpec(name or Path(path).name or f"drafter{i}", Path(path)))
+        name, _, ref = item.rpartition("=")
+        specs.append(model_ref(name or Path(ref).name or f"drafter{i}", ref))
     return Profile(
         name="adhoc",
         description="models given on the command line",
         source=Path("."),
-        target=ModelSpec("target", Path(target)),
+        target=model_ref("target", target),
         drafters=tuple(specs),
     )
+
+
+def model_ref(name: str, ref: str) -> ModelSpec:
+    """A local checkpoint directory if one exists at `ref`, else a Hub id if `ref` reads as one."""
+    from hedgespec_cli.models.hub import looks_like_hub_id
+
+    if not Path(ref).exists() and looks_like_hub_id(ref):
+        return ModelSpec(name, None, hub=ref)
+    return ModelSpec(name, Path(ref))
 
 
 def context_for(

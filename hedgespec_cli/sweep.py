@@ -26,7 +26,8 @@ from hedgespec_cli.bench import (
     settings_dict,
     with_profile_defaults,
 )
-from hedgespec_cli.config import ModelSpec, load_profile
+from hedgespec_cli.bench import bench_profile
+from hedgespec_cli.config import ModelSpec
 from hedgespec_cli.decoding.engine import Engine
 from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.models import CausalLM, Pool
@@ -82,7 +83,7 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
     if not sizes or min(sizes) < 1:
         raise ConfigError(f"--sweep-drafters needs pool sizes >= 1 (got {sizes})")
     settings = with_profile_defaults(settings, settings.profile)
-    profile = load_profile(settings.profile)
+    profile = bench_profile(settings)
     workload = load_workload(settings.workload, limit=settings.prompts)
     max_new = settings.max_new_tokens or workload.max_new_tokens or profile.decoding.get("max_new_tokens", 128)
     settings = replace(settings, max_new_tokens=int(max_new))

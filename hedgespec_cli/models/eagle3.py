@@ -12,7 +12,9 @@ Checkpoint (the real format, as released by EAGLE and read by vLLM/SGLang):
 and `model.safetensors` or `pytorch_model.bin` holding `fc.weight`, `midlayer.*`
 (`hidden_norm`, `input_layernorm`, `post_attention_layernorm`,
 `self_attn.{q,k,v,o}_proj`, `mlp.{gate,up,down}_proj`), `norm.weight`,
-`lm_head.weight`, `d2t`, `t2d` and optionally `embed_tokens.weight`.
+`lm_head.weight`, `d2t`, `t2d` and optionally `embed_tokens.weight`. Read as vLLM reads them too:
+`eagle_aux_hidden_state_layer_ids` (the fused target layers) and `norm_before_residual`. vLLM's
+`speculators` packaging of the same head is mapped onto this one in `models/speculators.py`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -71,6 +73,27 @@ class Eagle3Config:
     draft_vocab_size: int
     target_hidden_size: int
     architecture: str = ARCHITECTURES[0]
+    # The target layers whose inputs `fc` fuses, as the checkpoint names them (vLLM's
+    # `eagle_aux_hidden_state_layer_ids`); None: EAGLE's default `fused_layers(L)`.
+    aux_layers: tuple[int, ...] | None = None
+    # vLLM/speculators variant: the residual around attention is the *normed* feature.
+    norm_before_residual: bool = False
+    fc_bias: bool = False  # speculators' first releases trained `fc` with a bias
+
+    def feature_layers(self, num_layers: int) -> tuple[int, ...]:
+        """Indices into the target's `hidden_states` (L+1 entries) that `fc` reads, ascending.
+
+        vLLM records the residual stream entering decoder layer i for each listed i, in
+        layer order, which is transformers' `hidden_states[i]`; so ids in 0..L-1, sorted.
+        """
+        if self.aux_layers is None:
+            return fused_layers(num_layers)
+        bad = [i for i in self.aux_layers if not 0 <= i < num_layers]
+        if bad:
+            raise CheckpointError(f"the EAGLE-3 head reads target layers {list(self.aux_layers)} "
+                                  f"(eagle_aux_hidden_state_layer_ids), but the target has {num_layers} layers "
+                                  f"(valid ids 0..{num_layers - 1}); use the head trained for this target")
+        return tuple(sorted(self.aux_layers))
 
     @classmethod
     def from_file(cls, path: Path) -> Eagle3Config:
@@ -133,6 +156,7 @@ class Eagle3Config:
         if missing:
             raise bad("rope_scaling", f"of type {rope_type!r} lacks {', '.join(missing)}")
         return cls(
+            aux_layers=aux_layer_ids(raw, source), norm_before_residual=flag(raw, "norm_before_residual", source),
             hidden_size=hidden, intermediate_size=num("intermediate_size"), num_attention_heads=heads,
             num_key_value_heads=kv_heads, head_dim=head_dim,
             rms_norm_eps=num("rms_norm_eps", 1e-6, float),  # LlamaConfig's default
@@ -157,7 +181,46 @@ class Eagle3Config:
         # EAGLE reads the target's embeddings only when this key is absent, so write it only when it differs.
         if self.target_hidden_size != self.hidden_size:
             out["target_hidden_size"] = self.target_hidden_size
+        if self.aux_layers is not None:
+            out["eagle_aux_hidden_state_layer_ids"] = list(self.aux_layers)
+        if self.norm_before_residual:
+            out["norm_before_residual"] = True
         return out
+
+
+def aux_layer_ids(raw: dict[str, Any], source: str) -> tuple[int, ...] | None:
+    """`eagle_aux_hidden_state_layer_ids`, top level or under `eagle_config`, the two places vLLM reads
+    it from; None when absent or empty (vLLM then uses its default, as we do)."""
+    nested = raw.get("eagle_config")
+    ids = raw.get("eagle_aux_hidden_state_layer_ids") or (
+        nested.get("eagle_aux_hidden_state_layer_ids") if isinstance(nested, dict) else None)
+    if not ids:
+        return None
+    if not isinstance(ids, list) or len(ids) != 3 or not all(isinstance(i, int) and not isinstance(i, bool)
+                                                             and i >= 0 for i in ids):
+        raise CheckpointError(f"{source}: key 'eagle_aux_hidden_state_layer_ids' is {ids!r}; an EAGLE-3 head "
+                              "fuses exactly three target layers, given as non-negative integers")
+    return tuple(ids)
+
+
+def flag(raw: dict[str, Any], key: str, source: str, default: bool = False) -> bool:
+    value = raw.get(key, default)
+    if not isinstance(value, bool):
+        raise CheckpointError(f"{source}: key {key!r} is {value!r}; it must be true or false")
+    return value
+
+
+def feature_layers(pool: Any, num_layers: int) -> tuple[int, ...]:
+    """The one set of target layers every EAGLE-3 head of `pool` fuses (the engine stores one feature
+    row per position); heads trained on different layers cannot share a pool."""
+    wants = {s.name: d.config.feature_layers(num_layers) for s, d in zip(pool.specs, pool.drafters)
+             if s.kind == "eagle3"}
+    distinct = sorted(set(wants.values()))
+    if len(distinct) > 1:
+        by = "; ".join(f"{', '.join(n for n, w in wants.items() if w == layers)}: {list(layers)}" for layers in distinct)
+        raise CheckpointError(f"the pool's EAGLE-3 heads fuse different target layers ({by}); one run feeds "
+                              "every head the same layers, so use heads trained on the same layers")
+    return distinct[0] if distinct else fused_layers(num_layers)
 
 
 def rope_inv_freq(cfg: Eagle3Config) -> Tensor:
@@ -265,11 +328,13 @@ class _MidLayer(nn.Module):
         self.hidden_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.norm_before_residual = cfg.norm_before_residual
 
     def forward(self, emb: Tensor, feat: Tensor, cos: Tensor, sin: Tensor, kv: KVStore,
                 mask: Tensor | None) -> Tensor:
         x = torch.cat((self.input_layernorm(emb), self.hidden_norm(feat)), dim=-1)  # (B, T, 2H), embedding first
-        h = feat + self.self_attn(x, cos, sin, kv, mask)
+        residual = x[..., emb.shape[-1]:] if self.norm_before_residual else feat  # normed feature, or raw
+        h = residual + self.self_attn(x, cos, sin, kv, mask)
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
@@ -280,7 +345,7 @@ class Eagle3Head(nn.Module):
     def __init__(self, config: Eagle3Config, embed: Tensor, *, own_embed: bool = False) -> None:
         super().__init__()
         cfg = self.config = config
-        self.fc = nn.Linear(3 * cfg.target_hidden_size, cfg.hidden_size, bias=False)
+        self.fc = nn.Linear(3 * cfg.target_hidden_size, cfg.hidden_size, bias=cfg.fc_bias)
         self.midlayer = _MidLayer(cfg)
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.draft_vocab_size, bias=False)
@@ -308,7 +373,7 @@ class Eagle3Head(nn.Module):
 
     def fuse(self, target_hidden: tuple[Tensor, ...]) -> Tensor:
         """Target `hidden_states` (L+1 tensors of (..., T, H_t)) -> fused features (..., T, H)."""
-        picked = [target_hidden[i] for i in fused_layers(len(target_hidden) - 1)]
+        picked = [target_hidden[i] for i in self.config.feature_layers(len(target_hidden) - 1)]
         if picked[0].shape[-1] != self.config.target_hidden_size:
             raise CheckpointError(f"the EAGLE-3 head expects target hidden size {self.config.target_hidden_size}, "
                                   f"the target gives {picked[0].shape[-1]}; use the head trained for this target")
@@ -354,14 +419,38 @@ class Eagle3Head(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
 
+def is_eagle3_checkpoint(path: Path) -> bool:
+    """config.json names an EAGLE-3 head: EAGLE's architectures, or a speculators `eagle3` model type."""
+    try:
+        raw = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(raw, dict):
+        return False
+    return raw.get("speculators_model_type") == "eagle3" or any(a in ARCHITECTURES for a in raw.get("architectures") or [])
+
+
 def load_eagle3(path: Path, target_embed: nn.Embedding, *, dtype: torch.dtype = torch.float32,
                 device: str | torch.device = "cpu") -> Eagle3Head:
     """Load a real-format EAGLE-3 head; any mismatch is a `CheckpointError` naming file and key."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"EAGLE-3 head directory {path} does not exist; fix the path")
-    cfg = Eagle3Config.from_file(path / "config.json")
-    state, source = _read_weights(path)
+    from hedgespec_cli.models.speculators import is_speculators_config, read_speculators_head
+
+    if is_speculators_config(path / "config.json"):  # vLLM's `speculators` format: same head, other names
+        cfg, state, source = read_speculators_head(path)
+    else:
+        cfg = Eagle3Config.from_file(path / "config.json")
+        state, source = read_weights(path)
+    return build_eagle3(cfg, state, source, target_embed, dtype=dtype, device=device)
+
+
+def build_eagle3(cfg: Eagle3Config, state: dict[str, Tensor], source: str, target_embed: nn.Embedding, *,
+                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Eagle3Head:
+    """A head from its parsed config and a state dict under our (EAGLE's) names; checks every tensor."""
+    if "fc.bias" in state and not cfg.fc_bias:  # some trainers give `fc` a bias; the weights say so
+        cfg = replace(cfg, fc_bias=True)
     own = "embed_tokens.weight" in state  # some heads (e.g. for a differently sized target) ship their own
     embed = target_embed.weight
     if not own and tuple(embed.shape) != (cfg.vocab_size, cfg.hidden_size):
@@ -403,7 +492,7 @@ def save_eagle3(head: Eagle3Head, path: Path) -> None:
     save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
 
 
-def _read_weights(path: Path) -> tuple[dict[str, Tensor], str]:
+def read_weights(path: Path) -> tuple[dict[str, Tensor], str]:
     for name in WEIGHT_FILES:
         file = path / name
         if not file.is_file():

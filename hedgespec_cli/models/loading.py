@@ -39,7 +39,8 @@ class Pool:
     target: CausalLM
     drafters: list[CausalLM]
     tokenizer: PreTrainedTokenizerBase
-    specs: list[ModelSpec]  # the drafters' specs
+    specs: list[ModelSpec]  # the drafters' specs, as loaded (Hub ids resolved, kinds detected)
+    target_spec: ModelSpec | None = None
     router: Any = None  # the profile's PromptClassifier (selection/classifier.py), None without one
 
     @property
@@ -93,12 +94,14 @@ def load_pool(
     torch_dtype = _resolve_dtype(dtype)
     drafter_torch_dtype = _resolve_dtype(drafter_dtype) if drafter_dtype else torch_dtype
     placement = _resolve_device(device)
+    target, drafters = resolve_specs(target, drafters)
     for spec in drafters:  # before the target loads: a typo in a kind costs no load
         if spec.kind not in DRAFTER_LOADERS:
             raise ConfigError(
                 f"drafter {spec.name!r} has kind {spec.kind!r}; supported kinds: {', '.join(DRAFTER_LOADERS)}"
             )
-    tokenizer = load_tokenizer(tokenizer_path, "tokenizer") if tokenizer_path else load_tokenizer(target.path, target.name)
+    tokenizer = (load_tokenizer(tokenizer_path, "tokenizer") if tokenizer_path
+                 else load_tokenizer(target.path, target.name, gguf_file=target.gguf_file))
     target_lm = CausalLM(target.name, _load_model(target, torch_dtype, placement))
     # Drafters are small: they live on the target's first device, never sharded.
     drafter_device = target_lm.device
@@ -107,7 +110,25 @@ def load_pool(
         drafter = DRAFTER_LOADERS[spec.kind](spec, target_lm, drafter_torch_dtype, drafter_device)
         check_compatible(target_lm, tokenizer, drafter, spec)
         pool_drafters.append(drafter)
-    return Pool(target_lm, pool_drafters, tokenizer, list(drafters))
+    return Pool(target_lm, pool_drafters, tokenizer, list(drafters), target)
+
+
+def resolve_specs(target: ModelSpec, drafters: list[ModelSpec]) -> tuple[ModelSpec, list[ModelSpec]]:
+    """Hub ids -> cached snapshot paths; a drafter of the default kind whose config.json is an
+    EAGLE-3 head (EAGLE's or speculators' format) is loaded as one (`kind: eagle3`)."""
+    from dataclasses import replace
+
+    from hedgespec_cli.models.eagle3 import is_eagle3_checkpoint
+    from hedgespec_cli.models.hub import resolve_spec
+
+    target = resolve_spec(target)
+    out = []
+    for spec in drafters:
+        spec = resolve_spec(spec)
+        if spec.kind == "lm" and is_eagle3_checkpoint(spec.path):
+            spec = replace(spec, kind="eagle3")
+        out.append(spec)
+    return target, out
 
 
 def _load_lm(spec: ModelSpec, target: CausalLM, dtype: torch.dtype, device: torch.device) -> CausalLM:
@@ -124,6 +145,7 @@ def _load_eagle3(spec: ModelSpec, target: CausalLM, dtype: torch.dtype, device: 
     head = load_eagle3(spec.path, target.model.get_input_embeddings(), dtype=dtype, device=device)
     head.name, head.vocab_size = spec.name, head.config.vocab_size
     head.max_positions = head.config.max_position_embeddings
+    head.config.feature_layers(target.model.config.num_hidden_layers)  # ids the target has, or a clear error
     want = target.model.config.hidden_size
     if head.config.target_hidden_size != want:
         raise CheckpointError(
@@ -137,10 +159,11 @@ def _load_eagle3(spec: ModelSpec, target: CausalLM, dtype: torch.dtype, device: 
 DRAFTER_LOADERS = {"lm": _load_lm, "eagle3": _load_eagle3}
 
 
-def load_tokenizer(path: Path, owner: str) -> PreTrainedTokenizerBase:
+def load_tokenizer(path: Path, owner: str, *, gguf_file: str | None = None) -> PreTrainedTokenizerBase:
     _require_checkpoint_dir(path, owner)
     try:
-        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        extra = {"gguf_file": gguf_file} if gguf_file else {}  # a GGUF file carries its tokenizer
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True, **extra)
     except (OSError, ValueError) as err:
         raise CheckpointError(
             f"no usable tokenizer for {owner!r} in {path} ({_first_line(err)}); "
@@ -179,6 +202,8 @@ def check_compatible(target: CausalLM, tokenizer: PreTrainedTokenizerBase, draft
 
 def _load_model(spec: ModelSpec, dtype: torch.dtype, placement: dict):
     _require_checkpoint_dir(spec.path, spec.name)
+    if spec.gguf_file:
+        return _load_gguf(spec, dtype, placement)
     if not (spec.path / "config.json").is_file():
         raise CheckpointError(
             f"{spec.name!r}: {spec.path} is not a checkpoint (no config.json); "
@@ -247,6 +272,26 @@ def _first_mismatch(records: list[logging.LogRecord]) -> str | None:
                 name, ckpt, model = m.groups()
                 return f"e.g. {name}: weights {ckpt}, config {model}"
     return None
+
+
+def _load_gguf(spec: ModelSpec, dtype: torch.dtype, placement: dict):
+    """A GGUF checkpoint, de-quantised by transformers (needs the `gguf` package: extra `smollm2`).
+
+    The weights are the GGUF's quantised values expanded to `dtype`: the model decoded is
+    exactly that de-quantised model, which is what the greedy reference is computed on too."""
+    file = spec.path / spec.gguf_file
+    if not file.is_file():
+        raise CheckpointError(f"{spec.name!r}: GGUF file {file} does not exist; fix gguf_file or the path")
+    for module, extra in (("gguf", "smollm2"), ("accelerate", "smollm2")):
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(f"{spec.name!r} is a GGUF checkpoint, which transformers reads with the {module!r} "
+                              f"package; pip install 'hedgespec-cli[{extra}]'")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(spec.path), gguf_file=spec.gguf_file, dtype=dtype,
+                                                     local_files_only=True)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise CheckpointError(f"cannot load {spec.name!r} from {file}: {_first_line(err)}") from None
+    return model.to(placement["device"]) if placement.get("device") else model
 
 
 def _resolve_dtype(dtype: str) -> torch.dtype:

@@ -239,6 +239,10 @@ class StackedEagle3:
 
         layer = [h.midlayer for h in heads]
         self.fc = stack(lambda h: h.fc.weight)  # (N, 3 H_t, H)
+        # speculators' first heads trained `fc` with a bias: (N, 1, H), zeros for heads without one
+        self.fc_bias = torch.stack([(h.fc.bias if h.fc.bias is not None else torch.zeros_like(h.fc.weight[:, 0]))
+                                    .detach()[None] for h in heads]) if any(h.fc.bias is not None for h in heads) else None
+        self.norm_before_residual = c.norm_before_residual  # part of the shape key: equal for all heads
         self.w = {p: torch.stack([getattr(m.self_attn, p).weight.T.detach() for m in layer]) for p in ("q_proj", "k_proj", "v_proj", "o_proj")}
         self.w.update({p: torch.stack([getattr(m.mlp, p).weight.T.detach() for m in layer]) for p in ("gate_proj", "up_proj", "down_proj")})
         for p in ("hidden_norm", "input_layernorm", "post_attention_layernorm"):
@@ -256,7 +260,8 @@ class StackedEagle3:
     def fuse(self, feats: torch.Tensor, member: int | None = None) -> torch.Tensor:
         """(T, 3 H_t) target features -> (B, T, H) each head's fused input."""
         sel = slice(None) if member is None else slice(member, member + 1)
-        return feats.to(self.dtype) @ self.fc[sel]
+        fused = feats.to(self.dtype) @ self.fc[sel]
+        return fused if self.fc_bias is None else fused + self.fc_bias[sel]
 
     @torch.inference_mode()
     def layer(
@@ -279,8 +284,9 @@ class StackedEagle3:
         w = {k: v[sel] for k, v in self.w.items()}
         emb = F.embedding(ids.to(self.device), self.embed).to(self.dtype)  # (T, H), shared by the heads
         feats = feats.to(self.dtype)
-        x = torch.cat([_rms(emb.expand(B, T, -1), w["input_layernorm"], self.eps),
-                       _rms(feats, w["hidden_norm"], self.eps)], dim=-1)  # (B, T, 2H)
+        normed = _rms(feats, w["hidden_norm"], self.eps)
+        x = torch.cat([_rms(emb.expand(B, T, -1), w["input_layernorm"], self.eps), normed], dim=-1)  # (B, T, 2H)
+        residual = normed if self.norm_before_residual else feats
         q = (x @ w["q_proj"]).view(B, T, self.heads, self.head_dim).transpose(1, 2)
         k = (x @ w["k_proj"]).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         v = (x @ w["v_proj"]).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
@@ -291,7 +297,7 @@ class StackedEagle3:
             q, cache.k[0, sel, :, :end], cache.v[0, sel, :, :end], attn_mask=b.mask,
             enable_gqa=self.heads != self.kv_heads,
         )
-        h = feats + att.transpose(1, 2).reshape(B, T, -1) @ w["o_proj"]
+        h = residual + att.transpose(1, 2).reshape(B, T, -1) @ w["o_proj"]
         m = _rms(h, w["post_attention_layernorm"], self.eps)
         for j in range(self.n)[sel]:
             cache.lengths[j] = end
