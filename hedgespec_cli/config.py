@@ -261,7 +261,7 @@ def _location(entry: dict, base: Path, where: str) -> tuple[Path | None, str | N
     if sum(k in entry for k in ("path", "hub", "package")) != 1:
         raise ConfigError(f"{where} needs exactly one of `path: DIR` (local), `hub: org/name` (Hugging Face Hub) "
                           "or `package: NAME` (an installed Python package holding the checkpoint)")
-    for key in ("path", "hub", "revision", "subfolder", "package", "gguf_file"):
+    for key in ("hub", "revision", "subfolder", "package", "gguf_file"):  # `path`: profile_path checks it
         check_value(key, entry.get(key), str, where)
     if "package" in entry:
         if "revision" in entry or "subfolder" in entry:
