@@ -34,6 +34,7 @@ from hedgespec_cli.runner import (
     run_query,
 )
 from hedgespec_cli.selection import REGISTRY, SelectorSpec
+from hedgespec_cli.selection.audit import audit
 from hedgespec_cli.selection.trace import Trace, TraceQuery, read_trace, write_trace
 from hedgespec_cli.telemetry import TelemetrySampler
 from hedgespec_cli.workloads import load_workload
@@ -62,6 +63,7 @@ class BenchRun:
         self.dir = run_dir
         self.lines = lines
         self.trace = trace  # (query_id, repeat) -> TraceQuery
+        self.arms: dict[tuple[str, str, int], list[int]] = {}  # (method label, query, repeat) -> drafter per round
         self.pool = open_pool(self.profile, device=settings.device, dtype=settings.dtype,
                               drafter_dtype=settings.drafter_dtype)
         self.engine = Engine(self.pool, decode_settings(settings), seed=settings.seed)
@@ -167,20 +169,38 @@ class BenchRun:
             probe = hindsight_pass(self.engine, ids, prompt.domain)
             hindsight = probe.gamma
             if keep_trace:
-                self.trace[key] = TraceQuery(prompt.id, prompt.domain, probe.output_ids, hindsight)
+                self.trace[key] = TraceQuery(prompt.id, prompt.domain, probe.output_ids, hindsight, index,
+                                             f"probe:fixed:{self.pool.names[0]}")
         reseed()
         record = run_query(
             self.engine, ids, method, domain=prompt.domain, seed=self.settings.seed,
             selector=selector, hindsight=hindsight,
         )
         if keep_trace and record.gamma is not None and key not in self.trace:
-            self.trace[key] = TraceQuery(prompt.id, prompt.domain, record.output_ids, record.gamma)
+            self.trace[key] = TraceQuery(prompt.id, prompt.domain, record.output_ids, record.gamma, index, method)
+        if keep_trace and record.rounds and method != AR:
+            self.arms[(SelectorSpec.parse(method).label, prompt.id, repeat)] = [r.drafter for r in record.rounds]
         return record
+
+    def _trace(self, queries: list[TraceQuery]) -> Trace:
+        s = self.settings
+        return Trace(s.K, s.temperature, s.max_new_tokens, self.pool.names, self.pool.domains, queries,
+                     tree.to_dict() if (tree := self.engine.settings.tree) else None, s.seed,
+                     self.engine.counterfactual)
+
+    def _audit(self) -> dict[str, Any] | None:
+        """Every method that ran live, replayed on the run's own trace (selection/audit.py)."""
+        queries = self._trace_queries()
+        if not queries:
+            return None
+        arms = {(m, q): a for (m, q, r), a in self.arms.items() if r == 0}
+        return audit(self._trace(queries), self.lines, seed=self.settings.seed, live_arms=arms)
 
     def payload(self, complete: bool) -> dict[str, Any]:
         s, names = self.settings, list(self.pool.names)
         methods = S.summarize_methods(self.lines, list(s.methods), names, seed=s.seed)
         telemetry = self.sampler.summary()
+        replay_audit = self._audit()
         return {
             "schema": SCHEMA,
             "run_id": self.dir.path.name,
@@ -192,7 +212,9 @@ class BenchRun:
             "validity": S.validity(
                 self.lines, temperature=s.temperature, warmup=s.warmup, min_tokens=s.min_tokens,
                 max_repeat_cv=s.max_repeat_cv, methods_payload=methods, telemetry=telemetry,
+                replay_audit=replay_audit,
             ),
+            "replay_audit": replay_audit,
             "methods": methods,
             "method_labels": {m: self._label(m) for m in s.methods},
             "acceptance_matrix": S.acceptance_matrix(self._trace_queries(), names),
@@ -229,8 +251,7 @@ class BenchRun:
         if queries:
             write_trace(
                 self.dir.file(FILES["trace"]),
-                Trace(s.K, s.temperature, s.max_new_tokens, self.pool.names, self.pool.domains, queries,
-                      tree.to_dict() if (tree := self.engine.settings.tree) else None),
+                self._trace(queries),
             )
         payload = self.payload(complete)
         self.dir.write_json("results.json", payload)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -12,8 +11,7 @@ from hedgespec_cli.decoding.engine import Engine, QueryRecord
 from hedgespec_cli.errors import ConfigError, WorkloadError
 from hedgespec_cli.models import Pool, load_pool
 from hedgespec_cli.selection.feedback import QueryContext
-
-AR = "ar"
+from hedgespec_cli.selection.seeding import AR, SelectorBank, query_seed  # noqa: F401 (re-exported)
 
 
 def open_pool(
@@ -82,43 +80,6 @@ def checked_prompt_ids(engine: Engine, prompts) -> list[list[int]]:
 def hindsight_pass(engine: Engine, prompt_ids: list[int], domain: str | None) -> QueryRecord:
     """An untimed full-information pass (first drafter chosen): its gamma is the query's hindsight."""
     return run_query(engine, prompt_ids, "fixed:" + engine.pool.names[0], domain=domain, record_gamma=True)
-
-
-def query_seed(seed: int, repeat: int, index: int) -> int:
-    """The seed of one query of a run: its sampling generator and its selector start from it."""
-    return seed * 1_000_003 + repeat * 10_007 + index
-
-
-class SelectorBank:
-    """The selectors of one pass (repeat) over the prompts.
-
-    A method that learns across queries (`reset: never`) keeps one selector for
-    the pass. Every other method gets a fresh selector per query, seeded by the
-    query, so a run resumed after an interruption decides exactly as an
-    uninterrupted one (and a sweep's pools see the same draws).
-    """
-
-    def __init__(self, names: tuple[str, ...] | list[str], seed: int, repeat: int) -> None:
-        self.names, self.seed, self.repeat = list(names), seed, repeat
-        self._kept: dict[str, Any] = {}
-
-    @staticmethod
-    def persistent(method: str) -> bool:
-        from hedgespec_cli.selection import SelectorSpec
-
-        return method != AR and SelectorSpec.parse(method).params.get("reset") == "never"
-
-    def get(self, method: str, index: int):
-        """The selector for prompt `index` (None for `ar`)."""
-        from hedgespec_cli.selection import make_selector
-
-        if method == AR:
-            return None
-        if self.persistent(method):
-            if method not in self._kept:
-                self._kept[method] = make_selector(method, len(self.names), self.names, seed=self.seed + self.repeat)
-            return self._kept[method]
-        return make_selector(method, len(self.names), self.names, seed=query_seed(self.seed, self.repeat, index))
 
 
 def run_query(

@@ -32,7 +32,7 @@ def hand_trace(temperature: float = 0.0) -> Trace:
     return Trace(2, temperature, 6, NAMES, (None, "math"), (
         TraceQuery("q1", "code", (5, 6, 7, 8, 9, 10), q1),
         TraceQuery("q2", "math", (11, 12, 2), q2),
-    ))
+    ), counterfactual=("positional", "positional"))
 
 
 def test_fixed_mat_by_hand():
@@ -156,6 +156,7 @@ def test_trace_roundtrip(tmp_path):
     assert header == {
         "schema": SCHEMA, "K": 2, "temperature": 0.0, "max_new_tokens": 6,
         "drafters": ["A", "B"], "drafter_domains": [None, "math"],
+        "counterfactual": ["positional", "positional"],
     }
     back = read_trace(path)
     assert back.header() == hand_trace().header()

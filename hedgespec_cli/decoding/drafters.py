@@ -125,6 +125,8 @@ class _LMState:
 class LMGroup:
     """One independent causal LM on the transformers path (any architecture)."""
 
+    counterfactual = "positional"  # q at a position depends on the committed prefix alone
+
     def __init__(self, index: int, lm: CausalLM) -> None:
         self.members, self.lm = (index,), lm
 
@@ -178,6 +180,8 @@ class LMGroup:
 
 class StackedGroup:
     """Plain-Llama drafters of one shape: one batched forward evaluates them all."""
+
+    counterfactual = "positional"
 
     def __init__(self, indices: list[int], lms: list[CausalLM]) -> None:
         self.members = tuple(indices)
@@ -244,6 +248,7 @@ class Eagle3Group:
     """One EAGLE-3 head (DESIGN.md section 4): drafts from the target's fused hidden states."""
 
     needs_target_features = True
+    counterfactual = "aligned"
 
     def __init__(self, index: int, head: Any) -> None:
         self.members, self.head = (index,), head
@@ -344,6 +349,7 @@ class StackedEagle3Group:
     """
 
     needs_target_features = True
+    counterfactual = "aligned"
 
     def __init__(self, indices: list[int], heads: list) -> None:
         self.members = tuple(indices)

@@ -162,6 +162,8 @@ class Engine:
         # Same-shape plain-Llama drafters are stacked and evaluated in one call.
         self.groups = group_drafters(pool, stack=stack_drafters)
         self._where = {j: (gi, m) for gi, g in enumerate(self.groups) for m, j in enumerate(g.members)}
+        # Per drafter, how full-information feedback scores it (selection/trace.py COUNTERFACTUALS).
+        self.counterfactual = tuple(self.groups[self._where[j][0]].counterfactual for j in range(len(pool.drafters)))
         # EAGLE-3 heads read the target's hidden states at three layers (DESIGN.md section 4).
         self._fused, self._feat_width = None, 0
         if any(getattr(g, "needs_target_features", False) for g in self.groups):

@@ -9,6 +9,14 @@ would at T = 0 (see replay.py). JSONL, one header line, then one line per query:
 
 `gamma` has one row per generated token (L rows for L tokens) and one column
 per drafter, in `drafters` order.
+
+Optional fields, written by `bench` so that replay can say what it reproduces:
+  header `seed`: the run seed; each query's selector is seeded from it and the
+      query's `index` (its place in the workload) as the live bench seeds it
+      (selection/seeding.py), so argmax ties break the same way;
+  header `counterfactual`: per drafter, how its gamma was scored (COUNTERFACTUALS);
+  query `source`: the method whose run recorded the query's gamma.
+A trace without `counterfactual` makes no exactness claim.
 """
 
 from __future__ import annotations
@@ -26,6 +34,15 @@ from hedgespec_cli.files import atomic_write_text, output_file
 
 SCHEMA = "hedgespec.trace/1"
 
+# How a drafter's gamma at a position was scored, and whether it is the exact counterfactual
+# "a round started here" (DESIGN.md section 5).
+COUNTERFACTUALS = {
+    "positional": True,   # a plain LM: q at a position depends only on the committed prefix
+    "exact": False,       # EAGLE-3: per start, the chain the head would have drafted (gamma is depth 1; chains exact)
+    "depth1": False,      # EAGLE-3: every position scored from target features (optimistic)
+    "aligned": False,     # EAGLE-3: scored along the actual round from its start
+}
+
 
 class TraceError(HedgespecError):
     """A trace file is missing, malformed or inconsistent."""
@@ -39,6 +56,8 @@ class TraceQuery:
     domain: str | None
     tokens: tuple[int, ...]
     gamma: np.ndarray
+    index: int | None = None  # the prompt's place in the workload (selector seeding)
+    source: str | None = None  # the method whose run recorded gamma
 
     def __post_init__(self) -> None:
         g = np.asarray(self.gamma, dtype=np.float64)
@@ -71,8 +90,19 @@ class Trace:
     drafter_domains: tuple[str | None, ...]
     queries: tuple[TraceQuery, ...]
     tree: dict[str, int] | None = None  # {"top_k", "total_tokens"} when recorded with draft trees
+    seed: int | None = None  # the run seed the live selectors were seeded from
+    counterfactual: tuple[str, ...] | None = None  # per drafter, a COUNTERFACTUALS key
 
     def __post_init__(self) -> None:
+        if self.counterfactual is not None:
+            object.__setattr__(self, "counterfactual", tuple(self.counterfactual))
+            if len(self.counterfactual) != len(self.drafters) or not set(self.counterfactual) <= set(COUNTERFACTUALS):
+                raise TraceError(
+                    f"trace counterfactual must name one of {', '.join(COUNTERFACTUALS)} per drafter, "
+                    f"got {list(self.counterfactual)}"
+                )
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
+            raise TraceError(f"trace seed must be an integer >= 0, got {self.seed!r}")
         object.__setattr__(self, "drafters", tuple(self.drafters))
         object.__setattr__(self, "drafter_domains", tuple(self.drafter_domains))
         object.__setattr__(self, "queries", tuple(self.queries))
@@ -107,6 +137,13 @@ class Trace:
     def N(self) -> int:
         return len(self.drafters)
 
+    def exact_counterfactual(self, drafters: set[int] | None = None) -> bool:
+        """True when gamma is the exact counterfactual for these drafters (all by default)."""
+        if self.counterfactual is None:
+            return False
+        cols = range(self.N) if drafters is None else drafters
+        return all(COUNTERFACTUALS[self.counterfactual[j]] for j in cols)
+
     def header(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA,
@@ -116,12 +153,19 @@ class Trace:
             "drafters": list(self.drafters),
             "drafter_domains": list(self.drafter_domains),
             **({"tree": dict(self.tree)} if self.tree else {}),
+            **({"seed": self.seed} if self.seed is not None else {}),
+            **({"counterfactual": list(self.counterfactual)} if self.counterfactual else {}),
         }
 
 
 def query_record(q: TraceQuery) -> dict[str, Any]:
     """One query as its JSON line's dict."""
-    return {"id": q.id, "domain": q.domain, "tokens": list(q.tokens), "gamma": q.gamma.tolist()}
+    out = {"id": q.id, "domain": q.domain, "tokens": list(q.tokens), "gamma": q.gamma.tolist()}
+    if q.index is not None:
+        out["index"] = q.index
+    if q.source is not None:
+        out["source"] = q.source
+    return out
 
 
 def write_trace(path: str | os.PathLike[str], trace: Trace) -> Path:
@@ -183,7 +227,11 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
                 g = np.array(gamma, dtype=np.float64)
             except (TypeError, ValueError):
                 raise TraceError(f"{where}: gamma must be a rectangular list of numbers") from None
-            queries.append(TraceQuery(str(_field(rec, "id", where)), rec.get("domain"), tokens, g))
+            index = rec.get("index")
+            if index is not None and (isinstance(index, bool) or not isinstance(index, int) or index < 0):
+                raise TraceError(f"{where}: index must be an integer >= 0, got {index!r}")
+            queries.append(TraceQuery(str(_field(rec, "id", where)), rec.get("domain"), tokens, g,
+                                      index, rec.get("source")))
         where = f"{path}"
         return Trace(
             K=_field(head, "K", where),
@@ -193,6 +241,8 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
             drafter_domains=tuple(head.get("drafter_domains") or [None] * len(head.get("drafters", []))),
             queries=tuple(queries),
             tree=head.get("tree"),
+            seed=head.get("seed"),
+            counterfactual=head.get("counterfactual"),
         )
     except TraceError as err:
         msg = str(err)

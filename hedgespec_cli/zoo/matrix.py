@@ -44,7 +44,7 @@ def acceptance_matrix(
         queries.append(TraceQuery(p.id, p.domain, record.output_ids, record.gamma))
         if progress is not None:
             progress(i + 1, len(prompts))
-    trace = Trace(K, 0.0, max_new_tokens, pool.names, pool.domains, queries)
+    trace = Trace(K, 0.0, max_new_tokens, pool.names, pool.domains, queries, counterfactual=engine.counterfactual)
     runs = replay(trace, [f"fixed:{n}" for n in pool.names]).runs
     gamma: dict[str, list[np.ndarray]] = defaultdict(list)
     for q in queries:
