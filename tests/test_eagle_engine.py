@@ -10,7 +10,7 @@ import torch
 
 from hedgespec_cli.config import ModelSpec
 from hedgespec_cli.decoding.engine import DecodeSettings, Engine
-from hedgespec_cli.errors import CheckpointError
+from hedgespec_cli.errors import CheckpointError, WorkloadError
 from hedgespec_cli.models import load_pool
 
 from conftest import make_llama, make_tokenizer
@@ -83,3 +83,26 @@ def test_mismatched_heads_fail_clearly(eagle_pool, tmp_path):
     (bad / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="MysteryForCausalLM"):
         load_pool(ModelSpec("target", eagle_pool.specs[2].path.parent / "target"), [ModelSpec("bad", bad, kind="eagle3")])
+
+
+def test_a_head_trained_on_shorter_contexts_runs_to_the_targets_limit_with_one_warning(eagle_pool, capsys):
+    """Released EAGLE heads say max_position_embeddings 2048: the limit is the target's, with a warning."""
+    head = eagle_pool.drafters[0]
+    assert head.max_positions is None and head.trained_positions == head.config.max_position_embeddings
+    saved = head.trained_positions
+    head.trained_positions = 16  # as if trained on 16-token contexts
+    try:
+        engine = Engine(eagle_pool, DecodeSettings(K=4, max_new_tokens=40, stop_at_eos=False))
+        ids = eagle_pool.tokenizer(PROMPTS[0])["input_ids"]
+        want = reference_greedy(eagle_pool.target.model, ids, 40, None)
+        for _ in range(2):
+            engine.check_prompt(ids)
+            assert engine.decode(ids, Fixed(0, 3, True)).output_ids == want
+        err = capsys.readouterr().err
+        assert err.count("warning:") == 1 and "'eagle' was trained on contexts of 16 tokens" in err
+        assert err.count("\n") == 1
+        target_limit = eagle_pool.target.max_positions
+        with pytest.raises(WorkloadError, match=f"context of {target_limit} tokens"):
+            Engine(eagle_pool, DecodeSettings(K=4, max_new_tokens=target_limit)).check_prompt(ids)
+    finally:
+        head.trained_positions = saved

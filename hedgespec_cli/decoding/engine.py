@@ -17,6 +17,7 @@ choose) catches up in the same forward as its first draft step.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -177,6 +178,7 @@ class Engine:
         self.eos = pool.tokenizer.eos_token_id if settings.stop_at_eos else None
         # perf_counter_ns, synchronised with the device first when it is a GPU.
         self._now = PhaseTimer(self.device).now
+        self._warned: set[str] = set()  # drafters already warned about running past their trained context
 
     @property
     def n_drafters(self) -> int:
@@ -407,6 +409,13 @@ class Engine:
         limits = [lm.max_positions for lm in (self.pool.target, *self.pool.drafters)]
         limit = min((m for m in limits if m is not None), default=None)
         need = len(prompt_ids) + self.settings.max_new_tokens + self.settings.K + 1
+        for d in self.pool.drafters:  # a head trained shorter still runs (rotary positions extend): say so once
+            trained = getattr(d, "trained_positions", None)
+            if trained is not None and need > trained and d.name not in self._warned:
+                self._warned.add(d.name)
+                print(f"warning: drafter {d.name!r} was trained on contexts of {trained} tokens; this run reaches "
+                      f"{need} (its rotary embedding extends, its acceptance may drop beyond {trained})",
+                      file=sys.stderr)
         if limit is not None and need > limit:
             raise WorkloadError(
                 f"prompt of {len(prompt_ids)} tokens + max_new_tokens {self.settings.max_new_tokens} "
