@@ -114,6 +114,7 @@ class BenchRun:
             "temperature": s.temperature,
             "top_p": s.top_p,
             "tree": tree.to_dict() if (tree := self.engine.settings.tree) else None,
+            "counterfactual": dict(zip(self.pool.names, self.engine.counterfactual)),
             "max_new_tokens": s.max_new_tokens,
             "seed": s.seed,
             "device": s.device,
@@ -163,21 +164,22 @@ class BenchRun:
             self.engine.generator.manual_seed(query_seed(self.settings.seed, repeat, index))
 
         key = (prompt.id, repeat)
-        hindsight = self.trace[key].gamma if key in self.trace else None
+        hindsight = self.trace[key].acceptance if key in self.trace else None
         if hindsight is None and needs_hindsight(method):
             reseed()
             probe = hindsight_pass(self.engine, ids, prompt.domain)
-            hindsight = probe.gamma
+            hindsight = probe.gamma if probe.gamma_depth is None else probe.gamma_depth
             if keep_trace:
-                self.trace[key] = TraceQuery(prompt.id, prompt.domain, probe.output_ids, hindsight, index,
-                                             f"probe:fixed:{self.pool.names[0]}")
+                self.trace[key] = TraceQuery(prompt.id, prompt.domain, probe.output_ids, probe.gamma, index,
+                                             f"probe:fixed:{self.pool.names[0]}", probe.gamma_depth)
         reseed()
         record = run_query(
             self.engine, ids, method, domain=prompt.domain, seed=self.settings.seed,
             selector=selector, hindsight=hindsight,
         )
         if keep_trace and record.gamma is not None and key not in self.trace:
-            self.trace[key] = TraceQuery(prompt.id, prompt.domain, record.output_ids, record.gamma, index, method)
+            self.trace[key] = TraceQuery(prompt.id, prompt.domain, record.output_ids, record.gamma, index, method,
+                                         record.gamma_depth)
         if keep_trace and record.rounds and method != AR:
             self.arms[(SelectorSpec.parse(method).label, prompt.id, repeat)] = [r.drafter for r in record.rounds]
         return record

@@ -18,7 +18,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PROFILE_KEYS = {"name", "description", "target", "tokenizer", "drafters", "dtype", "drafter_dtype", "device", "decoding"}
 DRAFTER_KEYS = {"name", "kind", "path", "domain", "role"}
 DECODING_TYPES: dict[str, type] = {"K": int, "temperature": float, "top_p": float, "max_new_tokens": int,
-                                   "tree_top_k": int, "tree_tokens": int}
+                                   "tree_top_k": int, "tree_tokens": int, "counterfactual": str}
 DECODING_KEYS = set(DECODING_TYPES)
 
 

@@ -109,7 +109,8 @@ def run_query(
     if selector is None:
         selector = make_selector(spec, len(pool.drafters), pool.names)
     if hindsight is None and needs_hindsight(method):
-        hindsight = hindsight_pass(engine, prompt_ids, domain).gamma
+        probe = hindsight_pass(engine, prompt_ids, domain)
+        hindsight = probe.gamma if probe.gamma_depth is None else probe.gamma_depth
     selector.begin_query(context_for(pool, engine.settings.K, domain, hindsight))
     record = engine.decode(prompt_ids, selector, record_gamma=record_gamma)
     selector.end_query()
@@ -180,8 +181,8 @@ def generate_once(
     if trace is not None:
         from hedgespec_cli.selection.trace import Trace, TraceQuery, write_trace
 
-        query = TraceQuery("prompt-0", domain, record.output_ids, record.gamma)
+        query = TraceQuery("prompt-0", domain, record.output_ids, record.gamma, None, method, record.gamma_depth)
         write_trace(trace, Trace(settings.K, settings.temperature, settings.max_new_tokens,
                                  pool.names, pool.domains, [query],
-                                 settings.tree.to_dict() if settings.tree else None))
+                                 settings.tree.to_dict() if settings.tree else None, None, engine.counterfactual))
     return payload

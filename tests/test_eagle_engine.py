@@ -54,22 +54,45 @@ def test_eagle_heads_are_lossless(eagle_pool, K):
                 assert engine.decode(ids, Fixed(arm, 3, full)).output_ids == want, (prompt, arm, full)
 
 
-def test_counterfactual_matches_the_chosen_heads_own_rounds(eagle_pool):
-    """For the drafting head, gamma over a round's positions reproduces its live acceptance."""
+@pytest.mark.parametrize("mode", ["exact", "aligned"])
+def test_counterfactual_predicts_each_heads_live_rounds(eagle_pool, mode):
+    """Gamma recorded while head 0 drafts predicts, round by round, what each head accepts when it
+    drafts itself: every head in the exact mode, only the recording head when aligned."""
+    from hedgespec_cli.selection.replay import run_length
+
     K = 4
-    engine = Engine(eagle_pool, DecodeSettings(K=K, max_new_tokens=40, stop_at_eos=False))
-    total_accepted = 0
+    engine = Engine(eagle_pool, DecodeSettings(K=K, max_new_tokens=40, stop_at_eos=False, counterfactual=mode))
+    assert engine.counterfactual == (mode, mode, "positional")
+    total_accepted, wrong = 0, {0: 0, 1: 0, 2: 0}
     for prompt in PROMPTS:
         ids = eagle_pool.tokenizer(prompt)["input_ids"]
+        if len(ids) < 2:
+            continue
         rec = engine.decode(ids, Fixed(0, 3))
-        s = 0
-        for r in rec.rounds:
-            col = rec.gamma[s : s + r.drafted, 0]
-            ones = int(np.argmin(col)) if (col < 1).any() else len(col)
-            assert ones == r.accepted, (prompt, s)
-            total_accepted += r.accepted
-            s += r.n
+        accept = rec.gamma_depth if mode == "exact" else rec.gamma
+        assert (rec.gamma_depth is not None) == (mode == "exact")
+        for j in range(3):
+            live = engine.decode(ids, Fixed(j, 3, False))  # bandit feedback: no evaluation at all
+            s = 0
+            for r in live.rounds:
+                wrong[j] += run_length(accept, s, r.drafted, j) != r.accepted
+                total_accepted += r.accepted
+                s += r.n
     assert total_accepted > 0  # the trained head is accepted sometimes: the check has teeth
+    assert wrong[0] == 0 and wrong[2] == 0  # the recording head (its own rounds) and the plain LM
+    if mode == "exact":
+        assert wrong[1] == 0
+
+
+def test_depth1_scores_every_position_from_target_features(eagle_pool):
+    """depth1: one call a round; gamma at a round's first position equals the exact mode's depth 1."""
+    out = {}
+    for mode in ("depth1", "exact"):
+        engine = Engine(eagle_pool, DecodeSettings(K=4, max_new_tokens=30, stop_at_eos=False, counterfactual=mode))
+        ids = eagle_pool.tokenizer(PROMPTS[0])["input_ids"]
+        out[mode] = engine.decode(ids, Fixed(1, 3))
+    assert out["depth1"].output_ids == out["exact"].output_ids
+    np.testing.assert_array_equal(out["depth1"].gamma, out["exact"].gamma_depth[:, 0])
 
 
 def test_mismatched_heads_fail_clearly(eagle_pool, tmp_path):

@@ -160,6 +160,15 @@ def fidelity(trace: Trace, spec: SelectorSpec, selector: Selector | None = None)
     return Fidelity("exact", "T = 0, exact counterfactual: the live engine makes the same rounds")
 
 
+def run_length(accept: np.ndarray, s: int, k: int, j: int) -> int:
+    """Accepted drafts of a round starting at s drafting k with drafter j: leading ones of
+    accept[s : s+k, j], read along the drafting depth when accept is (L, K, N)."""
+    if accept.ndim == 2:
+        return leading_ones(accept[s : s + k, j])
+    m = np.arange(min(k, accept.shape[0] - s))
+    return leading_ones(accept[s + m, m, j])
+
+
 def leading_ones(row: np.ndarray) -> int:
     """Length of the run of ones at the start of a 0/1 vector."""
     zeros = np.flatnonzero(row < 0.5)
@@ -170,14 +179,14 @@ def acceptance_draws(trace: Trace, seed: int) -> list[np.ndarray]:
     """Per query (L, N) 0/1 acceptance: gamma itself at T = 0, seeded Bernoulli(gamma) at T > 0."""
     if trace.temperature == 0:
         for q in trace.queries:
-            if not is_binary(q.gamma):
+            if not is_binary(q.acceptance):
                 raise TraceError(
                     f"query {q.id!r}: a temperature-0 trace must hold 0/1 gamma (argmax matches); "
                     "fix the trace's temperature or regenerate it"
                 )
-        return [q.gamma for q in trace.queries]
+        return [q.acceptance for q in trace.queries]
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])  # apart from selector streams
-    return [(rng.random(q.gamma.shape) < q.gamma).astype(np.float64) for q in trace.queries]
+    return [(rng.random(q.acceptance.shape) < q.acceptance).astype(np.float64) for q in trace.queries]
 
 
 def replay_query(
@@ -197,10 +206,11 @@ def replay_query(
         if not 0 <= j < N:
             raise ValueError(f"{selector.name} chose drafter {j} outside 0..{N - 1}")
         k = min(K, trace.max_new_tokens - s - 1)
-        a = leading_ones(accept[s : s + k, j])
+        a = run_length(accept, s, k, j)
         n = min(a + 1, L - s)
         if selector.needs_full_feedback:
-            selector.update(FullFeedback(gamma[s : s + n], j, K))
+            depth = None if query.gamma_depth is None else query.gamma_depth[s : s + n]
+            selector.update(FullFeedback(gamma[s : s + n], j, K, depth))
         else:
             block = gamma[s : s + min(k, a + 1), j]
             reward = float(block.mean()) if block.size else 0.0

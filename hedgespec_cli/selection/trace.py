@@ -15,7 +15,9 @@ Optional fields, written by `bench` so that replay can say what it reproduces:
       query's `index` (its place in the workload) as the live bench seeds it
       (selection/seeding.py), so argmax ties break the same way;
   header `counterfactual`: per drafter, how its gamma was scored (COUNTERFACTUALS);
-  query `source`: the method whose run recorded the query's gamma.
+  query `source`: the method whose run recorded the query's gamma;
+  query `gamma_depth`: (L, K, N) gamma by the depth a position is drafted at
+      (EAGLE-3 heads in the `exact` mode; estimators.py), `gamma` being depth 1.
 A trace without `counterfactual` makes no exactness claim.
 """
 
@@ -38,7 +40,7 @@ SCHEMA = "hedgespec.trace/1"
 # "a round started here" (DESIGN.md section 5).
 COUNTERFACTUALS = {
     "positional": True,   # a plain LM: q at a position depends only on the committed prefix
-    "exact": False,       # EAGLE-3: per start, the chain the head would have drafted (gamma is depth 1; chains exact)
+    "exact": True,        # EAGLE-3: per start, the chain the head would have drafted (query gamma_depth)
     "depth1": False,      # EAGLE-3: every position scored from target features (optimistic)
     "aligned": False,     # EAGLE-3: scored along the actual round from its start
 }
@@ -58,8 +60,20 @@ class TraceQuery:
     gamma: np.ndarray
     index: int | None = None  # the prompt's place in the workload (selector seeding)
     source: str | None = None  # the method whose run recorded gamma
+    gamma_depth: np.ndarray | None = None  # (L, K, N) by drafting depth; None: gamma at every depth
+
+    @property
+    def acceptance(self) -> np.ndarray:
+        """What the estimators read: gamma by depth when recorded, else gamma."""
+        return self.gamma if self.gamma_depth is None else self.gamma_depth
 
     def __post_init__(self) -> None:
+        if self.gamma_depth is not None:
+            d = np.asarray(self.gamma_depth, dtype=np.float64)
+            object.__setattr__(self, "gamma_depth", d)
+            if d.ndim != 3 or d.shape[0] != len(self.tokens) or not np.all(np.isfinite(d)) or d.min() < 0 or d.max() > 1:
+                raise TraceError(f"query {self.id!r}: gamma_depth must be (L, K, N) values in [0, 1] with "
+                                 f"L = {len(self.tokens)}, got shape {d.shape}; regenerate the trace")
         g = np.asarray(self.gamma, dtype=np.float64)
         object.__setattr__(self, "gamma", g)
         object.__setattr__(self, "tokens", tuple(int(t) for t in self.tokens))
@@ -127,6 +141,11 @@ class Trace:
                 raise TraceError(
                     f"query {q.id!r}: gamma has {q.gamma.shape[1]} columns for {len(self.drafters)} drafters"
                 )
+            if q.gamma_depth is not None and q.gamma_depth.shape[1:] != (self.K, len(self.drafters)):
+                raise TraceError(f"query {q.id!r}: gamma_depth must be (L, K={self.K}, N={len(self.drafters)}), "
+                                 f"got {q.gamma_depth.shape}")
+            if self.counterfactual and "exact" in self.counterfactual and q.gamma_depth is None:
+                raise TraceError(f"query {q.id!r}: a drafter scored in the exact mode needs gamma_depth")
             if q.L > self.max_new_tokens:
                 raise TraceError(f"query {q.id!r}: {q.L} tokens exceed max_new_tokens {self.max_new_tokens}")
             if q.id in ids:
@@ -165,6 +184,8 @@ def query_record(q: TraceQuery) -> dict[str, Any]:
         out["index"] = q.index
     if q.source is not None:
         out["source"] = q.source
+    if q.gamma_depth is not None:
+        out["gamma_depth"] = q.gamma_depth.tolist()
     return out
 
 
@@ -230,8 +251,13 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
             index = rec.get("index")
             if index is not None and (isinstance(index, bool) or not isinstance(index, int) or index < 0):
                 raise TraceError(f"{where}: index must be an integer >= 0, got {index!r}")
+            depth = rec.get("gamma_depth")
+            try:
+                depth = None if depth is None else np.array(depth, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise TraceError(f"{where}: gamma_depth must be a rectangular (L, K, N) list of numbers") from None
             queries.append(TraceQuery(str(_field(rec, "id", where)), rec.get("domain"), tokens, g,
-                                      index, rec.get("source")))
+                                      index, rec.get("source"), depth))
         where = f"{path}"
         return Trace(
             K=_field(head, "K", where),
