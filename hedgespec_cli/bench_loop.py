@@ -242,7 +242,16 @@ class BenchRun:
             return "target only (plain autoregressive decoding)"
         if method == f"fixed:{self.profile.generic().name}":
             return "single generic drafter (the EAGLE-3-style single-drafter baseline)"
-        return REGISTRY[SelectorSpec.parse(method).name].summary
+        reg = REGISTRY[SelectorSpec.parse(method).name]
+        if reg.kind == "reference":  # its hindsight, and so every regret against it, is only as exact as gamma
+            inexact = sorted({m for m in self.engine.counterfactual if m not in ("positional", "exact")})
+            if self.engine.settings.tree is not None:
+                return reg.summary + "; an UPPER BOUND: draft-tree gamma ignores pruning"
+            if inexact:
+                return reg.summary + f"; APPROXIMATE: EAGLE-3 gamma scored in counterfactual mode {', '.join(inexact)}"
+            if self.settings.temperature > 0:
+                return reg.summary + "; at T > 0 it ranks drafters by the one-step estimator (biased, DESIGN.md section 5)"
+        return reg.summary
 
     def _trace_queries(self) -> list[TraceQuery]:
         return [q for (_, r), q in self.trace.items() if r == 0]

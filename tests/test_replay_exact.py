@@ -54,7 +54,7 @@ def lm_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def eagle_run(tmp_path_factory) -> Path:
-    return live_run("tiny-eagle3", tmp_path_factory.mktemp("eagle"))
+    return live_run("tiny-eagle3", tmp_path_factory.mktemp("eagle"), counterfactual="exact")
 
 
 def live_arms(run: Path) -> dict[tuple[str, str], list[int]]:
@@ -99,9 +99,10 @@ def test_lm_pool_replays_every_method_exactly_but_metasd(lm_run):
     assert audited["metasd-ucb"]["fidelity"] == "approximate"
 
 
-def test_eagle3_pool_labels_its_counterfactual(eagle_run):
+def test_eagle3_pool_in_the_exact_mode_replays_every_method_exactly_but_metasd(eagle_run):
     trace = read_trace(eagle_run)
     exact = trace.exact_counterfactual()
+    assert exact and trace.counterfactual == ("exact",) * 8
     labels = check_replay(eagle_run, lambda m: exact and not m.startswith("metasd-ucb"))
     if not exact:  # aligned/depth1 scoring: nothing may claim exactness, and the error is measured
         assert set(labels.values()) == {"approximate"}

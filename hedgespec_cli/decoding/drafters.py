@@ -364,14 +364,33 @@ class StackedEagle3Group:
         self.members = tuple(indices)
         self.stack = StackedEagle3(heads)
         self.counterfactual, self.K = counterfactual, K  # K: the exact mode's chain depth
+        self.greedy = False  # T = 0: the exact mode prunes chains that missed (set by the engine)
 
     def new_state(self, capacity: int) -> _StackedEagleState:
         return _StackedEagleState(self.stack.new_cache(capacity), [0] * self.stack.n)
 
     def prefill(self, state: _StackedEagleState, ctx: Prefix, L: int) -> None:
         if L > 2:  # rows 0..L-3 for every head
-            self.stack.layer(ctx.x[1 : L - 1], self.stack.fuse(ctx.feats[: L - 2]), state.cache)
+            hidden = self.stack.layer(ctx.x[1 : L - 1], self.stack.fuse(ctx.feats[: L - 2]), state.cache)
             state.target_rows[:] = [L - 2] * self.stack.n
+            self._keep(state, hidden, 0, None)
+
+    def _keep(self, state: _StackedEagleState, hidden: torch.Tensor, a: int, member: int | None) -> None:
+        """Exact mode: remember the depth-1 hidden of target rows a.. (ring of the last `ring` rows), so
+        a chain from an earlier start needs no recomputation of its first step."""
+        if self.counterfactual != "exact":
+            return
+        ring = 2 * self.K + 8  # chains start at most K before a round: rows back to L-2K-2 are read
+        if state.h1 is None:
+            state.h1 = hidden.new_zeros(self.stack.n, ring, hidden.shape[-1])
+            state.h1_row = torch.full((self.stack.n, ring), -1, dtype=torch.long, device=hidden.device)
+        T = hidden.shape[1]
+        if T > ring:  # only the last `ring` rows can be read
+            hidden, a = hidden[:, T - ring :], a + T - ring
+        rows = torch.arange(a, a + hidden.shape[1], device=hidden.device)
+        sel = slice(None) if member is None else slice(member, member + 1)
+        state.h1[sel, rows % ring] = hidden
+        state.h1_row[sel, rows % ring] = rows
 
     def _depth_one(self, state: _StackedEagleState, ctx: Prefix, L: int, member: int | None):
         """Catch-up and depth 1 for one head or all (aligned first) -> hidden (B, T, H); the last row predicts x[L]."""
@@ -384,6 +403,7 @@ class StackedEagle3Group:
         hidden = self.stack.layer(ctx.x[a + 1 : L], self.stack.fuse(ctx.feats[a : L - 1], member), state.cache, member)
         for m in fed:
             state.target_rows[m] = L - 1
+        self._keep(state, hidden, a, member)
         return hidden
 
     def draft(self, state: _StackedEagleState, member: int, ctx: Prefix, L: int, k: int, pick: Pick):
@@ -450,24 +470,38 @@ class StackedEagle3Group:
         re-run from depth 1, all starts and heads of a depth in one call: K
         calls a round. Each chain's rows see the target rows before S-1 and
         its own rows only (a mask), and are dropped afterwards.
+
+        Greedy (T = 0): a chain whose draft missed cannot go deeper in any
+        round, so a start is dropped once every head's chain from it has
+        missed, and the depths stop when no start is left (fewer and smaller
+        calls). The entries it never scores read as misses (gamma 0): the
+        estimators stop at a chain's first miss and never read past it.
         """
         K, N = self.K, self.stack.n
         lo = max(2, L - n - K + 1)  # the earliest start whose chain reaches position L-n
-        for m in range(N):
-            state.target_rows[m] = min(state.target_rows[m], lo - 2)
-        h1 = self._depth_one(state, ctx, L, None)  # (N, T, H): target rows a..L-2, row r = depth 1 of start r+2
-        a = L - 1 - h1.shape[1]
-        base = state.cache.lengths[0]  # = L-1 target rows
-        dev = h1.device
+        self._depth_one(state, ctx, L, None)  # catch-up: target rows up to L-2, kept in the ring
+        dev = state.h1.device
         starts = torch.arange(lo, L, device=dev)  # (S,)
-        hidden = h1[:, starts - 2 - a]  # (N, S, H)
+        rows = starts - 2  # row r = depth 1 of start r+2
+        slot = rows % state.h1.shape[1]
+        if not bool((state.h1_row[:, slot] == rows).all()):  # rows no feed kept (e.g. a head that lagged)
+            for m in range(N):
+                state.target_rows[m] = min(state.target_rows[m], lo - 2)
+            self._depth_one(state, ctx, L, None)
+        hidden = state.h1[:, slot]  # (N, S, H)
+        base = state.cache.lengths[0]  # = L-1 target rows
         V = self.stack.vocab_size
         out = torch.full((N, n, K, V), float("-inf"), device=dev)
-        out[..., 0] = 0.0  # a start that never runs (before position 2) scores token 0; the engine zeroes it
+        # Unscored entries (pruned chains, starts before position 2) put q on a token other than the verified one.
+        miss = ctx.x[L - n : L] + 1
+        out.scatter_(-1, (miss % V).view(1, n, 1, 1).expand(N, n, K, 1), 0.0)
         owner = torch.empty(0, dtype=torch.long, device=dev)  # the start of each chain row appended so far
+        alive = None  # greedy: (N, S) every head's chain from each start accepted so far
         for d in range(K):  # depth d+1 scores position S+d
             if d:
                 keep = starts + d <= L - 1
+                if alive is not None:
+                    keep &= alive.any(dim=0)
                 starts, hidden = starts[keep], hidden[:, keep]
                 if not starts.numel():
                     break
@@ -481,7 +515,13 @@ class StackedEagle3Group:
                 owner = torch.cat([owner, starts])
             t = starts + d  # positions scored
             new = t >= L - n
-            if new.any():
+            if self.greedy:  # only argmaxes matter: q one-hot on each head's pick (the engine reads its argmax)
+                pick = self.stack.target_argmax(hidden)  # (N, S): every chain, to know which go on
+                out[:, t[new] - (L - n), d] = torch.full((N, int(new.sum()), V), float("-inf"), device=dev).scatter_(
+                    -1, pick[:, new, None], 0.0)
+                hit = pick == ctx.x[t]  # (N, S)
+                alive = hit if alive is None else alive[:, keep] & hit
+            elif new.any():
                 out[:, t[new] - (L - n), d] = self.stack.target_logits(hidden[:, new])
         for m in range(N):
             state.cache.lengths[m] = base
@@ -497,6 +537,8 @@ class StackedEagle3Group:
 class _StackedEagleState:
     cache: Any
     target_rows: list[int]
+    h1: torch.Tensor | None = None  # exact mode: (N, ring, H) depth-1 hidden of recent target rows
+    h1_row: torch.Tensor | None = None  # (N, ring) the row each slot holds, -1: none
 
 
 def group_drafters(pool: Pool, *, stack: bool = True, counterfactual: str = "aligned", K: int = 5) -> list[DrafterGroup]:

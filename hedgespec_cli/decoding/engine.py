@@ -51,6 +51,8 @@ from hedgespec_cli.telemetry.timers import PhaseTimer
 PHASES = ("prefill", "draft", "verify", "evaluate", "learn", "other")
 # How full-information feedback scores an EAGLE-3 head (DESIGN.md section 5); plain LMs are exact in any.
 COUNTERFACTUAL_MODES = ("exact", "depth1", "aligned")
+# The default (DESIGN.md section 5): the most faithful mode whose evaluation costs at most twice `aligned`'s.
+DEFAULT_COUNTERFACTUAL = "depth1"
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class DecodeSettings:
     max_new_tokens: int = 128
     stop_at_eos: bool = True
     tree: TreeShape | None = None
-    counterfactual: str = "exact"  # EAGLE-3 heads' full-information scoring, one of COUNTERFACTUAL_MODES
+    counterfactual: str = DEFAULT_COUNTERFACTUAL  # EAGLE-3 heads' full-information scoring (COUNTERFACTUAL_MODES)
 
     def __post_init__(self) -> None:
         if self.counterfactual not in COUNTERFACTUAL_MODES:
@@ -171,6 +173,9 @@ class Engine:
         mode = settings.counterfactual if settings.tree is None else "aligned"  # trees score top-k children
         self.groups = group_drafters(pool, stack=stack_drafters, counterfactual=mode, K=settings.K)
         self._by_depth = any(g.counterfactual == "exact" for g in self.groups)
+        for g in self.groups:
+            if hasattr(g, "greedy"):
+                g.greedy = settings.greedy
         self._where = {j: (gi, m) for gi, g in enumerate(self.groups) for m, j in enumerate(g.members)}
         # Per drafter, how full-information feedback scores it (selection/trace.py COUNTERFACTUALS).
         self.counterfactual = tuple(self.groups[self._where[j][0]].counterfactual for j in range(len(pool.drafters)))
