@@ -1,12 +1,14 @@
-"""Replay selectors on a gamma trace: offline, exactly as the live engine at T = 0.
+"""Replay selectors on a gamma trace: offline, exactly as the live engine where `fidelity` says so.
 
 Per query with L generated tokens, rounds start at s = 0. Each round:
   1. the selector chooses drafter j (`choose(s)`);
   2. draft length k = min(K, max_new_tokens - s - 1) (k = 0: a plain target step);
-  3. accepted a = leading ones of accept[s : s+k, j];
+  3. accepted a = leading ones of accept[s : s+k, j] (with gamma by drafting
+     depth, EAGLE-3's exact mode: of accept[s+m, m, j], m < k);
   4. n = min(a + 1, L - s) tokens are appended (the end of the text cuts the
      round as EOS / the length cap does live);
-  5. feedback: FullFeedback(gamma[s : s+n]) to full-information selectors;
+  5. feedback: FullFeedback(gamma[s : s+n], gamma_depth[s : s+n]) to
+     full-information selectors;
      BanditFeedback(j, n, k, K, block_reward) to the others, block_reward being
      the mean of gamma[s : s+k', j] with k' = min(k, a + 1) (the accepted
      positions plus the first rejected one). This is a REPLAY PROXY for
