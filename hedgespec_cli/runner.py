@@ -155,6 +155,7 @@ def generate_once(
         max_new_tokens=max_new_tokens if max_new_tokens is not None else d.get("max_new_tokens", 128),
         tree=TreeShape.from_options(tree_top_k if tree_top_k is not None else d.get("tree_top_k"),
                                     tree_tokens if tree_tokens is not None else d.get("tree_tokens")),
+        **({"counterfactual": d["counterfactual"]} if d.get("counterfactual") else {}),  # the profile's, if any
     )
     method = method or f"fixed:{prof.generic().name}"
     pool = open_pool(prof, device=device, dtype=dtype)
