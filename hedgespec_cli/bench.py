@@ -42,6 +42,7 @@ class BenchSettings:
     K: int | None = None
     tree_top_k: int | None = None  # > 0: EAGLE dynamic draft trees of depth K; 0 = chains
     tree_tokens: int | None = None  # nodes kept per tree
+    counterfactual: str | None = None  # EAGLE-3 heads' full-information scoring: exact, depth1 or aligned
     max_new_tokens: int | None = None
     prompts: int | None = None
     repeats: int = 1
@@ -189,7 +190,7 @@ def _settings_of(run_dir: Path) -> BenchSettings:
 
 def decode_settings(settings: BenchSettings) -> DecodeSettings:
     """The engine's knobs for a resolved run (after `with_profile_defaults`)."""
-    from hedgespec_cli.decoding.engine import DecodeSettings
+    from hedgespec_cli.decoding.engine import DEFAULT_COUNTERFACTUAL, DecodeSettings
     from hedgespec_cli.decoding.tree import TreeShape
 
     return DecodeSettings(
@@ -198,6 +199,7 @@ def decode_settings(settings: BenchSettings) -> DecodeSettings:
         top_p=settings.top_p,
         max_new_tokens=settings.max_new_tokens,
         tree=TreeShape.from_options(settings.tree_top_k, settings.tree_tokens),
+        counterfactual=settings.counterfactual or DEFAULT_COUNTERFACTUAL,
     )
 
 
@@ -225,6 +227,8 @@ def with_profile_defaults(settings: BenchSettings, profile_name: str) -> BenchSe
     """Fill the decoding knobs the user left unset from the profile (then built-in defaults)."""
     import torch
 
+    from hedgespec_cli.decoding.engine import DEFAULT_COUNTERFACTUAL
+
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
     settings = replace(settings, threads=torch.get_num_threads())  # what actually ran, for config.yaml
@@ -242,6 +246,7 @@ def with_profile_defaults(settings: BenchSettings, profile_name: str) -> BenchSe
         top_p=settings.top_p if settings.top_p is not None else d.get("top_p", 1.0),
         tree_top_k=settings.tree_top_k if settings.tree_top_k is not None else d.get("tree_top_k", 0),
         tree_tokens=settings.tree_tokens if settings.tree_tokens is not None else d.get("tree_tokens", 60),
+        counterfactual=settings.counterfactual or d.get("counterfactual", DEFAULT_COUNTERFACTUAL),
         device=settings.device or prof.device,
         dtype=settings.dtype or prof.dtype,
         drafter_dtype=settings.drafter_dtype or prof.drafter_dtype or settings.dtype or prof.dtype,

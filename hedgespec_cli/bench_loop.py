@@ -37,6 +37,7 @@ from hedgespec_cli.runner import (
     run_query,
 )
 from hedgespec_cli.selection import REGISTRY, SelectorSpec
+from hedgespec_cli.selection.audit import audit
 from hedgespec_cli.selection.trace import Trace, TraceQuery, read_trace, write_trace
 from hedgespec_cli.telemetry import TelemetrySampler
 from hedgespec_cli.workloads import Workload, load_workload
@@ -82,6 +83,7 @@ class BenchRun:
         self.dir = run_dir
         self.lines = lines
         self.trace = trace  # (query_id, repeat) -> TraceQuery
+        self.arms: dict[tuple[str, str, int], list[int]] = {}  # (method label, query, repeat) -> drafter per round
         self.pool = open_pool(self.profile, device=settings.device, dtype=settings.dtype,
                               drafter_dtype=settings.drafter_dtype)
         # Record what was loaded: Hub ids with their cached paths, auto-detected EAGLE-3 kinds.
@@ -135,6 +137,7 @@ class BenchRun:
             "temperature": s.temperature,
             "top_p": s.top_p,
             "tree": tree.to_dict() if (tree := self.engine.settings.tree) else None,
+            "counterfactual": dict(zip(self.pool.names, self.engine.counterfactual)),
             "max_new_tokens": s.max_new_tokens,
             "seed": s.seed,
             "device": s.device,
@@ -185,13 +188,14 @@ class BenchRun:
             self.engine.generator.manual_seed(query_seed(self.settings.seed, repeat, index))
 
         key = (prompt.id, repeat)
-        hindsight = self.trace[key].gamma if key in self.trace else None
+        hindsight = self.trace[key].acceptance if key in self.trace else None
         if hindsight is None and needs_hindsight(method):
             reseed()
             probe = hindsight_pass(self.engine, ids, prompt.domain)
-            hindsight = probe.gamma
+            hindsight = probe.gamma if probe.gamma_depth is None else probe.gamma_depth
             if keep_trace:
-                self.trace[key] = TraceQuery(prompt.id, prompt.domain, probe.output_ids, hindsight)
+                self.trace[key] = TraceQuery(prompt.id, prompt.domain, probe.output_ids, probe.gamma, index,
+                                             f"probe:fixed:{self.pool.names[0]}", probe.gamma_depth)
         reseed()
         e0 = self.sampler.energy_mj()  # around the measured query only, not the hindsight probe
         record = run_query(
@@ -201,13 +205,31 @@ class BenchRun:
         e1 = self.sampler.energy_mj()
         energy_j = (e1 - e0) / 1e3 if e0 is not None and e1 is not None and e1 >= e0 else None
         if keep_trace and record.gamma is not None and key not in self.trace:
-            self.trace[key] = TraceQuery(prompt.id, prompt.domain, record.output_ids, record.gamma)
+            self.trace[key] = TraceQuery(prompt.id, prompt.domain, record.output_ids, record.gamma, index, method,
+                                         record.gamma_depth)
+        if keep_trace and record.rounds and method != AR:
+            self.arms[(SelectorSpec.parse(method).label, prompt.id, repeat)] = [r.drafter for r in record.rounds]
         return record, energy_j
+
+    def _trace(self, queries: list[TraceQuery]) -> Trace:
+        s = self.settings
+        return Trace(s.K, s.temperature, s.max_new_tokens, self.pool.names, self.pool.domains, queries,
+                     tree.to_dict() if (tree := self.engine.settings.tree) else None, s.seed,
+                     self.engine.counterfactual)
+
+    def _audit(self) -> dict[str, Any] | None:
+        """Every method that ran live, replayed on the run's own trace (selection/audit.py)."""
+        queries = self._trace_queries()
+        if not queries:
+            return None
+        arms = {(m, q): a for (m, q, r), a in self.arms.items() if r == 0}
+        return audit(self._trace(queries), self.lines, seed=self.settings.seed, live_arms=arms)
 
     def payload(self, complete: bool) -> dict[str, Any]:
         s, names = self.settings, list(self.pool.names)
         methods = S.summarize_methods(self.lines, list(s.methods), names, seed=s.seed)
         telemetry = self.sampler.summary()
+        replay_audit = self._audit()
         return {
             "schema": SCHEMA,
             "run_id": self.dir.path.name,
@@ -219,7 +241,9 @@ class BenchRun:
             "validity": S.validity(
                 self.lines, temperature=s.temperature, warmup=s.warmup, min_tokens=s.min_tokens,
                 max_repeat_cv=s.max_repeat_cv, methods_payload=methods, telemetry=telemetry,
+                replay_audit=replay_audit,
             ),
+            "replay_audit": replay_audit,
             "methods": methods,
             "method_labels": {m: self._label(m) for m in s.methods},
             "acceptance_matrix": S.acceptance_matrix(self._trace_queries(), names),
@@ -249,7 +273,16 @@ class BenchRun:
             return "single generic drafter (the EAGLE-3-style single-drafter baseline)"
         spec = SelectorSpec.parse(method)
         reg = REGISTRY[spec.name]
-        if self.engine.settings.tree is not None and (reg.kind == "reference" or reg.factory.needs_full_feedback):
+        tree = self.engine.settings.tree is not None
+        if reg.kind == "reference":  # its hindsight, and so every regret against it, is only as exact as gamma
+            inexact = sorted({m for m in self.engine.counterfactual if m not in ("positional", "exact")})
+            if tree:
+                return spec.description + "; an UPPER BOUND: draft-tree gamma ignores pruning"
+            if inexact:
+                return spec.description + f"; APPROXIMATE: EAGLE-3 gamma scored in counterfactual mode {', '.join(inexact)}"
+            if self.settings.temperature > 0:
+                return spec.description + "; at T > 0 it ranks drafters by the one-step estimator (biased, DESIGN.md section 5)"
+        if tree and reg.factory.needs_full_feedback:
             # Its choices rest on gamma, which for trees scores unpruned top_k children (decoding/tree.py).
             return f"{spec.description} [draft trees: decides on gamma that is an upper bound, as if no node were pruned]"
         return spec.description
@@ -272,8 +305,7 @@ class BenchRun:
         if queries:
             write_trace(
                 self.dir.file(FILES["trace"]),
-                Trace(s.K, s.temperature, s.max_new_tokens, self.pool.names, self.pool.domains, queries,
-                      tree.to_dict() if (tree := self.engine.settings.tree) else None),
+                self._trace(queries),
             )
         payload = self.payload(complete)
         self.dir.write_json("results.json", payload)

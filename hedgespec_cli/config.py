@@ -21,7 +21,7 @@ LOCATION_KEYS = {"path", "hub", "revision", "subfolder", "package", "gguf_file"}
 DRAFTER_KEYS = {"name", "kind", "domain", "role"} | LOCATION_KEYS
 TARGET_KEYS = {"name"} | LOCATION_KEYS
 DECODING_TYPES: dict[str, type] = {"K": int, "temperature": float, "top_p": float, "max_new_tokens": int,
-                                   "tree_top_k": int, "tree_tokens": int}
+                                   "tree_top_k": int, "tree_tokens": int, "counterfactual": str}
 DECODING_KEYS = set(DECODING_TYPES)
 
 

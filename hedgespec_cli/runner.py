@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -12,8 +11,7 @@ from hedgespec_cli.decoding.engine import Engine, QueryRecord
 from hedgespec_cli.errors import ConfigError, WorkloadError
 from hedgespec_cli.models import Pool, load_pool
 from hedgespec_cli.selection.feedback import QueryContext
-
-AR = "ar"
+from hedgespec_cli.selection.seeding import AR, SelectorBank, query_seed  # noqa: F401 (re-exported)
 
 
 def open_pool(
@@ -116,43 +114,6 @@ def hindsight_pass(engine: Engine, prompt_ids: list[int], domain: str | None) ->
     return run_query(engine, prompt_ids, "fixed:" + engine.pool.names[0], domain=domain, record_gamma=True)
 
 
-def query_seed(seed: int, repeat: int, index: int) -> int:
-    """The seed of one query of a run: its sampling generator and its selector start from it."""
-    return seed * 1_000_003 + repeat * 10_007 + index
-
-
-class SelectorBank:
-    """The selectors of one pass (repeat) over the prompts.
-
-    A method that learns across queries (`reset: never`) keeps one selector for
-    the pass. Every other method gets a fresh selector per query, seeded by the
-    query, so a run resumed after an interruption decides exactly as an
-    uninterrupted one (and a sweep's pools see the same draws).
-    """
-
-    def __init__(self, names: tuple[str, ...] | list[str], seed: int, repeat: int) -> None:
-        self.names, self.seed, self.repeat = list(names), seed, repeat
-        self._kept: dict[str, Any] = {}
-
-    @staticmethod
-    def persistent(method: str) -> bool:
-        from hedgespec_cli.selection import SelectorSpec
-
-        return method != AR and SelectorSpec.parse(method).params.get("reset") == "never"
-
-    def get(self, method: str, index: int):
-        """The selector for prompt `index` (None for `ar`)."""
-        from hedgespec_cli.selection import make_selector
-
-        if method == AR:
-            return None
-        if self.persistent(method):
-            if method not in self._kept:
-                self._kept[method] = make_selector(method, len(self.names), self.names, seed=self.seed + self.repeat)
-            return self._kept[method]
-        return make_selector(method, len(self.names), self.names, seed=query_seed(self.seed, self.repeat, index))
-
-
 def run_query(
     engine: Engine,
     prompt_ids: list[int],
@@ -180,7 +141,8 @@ def run_query(
     if selector is None:
         selector = make_selector(spec, len(pool.drafters), pool.names)
     if hindsight is None and needs_hindsight(method):
-        hindsight = hindsight_pass(engine, prompt_ids, domain).gamma
+        probe = hindsight_pass(engine, prompt_ids, domain)
+        hindsight = probe.gamma if probe.gamma_depth is None else probe.gamma_depth
     if pool.router is None and REGISTRY[spec.name].needs_prompt_classifier:
         raise ConfigError(f"{method} needs a prompt classifier and this profile has none: build one with "
                           "`hedgespec zoo router --zoo DIR` and add `router: DIR/router.npz` to the profile, "
@@ -230,6 +192,7 @@ def generate_once(
         max_new_tokens=max_new_tokens if max_new_tokens is not None else d.get("max_new_tokens", 128),
         tree=TreeShape.from_options(tree_top_k if tree_top_k is not None else d.get("tree_top_k"),
                                     tree_tokens if tree_tokens is not None else d.get("tree_tokens")),
+        **({"counterfactual": d["counterfactual"]} if d.get("counterfactual") else {}),  # the profile's, if any
     )
     method = method or f"fixed:{prof.generic().name}"
     pool = open_pool(prof, device=device, dtype=dtype)
@@ -256,8 +219,8 @@ def generate_once(
     if trace is not None:
         from hedgespec_cli.selection.trace import Trace, TraceQuery, write_trace
 
-        query = TraceQuery("prompt-0", domain, record.output_ids, record.gamma)
+        query = TraceQuery("prompt-0", domain, record.output_ids, record.gamma, None, method, record.gamma_depth)
         write_trace(trace, Trace(settings.K, settings.temperature, settings.max_new_tokens,
                                  pool.names, pool.domains, [query],
-                                 settings.tree.to_dict() if settings.tree else None))
+                                 settings.tree.to_dict() if settings.tree else None, None, engine.counterfactual))
     return payload

@@ -10,7 +10,7 @@ import torch
 
 from hedgespec_cli.config import ModelSpec
 from hedgespec_cli.decoding.engine import DecodeSettings, Engine
-from hedgespec_cli.errors import CheckpointError
+from hedgespec_cli.errors import CheckpointError, WorkloadError
 from hedgespec_cli.models import load_pool
 
 from conftest import make_llama, make_tokenizer
@@ -54,22 +54,45 @@ def test_eagle_heads_are_lossless(eagle_pool, K):
                 assert engine.decode(ids, Fixed(arm, 3, full)).output_ids == want, (prompt, arm, full)
 
 
-def test_counterfactual_matches_the_chosen_heads_own_rounds(eagle_pool):
-    """For the drafting head, gamma over a round's positions reproduces its live acceptance."""
+@pytest.mark.parametrize("mode", ["exact", "aligned"])
+def test_counterfactual_predicts_each_heads_live_rounds(eagle_pool, mode):
+    """Gamma recorded while head 0 drafts predicts, round by round, what each head accepts when it
+    drafts itself: every head in the exact mode, only the recording head when aligned."""
+    from hedgespec_cli.selection.replay import run_length
+
     K = 4
-    engine = Engine(eagle_pool, DecodeSettings(K=K, max_new_tokens=40, stop_at_eos=False))
-    total_accepted = 0
+    engine = Engine(eagle_pool, DecodeSettings(K=K, max_new_tokens=40, stop_at_eos=False, counterfactual=mode))
+    assert engine.counterfactual == (mode, mode, "positional")
+    total_accepted, wrong = 0, {0: 0, 1: 0, 2: 0}
     for prompt in PROMPTS:
         ids = eagle_pool.tokenizer(prompt)["input_ids"]
+        if len(ids) < 2:
+            continue
         rec = engine.decode(ids, Fixed(0, 3))
-        s = 0
-        for r in rec.rounds:
-            col = rec.gamma[s : s + r.drafted, 0]
-            ones = int(np.argmin(col)) if (col < 1).any() else len(col)
-            assert ones == r.accepted, (prompt, s)
-            total_accepted += r.accepted
-            s += r.n
+        accept = rec.gamma_depth if mode == "exact" else rec.gamma
+        assert (rec.gamma_depth is not None) == (mode == "exact")
+        for j in range(3):
+            live = engine.decode(ids, Fixed(j, 3, False))  # bandit feedback: no evaluation at all
+            s = 0
+            for r in live.rounds:
+                wrong[j] += run_length(accept, s, r.drafted, j) != r.accepted
+                total_accepted += r.accepted
+                s += r.n
     assert total_accepted > 0  # the trained head is accepted sometimes: the check has teeth
+    assert wrong[0] == 0 and wrong[2] == 0  # the recording head (its own rounds) and the plain LM
+    if mode == "exact":
+        assert wrong[1] == 0
+
+
+def test_depth1_scores_every_position_from_target_features(eagle_pool):
+    """depth1: one call a round; gamma at a round's first position equals the exact mode's depth 1."""
+    out = {}
+    for mode in ("depth1", "exact"):
+        engine = Engine(eagle_pool, DecodeSettings(K=4, max_new_tokens=30, stop_at_eos=False, counterfactual=mode))
+        ids = eagle_pool.tokenizer(PROMPTS[0])["input_ids"]
+        out[mode] = engine.decode(ids, Fixed(1, 3))
+    assert out["depth1"].output_ids == out["exact"].output_ids
+    np.testing.assert_array_equal(out["depth1"].gamma, out["exact"].gamma_depth[:, 0])
 
 
 def test_mismatched_heads_fail_clearly(eagle_pool, tmp_path):
@@ -83,3 +106,26 @@ def test_mismatched_heads_fail_clearly(eagle_pool, tmp_path):
     (bad / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="MysteryForCausalLM"):
         load_pool(ModelSpec("target", eagle_pool.specs[2].path.parent / "target"), [ModelSpec("bad", bad, kind="eagle3")])
+
+
+def test_a_head_trained_on_shorter_contexts_runs_to_the_targets_limit_with_one_warning(eagle_pool, capsys):
+    """Released EAGLE heads say max_position_embeddings 2048: the limit is the target's, with a warning."""
+    head = eagle_pool.drafters[0]
+    assert head.max_positions is None and head.trained_positions == head.config.max_position_embeddings
+    saved = head.trained_positions
+    head.trained_positions = 16  # as if trained on 16-token contexts
+    try:
+        engine = Engine(eagle_pool, DecodeSettings(K=4, max_new_tokens=40, stop_at_eos=False))
+        ids = eagle_pool.tokenizer(PROMPTS[0])["input_ids"]
+        want = reference_greedy(eagle_pool.target.model, ids, 40, None)
+        for _ in range(2):
+            engine.check_prompt(ids)
+            assert engine.decode(ids, Fixed(0, 3, True)).output_ids == want
+        err = capsys.readouterr().err
+        assert err.count("warning:") == 1 and "'eagle' was trained on contexts of 16 tokens" in err
+        assert err.count("\n") == 1
+        target_limit = eagle_pool.target.max_positions
+        with pytest.raises(WorkloadError, match=f"context of {target_limit} tokens"):
+            Engine(eagle_pool, DecodeSettings(K=4, max_new_tokens=target_limit)).check_prompt(ids)
+    finally:
+        head.trained_positions = saved

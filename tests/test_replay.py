@@ -32,7 +32,7 @@ def hand_trace(temperature: float = 0.0) -> Trace:
     return Trace(2, temperature, 6, NAMES, (None, "math"), (
         TraceQuery("q1", "code", (5, 6, 7, 8, 9, 10), q1),
         TraceQuery("q2", "math", (11, 12, 2), q2),
-    ))
+    ), counterfactual=("positional", "positional"))
 
 
 def test_fixed_mat_by_hand():
@@ -162,6 +162,7 @@ def test_trace_roundtrip(tmp_path):
     assert header == {
         "schema": SCHEMA, "K": 2, "temperature": 0.0, "max_new_tokens": 6,
         "drafters": ["A", "B"], "drafter_domains": [None, "math"],
+        "counterfactual": ["positional", "positional"],
     }
     back = read_trace(path)
     assert back.header() == hand_trace().header()
@@ -239,3 +240,29 @@ def test_replay_command_errors_are_hedgespec_errors(cli, tmp_path):
     path = write_trace(tmp_path / "t.jsonl", hand_trace())
     result = CliRunner().invoke(cli, ["replay", str(path), "-m", "bogus"])
     assert isinstance(result.exception, ConfigError)
+
+
+@pytest.mark.parametrize(
+    ("modes", "temperature", "tree", "expect"),
+    [
+        (("positional", "positional"), 0.0, None,
+         {"fixed:A": "exact", "fixed:B": "exact", "hedgespec": "exact", "metasd-ucb": "approximate"}),
+        (("positional", "aligned"), 0.0, None,  # fixed:A never reads B's approximate gamma
+         {"fixed:A": "exact", "fixed:B": "approximate", "hedgespec": "approximate", "oracle": "approximate"}),
+        (("depth1", "depth1"), 0.0, None, {"fixed:A": "approximate", "ucbspec": "approximate"}),
+        (None, 0.0, None, {"fixed:A": "approximate", "hedgespec": "approximate"}),  # records nothing: claims nothing
+        (("positional", "positional"), 0.7, None, {"fixed:A": "approximate", "hedgespec": "approximate"}),
+        (("positional", "positional"), 0.0, {"top_k": 2, "total_tokens": 4}, {"fixed:A": "upper bound"}),
+    ],
+)
+def test_fidelity_labels_follow_the_trace_and_the_method(modes, temperature, tree, expect):
+    q1 = np.array([[1, 1], [1, 0], [1, 1], [1, 1], [1, 0], [1, 1]], dtype=float)
+    if temperature:
+        q1 = q1 * 0.9
+    trace = Trace(2, temperature, 6, NAMES, (None, "math"), (TraceQuery("q1", "code", (5, 6, 7, 8, 9, 10), q1),),
+                  tree, counterfactual=modes)
+    result = replay(trace, list(expect))
+    assert {m: result.runs[m].fidelity.label for m in expect} == expect
+    assert result.exact == all(v == "exact" for v in expect.values())
+    payload = replay_payload(result)
+    assert {m: payload["methods"][m]["fidelity"] for m in expect} == expect

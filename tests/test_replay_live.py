@@ -7,6 +7,7 @@ import pytest
 from hedgespec_cli.decoding.engine import DecodeSettings, Engine
 from hedgespec_cli.runner import context_for
 from hedgespec_cli.selection import SelectorSpec, make_selector
+from hedgespec_cli.selection.seeding import SelectorBank
 from hedgespec_cli.selection.replay import replay
 from hedgespec_cli.selection.trace import Trace, TraceQuery
 
@@ -24,13 +25,16 @@ def test_replay_matches_live_rounds(tiny_pool, stop_at_eos):
     for i, ids in enumerate(prompts):
         recorder.begin_query(context_for(tiny_pool, K, None))
         rec = engine.decode(ids, recorder, record_gamma=True)
-        queries.append(TraceQuery(f"q{i}", None, rec.output_ids, rec.gamma))
-    trace = Trace(K, 0.0, max_new, names, tiny_pool.domains, queries)
-    methods = ["fixed:near", "fixed:far", "hedgespec", "hedgespec:loss=tap", "ucbspec", "random"]
+        queries.append(TraceQuery(f"q{i}", None, rec.output_ids, rec.gamma, i))
+    trace = Trace(K, 0.0, max_new, names, tiny_pool.domains, queries, counterfactual=engine.counterfactual)
+    methods = ["fixed:near", "fixed:far", "hedgespec", "hedgespec:loss=tap", "ucbspec", "random",
+               "hedgespec:reset=never", "exp3spec"]
     result = replay(trace, methods, seed=7)
+    assert result.exact
     for method in methods:
-        live = make_selector(SelectorSpec.parse(method, seed=7), N, names)  # kept across queries, as replay does
-        for ids, replayed in zip(prompts, result.runs[SelectorSpec.parse(method).label].queries):
+        bank = SelectorBank(names, 7, 0)  # seeded as the live bench seeds each query's selector
+        for i, (ids, replayed) in enumerate(zip(prompts, result.runs[SelectorSpec.parse(method).label].queries)):
+            live = bank.get(method, i)
             live.begin_query(context_for(tiny_pool, K, None))
             rec = engine.decode(ids, live)
             live.end_query()

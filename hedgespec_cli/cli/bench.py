@@ -29,6 +29,7 @@ def bench(
     max_new_tokens: Annotated[Optional[int], typer.Option(help="Tokens per prompt \\[default: workload/profile].")] = None,
     tree_top_k: Annotated[Optional[int], typer.Option(help="Draft trees: children per node (EAGLE-2 dynamic tree of depth K); 0 = chains \\[default: profile].")] = None,
     tree_tokens: Annotated[Optional[int], typer.Option(help="Draft trees: nodes kept per tree \\[default: profile, else 60].")] = None,
+    counterfactual: Annotated[Optional[str], typer.Option(help="How full-information feedback scores EAGLE-3 heads: exact (the chain each verified position would have started), depth1 (every position from target features, optimistic) or aligned (along the actual round) \\[default: profile, else depth1].")] = None,
     prompts: Annotated[Optional[int], typer.Option(help="Use the first N prompts of the workload.")] = None,
     repeats: Annotated[Optional[int], typer.Option(help="Timed passes over the prompts \\[default: 1].")] = None,
     warmup: Annotated[Optional[int], typer.Option(help="Untimed warm-up prompts per method \\[default: 1].")] = None,
@@ -54,7 +55,7 @@ def bench(
 
     flags = dict(
         profile=profile, target=target, drafters=drafter, workload=workload, methods=methods, temperature=temperature, top_p=top_p, K=K,
-        tree_top_k=tree_top_k, tree_tokens=tree_tokens,
+        tree_top_k=tree_top_k, tree_tokens=tree_tokens, counterfactual=counterfactual,
         max_new_tokens=max_new_tokens, prompts=prompts, repeats=repeats, warmup=warmup, seed=seed,
         device=device, dtype=dtype, drafter_dtype=drafter_dtype, out=out, sample_interval=sample_interval, threads=threads,
     )

@@ -20,7 +20,9 @@ def register(app: typer.Typer) -> None:
     def replay_command(
         trace: Annotated[Path, typer.Argument(help="Gamma trace (.jsonl, schema hedgespec.trace/1), or a bench run directory.")],
         methods: Annotated[list[str] | None, typer.Option("--methods", "-m", help=METHODS_HELP)] = None,
-        seed: Annotated[int, typer.Option(help="Seed for the selectors (and the T > 0 acceptance draws).")] = 0,
+        seed: Annotated[int | None, typer.Option(help="Seed for the selectors (and the T > 0 acceptance draws); "
+                                                 "default: the run seed the trace records (else 0), which "
+                                                 "seeds each query's selector as the live bench did.")] = None,
         json_out: Annotated[bool, typer.Option("--json", help="Print the payload as JSON to stdout.")] = False,
     ) -> None:
         """Replay drafter selectors on a trace: MAT, regret vs the hindsight oracles, selections."""
@@ -30,12 +32,34 @@ def register(app: typer.Typer) -> None:
 
         data = read_trace(trace)
         names = [m for text in methods for m in split_methods(text)] if methods else default_methods(data.drafters)
-        payload = replay_payload(replay(data, names, seed=seed))
+        result = replay(data, names, seed=seed)
+        payload = replay_payload(result)
         payload["trace"]["path"] = str(trace)
+        payload["live"] = live_audit(trace, data, result.seed)
         if json_out:
             typer.echo(json.dumps(payload, indent=2, allow_nan=False))
         else:
             render_replay(payload)
+
+
+def live_audit(path: Path, data, seed: int) -> dict | None:
+    """A bench run directory's own live methods against their replay (selection/audit.py); None for a bare trace."""
+    from hedgespec_cli.selection.audit import audit
+    from hedgespec_cli.selection.base import SelectorSpec
+
+    run = path if path.is_dir() else path.parent
+    queries = run / "queries.jsonl"
+    if not queries.is_file() or not (run / "trace.jsonl").is_file():
+        return None
+    lines = [json.loads(t) for t in queries.read_text(encoding="utf-8").splitlines() if t.strip()]
+    arms: dict = {}
+    rounds = run / "rounds.jsonl"
+    if rounds.is_file():
+        for t in rounds.read_text(encoding="utf-8").splitlines():
+            r = json.loads(t) if t.strip() else None
+            if r and r["repeat"] == 0 and r["method"] != "ar":
+                arms.setdefault((SelectorSpec.parse(r["method"]).label, r["query_id"]), []).append(r["drafter"])
+    return audit(data, lines, seed=seed, live_arms=arms)
 
 
 def _num(x: float | None, fmt: str = ".2f") -> str:
@@ -70,14 +94,33 @@ def render_replay(payload: dict) -> None:
             table.add_column(col, justify="right", no_wrap=True)
     for label, m in payload["methods"].items():
         o, r = m["vs_oracle"], m["vs_oracle_round"]
-        main.add_row(label, _num(m["mat"]), str(m["rounds"]), _num(m["acceptance_rate"], ".3f"),
+        name = label if m["fidelity"] == "exact" else f"{label} ({m['fidelity']})"
+        main.add_row(name, _num(m["mat"]), str(m["rounds"]), _num(m["acceptance_rate"], ".3f"),
                      _num(m["regret_per_round"], "+.3f"))
         refs.add_row(
-            label, _num(o["mat_gap"], "+.3f"), f"{o['extra_rounds']:+d} ({o['extra_rounds_pct']:+.0f}%)",
+            name, _num(o["mat_gap"], "+.3f"), f"{o['extra_rounds']:+d} ({o['extra_rounds_pct']:+.0f}%)",
             _num(r["mat_gap"], "+.3f"), f"{r['extra_rounds']:+d} ({r['extra_rounds_pct']:+.0f}%)",
         )
     console.print(main)
     console.print(refs)
+    live = payload.get("live")
+    if live and live["methods"]:
+        draws = "" if live["draws"] == 1 else f" ({live['draws']} seeded acceptance draws per query)"
+        lt = Table(title="Replay against the live run of the same methods (this run directory)",
+                   caption="MAT in tokens/round; error = replay - live, mean over queries with a 95% "
+                   f"bootstrap CI{draws}; differ: queries whose rounds or decisions differ (T = 0)",
+                   caption_justify="left")
+        lt.add_column("method", overflow="fold", max_width=24)
+        for col in ("fidelity", "live\nMAT", "replay\nMAT", "error\n/query", "95% CI", "differ"):
+            lt.add_column(col, justify="left" if col == "fidelity" else "right", no_wrap=True)
+        for label, a in live["methods"].items():
+            e = a["error_per_query"]
+            diff = "-" if a["queries_differing"] is None else f"{len(a['queries_differing'])}/{a['queries']}"
+            lt.add_row(label, a["fidelity"], _num(a["live_mat"], ".3f"), _num(a["replay_mat"], ".3f"),
+                       _num(e["mean"], "+.3f"), f"[{e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f}]", diff)
+        console.print(lt)
+        if live["exact_claims_hold"] is False:
+            console.print("[bold red]replay claims exactness for a method whose live run it does not reproduce[/]")
     for label, m in payload["methods"].items():
         if m["kind"] == "fixed":
             continue

@@ -125,6 +125,8 @@ class _LMState:
 class LMGroup:
     """One independent causal LM on the transformers path (any architecture)."""
 
+    counterfactual = "positional"  # q at a position depends on the committed prefix alone
+
     def __init__(self, index: int, lm: CausalLM) -> None:
         self.members, self.lm = (index,), lm
 
@@ -178,6 +180,8 @@ class LMGroup:
 
 class StackedGroup:
     """Plain-Llama drafters of one shape: one batched forward evaluates them all."""
+
+    counterfactual = "positional"
 
     def __init__(self, indices: list[int], lms: list[CausalLM]) -> None:
         self.members = tuple(indices)
@@ -241,12 +245,18 @@ class _EagleState:
 
 
 class Eagle3Group:
-    """One EAGLE-3 head (DESIGN.md section 4): drafts from the target's fused hidden states."""
+    """One EAGLE-3 head (DESIGN.md section 4): drafts from the target's fused hidden states.
+
+    Counterfactual modes depth1 and aligned; a head that cannot be stacked
+    (its own embeddings) is scored `aligned` when `exact` is asked for, and
+    the trace says so per drafter.
+    """
 
     needs_target_features = True
 
-    def __init__(self, index: int, head: Any) -> None:
+    def __init__(self, index: int, head: Any, counterfactual: str = "aligned") -> None:
         self.members, self.head = (index,), head
+        self.counterfactual = "aligned" if counterfactual == "exact" else counterfactual
 
     def new_state(self, capacity: int) -> _EagleState:
         return _EagleState(self.head.new_cache())
@@ -318,7 +328,12 @@ class Eagle3Group:
         return tree
 
     def observe(self, state: _EagleState, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None) -> torch.Tensor:
-        # Depth m of the counterfactual runs on the head's own hidden from depth
+        if self.counterfactual == "depth1":  # rows L-n-2..L-3 on target features, one call
+            state.target_rows = min(state.target_rows, L - n - 2)
+            logits, _ = self._depth_one(state, ctx, L)
+            self.settle(state, 0, L)
+            return self.head.target_logits(logits[-(n + 1) : -1]).unsqueeze(0)  # (1, n, V)
+        # aligned: depth m of the counterfactual runs on the head's own hidden from depth
         # m-1, so the n rows are computed one after another (DESIGN.md section 5).
         start = L - n
         _, rows = self._chain(state, ctx, start, n, None)
@@ -345,17 +360,37 @@ class StackedEagle3Group:
 
     needs_target_features = True
 
-    def __init__(self, indices: list[int], heads: list) -> None:
+    def __init__(self, indices: list[int], heads: list, counterfactual: str = "aligned", K: int = 5) -> None:
         self.members = tuple(indices)
         self.stack = StackedEagle3(heads)
+        self.counterfactual, self.K = counterfactual, K  # K: the exact mode's chain depth
+        self.greedy = False  # T = 0: the exact mode prunes chains that missed (set by the engine)
 
     def new_state(self, capacity: int) -> _StackedEagleState:
         return _StackedEagleState(self.stack.new_cache(capacity), [0] * self.stack.n)
 
     def prefill(self, state: _StackedEagleState, ctx: Prefix, L: int) -> None:
         if L > 2:  # rows 0..L-3 for every head
-            self.stack.layer(ctx.x[1 : L - 1], self.stack.fuse(ctx.feats[: L - 2]), state.cache)
+            hidden = self.stack.layer(ctx.x[1 : L - 1], self.stack.fuse(ctx.feats[: L - 2]), state.cache)
             state.target_rows[:] = [L - 2] * self.stack.n
+            self._keep(state, hidden, 0, None)
+
+    def _keep(self, state: _StackedEagleState, hidden: torch.Tensor, a: int, member: int | None) -> None:
+        """Exact mode: remember the depth-1 hidden of target rows a.. (ring of the last `ring` rows), so
+        a chain from an earlier start needs no recomputation of its first step."""
+        if self.counterfactual != "exact":
+            return
+        ring = 2 * self.K + 8  # chains start at most K before a round: rows back to L-2K-2 are read
+        if state.h1 is None:
+            state.h1 = hidden.new_zeros(self.stack.n, ring, hidden.shape[-1])
+            state.h1_row = torch.full((self.stack.n, ring), -1, dtype=torch.long, device=hidden.device)
+        T = hidden.shape[1]
+        if T > ring:  # only the last `ring` rows can be read
+            hidden, a = hidden[:, T - ring :], a + T - ring
+        rows = torch.arange(a, a + hidden.shape[1], device=hidden.device)
+        sel = slice(None) if member is None else slice(member, member + 1)
+        state.h1[sel, rows % ring] = hidden
+        state.h1_row[sel, rows % ring] = rows
 
     def _depth_one(self, state: _StackedEagleState, ctx: Prefix, L: int, member: int | None):
         """Catch-up and depth 1 for one head or all (aligned first) -> hidden (B, T, H); the last row predicts x[L]."""
@@ -368,6 +403,7 @@ class StackedEagle3Group:
         hidden = self.stack.layer(ctx.x[a + 1 : L], self.stack.fuse(ctx.feats[a : L - 1], member), state.cache, member)
         for m in fed:
             state.target_rows[m] = L - 1
+        self._keep(state, hidden, a, member)
         return hidden
 
     def draft(self, state: _StackedEagleState, member: int, ctx: Prefix, L: int, k: int, pick: Pick):
@@ -401,7 +437,17 @@ class StackedEagle3Group:
         return tree
 
     def observe(self, state: _StackedEagleState, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None) -> torch.Tensor:
-        # Every head's counterfactual along the n verified tokens, depth by depth, all heads per call.
+        if self.counterfactual == "exact":
+            return self._observe_exact(state, ctx, L, n)
+        if self.counterfactual == "depth1":  # every position as a round's first draft: one call
+            for m in range(self.stack.n):
+                state.target_rows[m] = min(state.target_rows[m], L - n - 2)
+            hidden = self._depth_one(state, ctx, L, None)  # (N, T, H): rows a..L-2
+            for m in range(self.stack.n):
+                self.settle(state, m, L)
+            return self.stack.target_logits(hidden[:, -(n + 1) : -1])  # rows L-n-2..L-3: (N, n, V)
+        # aligned: every head's counterfactual along the n verified tokens from the round's start,
+        # depth by depth, all heads per call.
         start = L - n
         hidden = self._depth_one(state, ctx, start, None)[:, -1:]  # (N, 1, H)
         rows = []
@@ -413,6 +459,75 @@ class StackedEagle3Group:
             self.settle(state, m, L)
         return torch.stack(rows, dim=1)  # (N, n, V)
 
+    def _observe_exact(self, state: _StackedEagleState, ctx: Prefix, L: int, n: int) -> torch.Tensor:
+        """The exact counterfactual (DESIGN.md section 5) -> q logits by depth (N, n, K, V).
+
+        Entry [:, i, d] is the head's q at position t = L-n+i when a round
+        starting at S = t-d drafts it at depth d+1: depth 1 from the target's
+        feature at S-2 (row S-2), deeper on its own hidden, fed the verified
+        tokens (what it drafted, wherever the round had accepted so far). Every
+        start whose chain reaches a new position, S in [L-n-K+1, L), is
+        re-run from depth 1, all starts and heads of a depth in one call: K
+        calls a round. Each chain's rows see the target rows before S-1 and
+        its own rows only (a mask), and are dropped afterwards.
+
+        Greedy (T = 0): a chain whose draft missed cannot go deeper in any
+        round, so a start is dropped once every head's chain from it has
+        missed, and the depths stop when no start is left (fewer and smaller
+        calls). The entries it never scores read as misses (gamma 0): the
+        estimators stop at a chain's first miss and never read past it.
+        """
+        K, N = self.K, self.stack.n
+        lo = max(2, L - n - K + 1)  # the earliest start whose chain reaches position L-n
+        self._depth_one(state, ctx, L, None)  # catch-up: target rows up to L-2, kept in the ring
+        dev = state.h1.device
+        starts = torch.arange(lo, L, device=dev)  # (S,)
+        rows = starts - 2  # row r = depth 1 of start r+2
+        slot = rows % state.h1.shape[1]
+        if not bool((state.h1_row[:, slot] == rows).all()):  # rows no feed kept (e.g. a head that lagged)
+            for m in range(N):
+                state.target_rows[m] = min(state.target_rows[m], lo - 2)
+            self._depth_one(state, ctx, L, None)
+        hidden = state.h1[:, slot]  # (N, S, H)
+        base = state.cache.lengths[0]  # = L-1 target rows
+        V = self.stack.vocab_size
+        out = torch.full((N, n, K, V), float("-inf"), device=dev)
+        # Unscored entries (pruned chains, starts before position 2) put q on a token other than the verified one.
+        miss = ctx.x[L - n : L] + 1
+        out.scatter_(-1, (miss % V).view(1, n, 1, 1).expand(N, n, K, 1), 0.0)
+        owner = torch.empty(0, dtype=torch.long, device=dev)  # the start of each chain row appended so far
+        alive = None  # greedy: (N, S) every head's chain from each start accepted so far
+        for d in range(K):  # depth d+1 scores position S+d
+            if d:
+                keep = starts + d <= L - 1
+                if alive is not None:
+                    keep &= alive.any(dim=0)
+                starts, hidden = starts[keep], hidden[:, keep]
+                if not starts.numel():
+                    break
+                m = starts.numel()
+                cols = torch.arange(base, device=dev)
+                visible = torch.cat([cols[None, :] <= (starts[:, None] - 2),  # target rows 0..S-2
+                                     owner[None, :] == starts[:, None],  # the chain's own earlier rows
+                                     torch.eye(m, dtype=torch.bool, device=dev)], dim=1)
+                hidden = self.stack.layer(ctx.x[starts + d - 1], hidden, state.cache,
+                                          positions=starts + d - 2, visible=visible)
+                owner = torch.cat([owner, starts])
+            t = starts + d  # positions scored
+            new = t >= L - n
+            if self.greedy:  # only argmaxes matter: q one-hot on each head's pick (the engine reads its argmax)
+                pick = self.stack.target_argmax(hidden)  # (N, S): every chain, to know which go on
+                out[:, t[new] - (L - n), d] = torch.full((N, int(new.sum()), V), float("-inf"), device=dev).scatter_(
+                    -1, pick[:, new, None], 0.0)
+                hit = pick == ctx.x[t]  # (N, S)
+                alive = hit if alive is None else alive[:, keep] & hit
+            elif new.any():
+                out[:, t[new] - (L - n), d] = self.stack.target_logits(hidden[:, new])
+        for m in range(N):
+            state.cache.lengths[m] = base
+            self.settle(state, m, L)
+        return out
+
     def settle(self, state: _StackedEagleState, member: int, L: int) -> None:
         state.target_rows[member] = min(state.target_rows[member], L - 2)
         state.cache.lengths[member] = state.target_rows[member]
@@ -422,19 +537,25 @@ class StackedEagle3Group:
 class _StackedEagleState:
     cache: Any
     target_rows: list[int]
+    h1: torch.Tensor | None = None  # exact mode: (N, ring, H) depth-1 hidden of recent target rows
+    h1_row: torch.Tensor | None = None  # (N, ring) the row each slot holds, -1: none
 
 
-def group_drafters(pool: Pool, *, stack: bool = True) -> list[DrafterGroup]:
-    """Split the pool into groups: same-shape plain-Llama LMs stacked, the rest one by one."""
+def group_drafters(pool: Pool, *, stack: bool = True, counterfactual: str = "aligned", K: int = 5) -> list[DrafterGroup]:
+    """Split the pool into groups: same-shape plain-Llama LMs stacked, the rest one by one.
+
+    counterfactual: how EAGLE-3 heads are scored (DESIGN.md section 5); `exact`
+    runs on stacks, so a lone stackable head becomes a stack of one.
+    """
     groups: list[DrafterGroup] = []
     by_shape: dict[tuple, list[int]] = {}
     heads_by_shape: dict[tuple, list[int]] = {}
     for j, (spec, lm) in enumerate(zip(pool.specs, pool.drafters)):
         config = getattr(getattr(lm, "model", None), "config", None)  # None: not a transformers model
         if spec.kind == "eagle3":
-            key = eagle3_shape_key(lm) if stack else None
+            key = eagle3_shape_key(lm) if stack or counterfactual == "exact" else None
             if key is None:
-                groups.append(Eagle3Group(j, lm))
+                groups.append(Eagle3Group(j, lm, counterfactual))
             else:
                 heads_by_shape.setdefault(key, []).append(j)
         elif stack and spec.kind == "lm" and config is not None and stackable(config):
@@ -447,8 +568,8 @@ def group_drafters(pool: Pool, *, stack: bool = True) -> list[DrafterGroup]:
         else:
             groups.append(StackedGroup(indices, [pool.drafters[j] for j in indices]))
     for indices in heads_by_shape.values():
-        if len(indices) == 1:
-            groups.append(Eagle3Group(indices[0], pool.drafters[indices[0]]))
+        if len(indices) == 1 and counterfactual != "exact":
+            groups.append(Eagle3Group(indices[0], pool.drafters[indices[0]], counterfactual))
         else:
-            groups.append(StackedEagle3Group(indices, [pool.drafters[j] for j in indices]))
+            groups.append(StackedEagle3Group(indices, [pool.drafters[j] for j in indices], counterfactual, K))
     return groups

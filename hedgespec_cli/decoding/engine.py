@@ -17,6 +17,7 @@ choose) catches up in the same forward as its first draft step.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -54,6 +55,10 @@ PHASES = ("prefill", "draft", "verify", "evaluate", "learn", "other")
 # |logit| / T passes float32's 3.4e38 (T ~ 1e-37 for realistic logits, or T itself below
 # float32's smallest positive value) the probabilities are NaN and sampling crashes.
 MIN_TEMPERATURE = 0.01
+# How full-information feedback scores an EAGLE-3 head (DESIGN.md section 5); plain LMs are exact in any.
+COUNTERFACTUAL_MODES = ("exact", "depth1", "aligned")
+# The default (DESIGN.md section 5): the most faithful mode whose evaluation costs at most twice `aligned`'s.
+DEFAULT_COUNTERFACTUAL = "depth1"
 
 
 @dataclass(frozen=True)
@@ -66,8 +71,12 @@ class DecodeSettings:
     max_new_tokens: int = 128
     stop_at_eos: bool = True
     tree: TreeShape | None = None
+    counterfactual: str = DEFAULT_COUNTERFACTUAL  # EAGLE-3 heads' full-information scoring (COUNTERFACTUAL_MODES)
 
     def __post_init__(self) -> None:
+        if self.counterfactual not in COUNTERFACTUAL_MODES:
+            raise ConfigError(f"counterfactual must be one of {', '.join(COUNTERFACTUAL_MODES)} "
+                              f"(got {self.counterfactual!r})")
         if self.K < 1:
             raise ConfigError(f"K must be at least 1 (got {self.K}); pass -K 1 or more")
         if not (self.temperature >= 0 and math.isfinite(self.temperature)):  # NaN fails both
@@ -141,6 +150,7 @@ class QueryRecord:
     phase_ns: dict[str, int] = field(default_factory=dict)
     wall_ns: int = 0
     stop: str = "length"
+    gamma_depth: np.ndarray | None = None  # (L, K, N) by drafting depth (EAGLE-3 exact mode), else None
 
     @property
     def new_tokens(self) -> int:
@@ -172,8 +182,15 @@ class Engine:
             raise ConfigError(f"tree top_k {settings.tree.top_k} exceeds the vocabulary of {pool.target.vocab_size} "
                               "tokens; pass a smaller --tree-top-k")
         # Same-shape plain-Llama drafters are stacked and evaluated in one call.
-        self.groups = group_drafters(pool, stack=stack_drafters)
+        mode = settings.counterfactual if settings.tree is None else "aligned"  # trees score top-k children
+        self.groups = group_drafters(pool, stack=stack_drafters, counterfactual=mode, K=settings.K)
+        self._by_depth = any(g.counterfactual == "exact" for g in self.groups)
+        for g in self.groups:
+            if hasattr(g, "greedy"):
+                g.greedy = settings.greedy
         self._where = {j: (gi, m) for gi, g in enumerate(self.groups) for m, j in enumerate(g.members)}
+        # Per drafter, how full-information feedback scores it (selection/trace.py COUNTERFACTUALS).
+        self.counterfactual = tuple(self.groups[self._where[j][0]].counterfactual for j in range(len(pool.drafters)))
         # EAGLE-3 heads read the target's hidden states at three layers (DESIGN.md section 4).
         self._fused, self._feat_width = None, 0
         if any(getattr(g, "needs_target_features", False) for g in self.groups):
@@ -187,6 +204,7 @@ class Engine:
         self.eos = pool.tokenizer.eos_token_id if settings.stop_at_eos else None
         # perf_counter_ns, synchronised with the device first when it is a GPU.
         self._now = PhaseTimer(self.device).now
+        self._warned: set[str] = set()  # drafters already warned about running past their trained context
 
     @property
     def n_drafters(self) -> int:
@@ -214,6 +232,8 @@ class Engine:
         if P > 1:
             self._target(ctx, 0, P - 1, t_cache)
         extra = s.tree.fed_rows(s.K) if s.tree else 0  # drafter rows a growing tree occupies
+        if self._by_depth:  # the exact counterfactual's chains: at most 2K rows per depth, K depths
+            extra = max(extra, 2 * s.K * s.K)
         states = [g.new_state(x.numel() + extra) for g in self.groups]
         if full:  # bandit methods prefill a drafter only when they first choose it
             for g, state in zip(self.groups, states):
@@ -222,7 +242,7 @@ class Engine:
         t0 = now()  # end of the previous step: `other` is the gap since then
         phase["prefill"] = t0 - t_start
 
-        L, rounds, gammas, stop = P, [], [], "length"
+        L, rounds, gammas, depths, stop = P, [], [], [], "length"
         while L - P < s.max_new_tokens:
             k = min(s.K, s.max_new_tokens - (L - P) - 1) if spec else 0
             decision = chooser.choose(L - P) if spec else None
@@ -238,16 +258,17 @@ class Engine:
             L += n
             t_cache.crop(L - 1)
             t3 = now()
-            gamma = None
+            gamma = depth = None
             if full:
-                gamma = self._evaluate(arm, states, ctx, q_logits, p_logits[:n], L, n)
+                gamma, depth = self._evaluate(arm, states, ctx, q_logits, p_logits[:n], L, n, P)
                 gammas.append(gamma)
+                depths.append(depth)
             elif spec:
                 gi, member = self._where[arm]
                 self.groups[gi].settle(states[gi], member, L)
             t4 = now()
             if spec:
-                chooser.update(self._feedback(chooser, arm, gamma, n, k, q_logits, p_logits))
+                chooser.update(self._feedback(chooser, arm, gamma, depth, n, k, q_logits, p_logits))
             t5 = now()
             nodes = draft.size if isinstance(draft, DraftTree) else 0
             rounds.append(RoundRecord(arm, n, k, a, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t1 - t0, decision, nodes))
@@ -263,7 +284,8 @@ class Engine:
             phase["learn"] += r.learn_ns
         phase["other"] = wall - sum(phase.values())
         gamma_all = np.concatenate(gammas) if full else None
-        return QueryRecord(P, x[P:L].tolist(), rounds, gamma_all, phase, wall, stop)
+        depth_all = np.concatenate(depths) if full and self._by_depth else None
+        return QueryRecord(P, x[P:L].tolist(), rounds, gamma_all, phase, wall, stop, depth_all)
 
     # -- the steps of a round -------------------------------------------------
 
@@ -353,10 +375,15 @@ class Engine:
         p_logits: torch.Tensor,
         L: int,
         n: int,
-    ) -> np.ndarray:
-        """Bring every drafter up to date with the n verified tokens -> gamma (n, N).
+        P: int,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Bring every drafter up to date with the n verified tokens -> gamma (n, N) and, when a
+        group scores by depth (EAGLE-3 exact mode), gamma by depth (n, K, N), else None.
 
-        The chosen drafter reuses the q rows it computed while drafting.
+        The chosen drafter reuses the q rows it computed while drafting. By depth,
+        entry [i, d] is position L-n+i drafted at depth d+1, by a round starting
+        at L-n+i-d; entries whose start precedes the first new token P are 0
+        (no round starts there; the estimators never read them).
         """
         s = self.settings
         tree = s.tree
@@ -365,32 +392,46 @@ class Engine:
             p_side = p_logits  # only trees read it: a chain's argmax of p is the committed tokens
         else:
             p_side = process_logits(p_logits, s.temperature, s.top_p)
-        gamma = torch.empty(self.n_drafters, n, dtype=torch.float64, device=self.device)  # where the drafters are
+        K = s.K
+        gamma = torch.empty(self.n_drafters, n, K, dtype=torch.float64, device=self.device)  # where the drafters are
         g_chosen, m_chosen = self._where[chosen]
+        tokens = ctx.x[L - n : L]
         for gi, (g, state) in enumerate(zip(self.groups, states)):
             mine = gi == g_chosen
-            q = g.observe(state, ctx, L, n, m_chosen if mine else None, q_logits if mine else None)  # (m, n, V)
+            q = g.observe(state, ctx, L, n, m_chosen if mine else None, q_logits if mine else None)  # (m, n[, K], V)
+            by_depth = q.dim() == 4  # (m, n, K, V): one row per position and drafting depth
+            if by_depth:
+                q = q.reshape(q.shape[0], n * K, -1)
+            reps = K if by_depth else 1
             if tree is not None:  # the target's mass on each drafter's top_k children (DESIGN.md section 5)
                 prim = gamma_tree_greedy(p_side, q, tree.top_k) if s.greedy else gamma_tree_sampling(p_side, q, tree.top_k)
             elif s.greedy:
-                prim = gamma_greedy_at(ctx.x[L - n : L], q)
+                prim = gamma_greedy_at(tokens.repeat_interleave(reps), q)
             else:
-                prim = gamma_sampling(p_side.unsqueeze(0), process_logits(q, s.temperature, s.top_p))
-            gamma[self._rows[gi]] = prim
-        return gamma.T.cpu().numpy()  # (n, N)
+                prim = gamma_sampling(p_side.repeat_interleave(reps, dim=0).unsqueeze(0),
+                                      process_logits(q, s.temperature, s.top_p))
+            prim = prim.reshape(-1, n, K) if by_depth else prim.unsqueeze(-1).expand(-1, n, K)
+            gamma[self._rows[gi]] = prim.to(torch.float64)
+        if not self._by_depth:
+            return gamma[:, :, 0].T.cpu().numpy(), None  # (n, N)
+        starts = (L - n + torch.arange(n, device=self.device))[:, None] - torch.arange(K, device=self.device)
+        gamma[:, starts < P] = 0.0  # no round starts before the first new token
+        depth = gamma.permute(1, 2, 0).cpu().numpy()  # (n, K, N)
+        return depth[:, 0].copy(), depth
 
     def _feedback(
         self,
         chooser: Chooser,
         arm: int,
         gamma: np.ndarray | None,
+        depth: np.ndarray | None,
         n: int,
         k: int,
         q_logits: torch.Tensor | None,
         p_logits: torch.Tensor,
     ) -> FullFeedback | BanditFeedback:
         if chooser.needs_full_feedback:
-            return FullFeedback(gamma, arm, self.settings.K)
+            return FullFeedback(gamma, arm, self.settings.K, depth)
         reward = self._block_reward(q_logits, p_logits, k) if getattr(chooser, "needs_block_reward", False) else None
         return BanditFeedback(arm, n, k, self.settings.K, reward)
 
@@ -417,6 +458,13 @@ class Engine:
         limits = [lm.max_positions for lm in (self.pool.target, *self.pool.drafters)]
         limit = min((m for m in limits if m is not None), default=None)
         need = len(prompt_ids) + self.settings.max_new_tokens + self.settings.K + 1
+        for d in self.pool.drafters:  # a head trained shorter still runs (rotary positions extend): say so once
+            trained = getattr(d, "trained_positions", None)
+            if trained is not None and need > trained and d.name not in self._warned:
+                self._warned.add(d.name)
+                print(f"warning: drafter {d.name!r} was trained on contexts of {trained} tokens; this run reaches "
+                      f"{need} (its rotary embedding extends, its acceptance may drop beyond {trained})",
+                      file=sys.stderr)
         if limit is not None and need > limit:
             raise WorkloadError(
                 f"prompt of {len(prompt_ids)} tokens + max_new_tokens {self.settings.max_new_tokens} "

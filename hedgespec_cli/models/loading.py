@@ -144,7 +144,10 @@ def _load_eagle3(spec: ModelSpec, target: CausalLM, dtype: torch.dtype, device: 
 
     head = load_eagle3(spec.path, target.model.get_input_embeddings(), dtype=dtype, device=device)
     head.name, head.vocab_size = spec.name, head.config.vocab_size
-    head.max_positions = head.config.max_position_embeddings
+    # No hard context limit: the head's rotary embedding is computed for any position (EAGLE's released
+    # heads say 2048, their targets 128k). The engine warns past the length it was trained on.
+    head.max_positions = None
+    head.trained_positions = head.config.max_position_embeddings
     head.config.feature_layers(target.model.config.num_hidden_layers)  # ids the target has, or a clear error
     want = target.model.config.hidden_size
     if head.config.target_hidden_size != want:

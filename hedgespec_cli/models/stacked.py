@@ -304,6 +304,13 @@ class StackedEagle3:
         return h + (F.silu(m @ w["gate_proj"]) * (m @ w["up_proj"])) @ w["down_proj"]
 
     @torch.inference_mode()
+    def target_argmax(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(N, T, H) hidden -> (N, T) target ids of every head's argmax: `target_logits(...).argmax(-1)`
+        without the target-vocabulary tensor (draft ids map to target ids in increasing order)."""
+        draft = (_rms(hidden, self.norm, self.eps) @ self.lm_head).float()  # (N, T, V_d)
+        return self.target_ids.gather(1, draft.argmax(dim=-1))
+
+    @torch.inference_mode()
     def target_logits(self, hidden: torch.Tensor, member: int | None = None) -> torch.Tensor:
         """(B, T, H) hidden -> (B, T, V) float32 target-vocabulary logits, -inf outside each draft vocabulary."""
         sel = slice(None) if member is None else slice(member, member + 1)

@@ -139,7 +139,8 @@ def estimator_lines(payload: dict[str, Any]) -> Text | None:
     if not rows:
         return None
     out = Text()
-    out.append("one-step estimator vs the rounds played (tokens/round; exact at T = 0, its bias measured at T > 0):",
+    out.append("one-step estimator vs the rounds played (tokens/round; the chosen drafter at its own round "
+               "starts, equal by construction at T = 0; the audit below checks drafters that did not play):",
                style="bold")
     for name, e in rows:
         out.append(f"\n  {name}: predicted {e['estimated_per_round']:.3f}, actual {e['actual_per_round']:.3f}, "
@@ -165,6 +166,26 @@ def block_oracle_lines(payload: dict[str, Any]) -> Text | None:
                        if m["queries"] % ob["queries"] == 0)
     if ratios:
         out.append(f"\n  MAT / MAT(per-block oracle): {ratios}")
+    return out
+
+
+def audit_lines(payload: dict[str, Any]) -> Text | None:
+    """Each live method against its replay on the run's own trace (selection/audit.py)."""
+    a = payload.get("replay_audit") or {}
+    if not a.get("methods"):
+        return None
+    out = Text()
+    draws = "" if a["draws"] == 1 else f", {a['draws']} seeded acceptance draws per query"
+    out.append("replay audit: each method replayed on this run's trace vs its live run (MAT in tokens/round; "
+               f"error = replay - live, mean over queries [95% bootstrap CI]{draws}):", style="bold")
+    for name, m in a["methods"].items():
+        e = m["error_per_query"]
+        differ = "" if m["queries_differing"] is None else f", {len(m['queries_differing'])}/{m['queries']} queries differ"
+        out.append(f"\n  {name} ({m['fidelity']}): live {m['live_mat']:.3f}, replay {m['replay_mat']:.3f}, "
+                   f"error {e['mean']:+.3f} [{e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f}]{differ}")
+    reasons = sorted({m["fidelity_reason"] for m in a["methods"].values() if m["fidelity"] != "exact"})
+    for r in reasons:
+        out.append(f"\n  approximate: {r}", style="dim")
     return out
 
 
@@ -225,7 +246,7 @@ def render_run(payload: dict[str, Any], console: Console | None = None, *, adapt
     if payload.get("acceptance_matrix"):
         parts.append(acceptance_matrix_table(payload["acceptance_matrix"], tree=bool(payload["config"].get("tree"))))
     parts += [position_table(payload)]
-    for lines in (estimator_lines(payload), block_oracle_lines(payload)):
+    for lines in (estimator_lines(payload), block_oracle_lines(payload), audit_lines(payload)):
         if lines is not None:
             parts += [lines, Text("")]
     parts += [verdict_lines(payload), telemetry_lines(payload)]

@@ -47,7 +47,8 @@ def _estimator(record: Any, K: int) -> dict[str, Any] | None:
     the query's gamma, or for draft trees, whose gamma scores top-k children, not a chain)."""
     if record.gamma is None or any(r.tree_nodes for r in record.rounds):
         return None
-    n_hat = expected_round_lengths(record.gamma, K)  # (L, N)
+    g = record.gamma if getattr(record, "gamma_depth", None) is None else record.gamma_depth
+    n_hat = expected_round_lengths(g, K)  # (L, N)
     s, estimated, actual, rounds = 0, 0.0, 0, 0
     for r in record.rounds:
         if r.drafter is not None and r.drafted:
@@ -258,6 +259,7 @@ def validity(
     max_repeat_cv: float,
     methods_payload: dict[str, Any],
     telemetry: dict[str, Any] | None,
+    replay_audit: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """MLPerf-style verdict: each constraint True/False, or None when it could not be checked."""
     timed = [q for q in lines if not q["warmup"]]
@@ -279,7 +281,12 @@ def validity(
         "min_tokens": all(m["new_tokens"] >= min_tokens for m in methods_payload.values()) if methods_payload else False,
         "repeat_spread": (max(cvs) <= max_repeat_cv) if cvs else None,
         "no_throttling": None if throttled is None else not throttled,
+        # Wherever replay (and so the oracle, regret and estimator) claims exactness, the run's own
+        # live methods must agree with it query by query (selection/audit.py).
+        "replay_exact": (replay_audit or {}).get("exact_claims_hold"),
     }
+    broken = sorted(m for m, a in ((replay_audit or {}).get("methods") or {}).items()
+                    if a["fidelity"] == "exact" and a["queries_differing"])
     notes = {
         "lossless": (
             "not checked: T > 0 (distribution equality is tested statistically in the test suite)"
@@ -293,6 +300,10 @@ def validity(
         if cvs else "not checked: one repeat",
         "no_throttling": "no GPU throttling seen" if throttled is False else "GPU throttling seen"
         if throttled else "not checked: no GPU telemetry",
+        "replay_exact": f"replay claims exactness but differs from the live run for: {', '.join(broken)}"
+        if broken else "every method replay calls exact reproduces its live rounds and decisions, query by query"
+        if (replay_audit or {}).get("exact_claims_hold") else "not checked: replay claims exactness for no "
+        "method that ran live (approximate counterfactual, T > 0, trees, or no trace)",
     }
     valid = all(v is not False for v in constraints.values())
     return {"valid": valid, "constraints": constraints, "notes": notes}

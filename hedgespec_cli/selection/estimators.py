@@ -8,6 +8,15 @@ It reads the K-window gamma[s : s+K]. At T = 0 gamma is the 0/1 argmax-match
 indicator and A_s[j] is exactly the number of tokens a round with drafter j
 would append (accepted run + the correction/bonus token).
 
+EAGLE-3 heads draft deeper positions from their own hidden state, so their
+gamma depends on the depth at which a position is drafted. Every function here
+also takes gamma by depth, (L, K, N): G[t, d, j] is drafter j's gamma at
+position t drafted at depth d + 1 (by a round starting at t - d), and then
+
+    A_s[j] = 1 + sum_{k=1..K} prod_{m=0..k-1} G[s+m, m, j]
+
+(a (L, N) gamma is the same value at every depth: plain LMs).
+
 Losses, both in [0, 1]:
     TAP  l_s[j] = 1 - gamma_s[j]           (needs gamma_s only: window 1)
     EAL  l_s[j] = 1 - A_s[j] / (K + 1)     (needs the K-window)
@@ -20,8 +29,18 @@ import numpy as np
 from hedgespec_cli.selection.base import check_finite
 
 
+def by_depth(gamma: np.ndarray, K: int) -> np.ndarray:
+    """(L, N) gamma -> (L, K, N), the same at every depth; (L, K, N) is returned as float64."""
+    gamma = np.asarray(gamma, dtype=np.float64)
+    if gamma.ndim == 2:
+        return np.repeat(gamma[:, None, :], K, axis=1)
+    if gamma.ndim != 3 or gamma.shape[1] < K:
+        raise ValueError(f"gamma must be (L, N) or (L, K >= {K}, N), got shape {gamma.shape}")
+    return gamma[:, :K]
+
+
 def acceptance_lengths(gamma: np.ndarray, K: int, *, close: bool = False) -> np.ndarray:
-    """A_s for positions of a (L, N) gamma matrix -> (M, N) float64.
+    """A_s for positions of a (L, N) (or by depth (L, K, N)) gamma -> (M, N) float64.
 
     close=False: only positions whose K-window is complete, s = 0..L-K
         (M = max(L - K + 1, 0)).
@@ -31,19 +50,20 @@ def acceptance_lengths(gamma: np.ndarray, K: int, *, close: bool = False) -> np.
         T = 0 before the end-of-text cap.
     """
     gamma = np.asarray(gamma, dtype=np.float64)
-    if gamma.ndim != 2:
-        raise ValueError(f"gamma must be (L, N), got shape {gamma.shape}")
+    if gamma.ndim not in (2, 3):
+        raise ValueError(f"gamma must be (L, N) or (L, K, N), got shape {gamma.shape}")
     check_finite(gamma, "gamma")
-    L, N = gamma.shape
+    G = by_depth(gamma, K)  # (L, K, N)
+    L, N = G.shape[0], G.shape[2]
     if close:
-        gamma = np.concatenate([gamma, np.zeros((K - 1, N))])
-    if gamma.shape[0] < K:
+        G = np.concatenate([G, np.zeros((K - 1, K, N))])
+    if G.shape[0] < K:
         return np.zeros((0, N))
-    M = gamma.shape[0] - K + 1
-    run = np.ones((M, N))  # prod_{m<k} gamma[s+m], grown one k at a time
+    M = G.shape[0] - K + 1
+    run = np.ones((M, N))  # prod_{m<k} G[s+m, m], grown one k at a time
     A = np.ones((M, N))
     for m in range(K):
-        run *= gamma[m : m + M]
+        run *= G[m : m + M, m]
         A += run
     return A
 
@@ -61,7 +81,7 @@ def eal_loss(A: np.ndarray, K: int) -> np.ndarray:
 def expected_round_lengths(gamma: np.ndarray, K: int) -> np.ndarray:
     """min(A_s[j], L - s): the tokens a round starting at s with drafter j is expected to
     append, never past the L tokens of the text -> (L, N) float64 (exact for 0/1 gamma)."""
-    L = np.asarray(gamma).shape[0]
+    L = np.asarray(gamma).shape[0]  # (L, N) or by depth (L, K, N)
     return np.minimum(acceptance_lengths(gamma, K, close=True), (L - np.arange(L))[:, None])
 
 

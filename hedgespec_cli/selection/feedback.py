@@ -23,11 +23,14 @@ class FullFeedback:
         indicator at T = 0, `sum min(p, q_j)` at T > 0.
     chosen: the drafter that drafted this round.
     K: draft length of the round.
+    depth: (n, K, N) gamma by the depth a position is drafted at (EAGLE-3 heads
+        in the `exact` counterfactual mode, estimators.py), None otherwise.
     """
 
     gamma: np.ndarray
     chosen: int
     K: int
+    depth: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,9 @@ class QueryContext:
 
     domain: the prompt's true domain label (only `router-label` uses it).
     drafter_names / drafter_domains: the pool, in index order.
-    hindsight_gamma: (L, N) gamma of the whole query, for the hindsight
-        references `oracle` and `oracle-round` only; None for online methods.
+    hindsight_gamma: (L, N) gamma of the whole query (or (L, K, N) by depth),
+        for the hindsight references `oracle` and `oracle-round` only; None
+        for online methods.
     routed_domain: the profile's prompt classifier's guess of the domain (only
         `router` uses it); None without a classifier.
     """

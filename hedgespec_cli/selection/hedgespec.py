@@ -108,6 +108,7 @@ class HedgeSpec:
             self.learner.begin_segment()
         self.K = ctx.K
         self._gamma = np.zeros((64, self.n))
+        self._depth: np.ndarray | None = None  # (verified, K, N) when the feedback carries gamma by depth
         self._verified = self._released = 0
 
     def choose(self, position: int) -> Decision:
@@ -133,6 +134,9 @@ class HedgeSpec:
         if rows.ndim != 2 or rows.shape[1] != self.n or rows.shape[0] < 1:
             raise ValueError(f"{self.name}: gamma must be (n >= 1, {self.n}), got {rows.shape}")
         check_finite(rows, "gamma")
+        if feedback.depth is not None:  # EAGLE-3 exact counterfactual: EAL reads gamma by depth
+            d = np.clip(np.asarray(feedback.depth, dtype=np.float64), 0.0, 1.0)
+            self._depth = d if self._depth is None else np.concatenate([self._depth[: self._verified], d])
         self._append(np.clip(rows, 0.0, 1.0))  # sum min(p, q) may overshoot 1 by rounding
         self._release(close=False)
 
@@ -155,7 +159,8 @@ class HedgeSpec:
         if self.loss == "tap":
             losses = tap_loss(rows)
         else:
-            losses = eal_loss(acceptance_lengths(rows, w, close=close), self.K)  # complete windows only
+            source = rows if self._depth is None else self._depth[start:end]
+            losses = eal_loss(acceptance_lengths(source, w, close=close), self.K)  # complete windows only
         if losses.shape[0]:  # learning is token-level: one step per position, in order
             self.learner.update_many(losses)
         self._released = start + losses.shape[0]

@@ -122,8 +122,8 @@ class _Hindsight:
                 "on a trace, not live"
             )
         g = np.asarray(ctx.hindsight_gamma, dtype=np.float64)
-        if g.ndim != 2 or g.shape[1] != self.n:
-            raise ValueError(f"{self.name}: hindsight_gamma must be (L, {self.n}), got {g.shape}")
+        if g.ndim not in (2, 3) or g.shape[-1] != self.n:
+            raise ValueError(f"{self.name}: hindsight_gamma must be (L, {self.n}) or (L, K, {self.n}), got {g.shape}")
         self._exact = bool(np.isin(g, (0.0, 1.0)).all())
         # Round lengths: exact for 0/1 gamma, expected (A_s) for acceptance probabilities.
         self._table = round_lengths(g, ctx.K) if self._exact else expected_round_lengths(g, ctx.K)

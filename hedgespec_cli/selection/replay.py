@@ -1,12 +1,14 @@
-"""Replay selectors on a gamma trace: offline, exactly as the live engine at T = 0.
+"""Replay selectors on a gamma trace: offline, exactly as the live engine where `fidelity` says so.
 
 Per query with L generated tokens, rounds start at s = 0. Each round:
   1. the selector chooses drafter j (`choose(s)`);
   2. draft length k = min(K, max_new_tokens - s - 1) (k = 0: a plain target step);
-  3. accepted a = leading ones of accept[s : s+k, j];
+  3. accepted a = leading ones of accept[s : s+k, j] (with gamma by drafting
+     depth, EAGLE-3's exact mode: of accept[s+m, m, j], m < k);
   4. n = min(a + 1, L - s) tokens are appended (the end of the text cuts the
      round as EOS / the length cap does live);
-  5. feedback: FullFeedback(gamma[s : s+n]) to full-information selectors;
+  5. feedback: FullFeedback(gamma[s : s+n], gamma_depth[s : s+n]) to full-information
+     selectors;
      BanditFeedback(j, n, k, K) to the others. A method whose registration
      says `not_replayable` (metasd-ucb: its block-divergence reward needs
      distributions along the drafts, which a trace does not hold) is refused
@@ -14,8 +16,18 @@ Per query with L generated tokens, rounds start at s = 0. Each round:
   6. s += n.
 MAT = mean n over rounds.
 
-At T = 0, gamma is the exact 0/1 acceptance indicator (accept = gamma) and
-replay reproduces the live rounds. At T > 0 replay is an APPROXIMATION:
+Selectors are seeded as the live bench seeds them (selection/seeding.py): a
+fresh selector per query from the run seed and the query's index, one per
+pass for `reset: never` methods.
+
+Fidelity, per method (`fidelity`): replay is EXACT (it makes the live run's
+rounds and decisions) only when T = 0, the trace holds chains (no tree), the
+trace says its gamma is the exact counterfactual for every drafter the method
+can choose (Trace.exact_counterfactual; e.g. not for EAGLE-3 heads scored
+along the actual round) and the method's feedback is a function of the trace
+(not MetaSD-UCB's block divergence). Otherwise it is APPROXIMATE (or an
+UPPER BOUND for trees), and `replay` of a run directory measures the error
+against the methods that ran live. At T > 0 replay is an APPROXIMATION:
 accept[s, j] ~ Bernoulli(gamma[s, j]), drawn once per trace from a seeded
 generator, independently per position and drafter, and shared by all methods
 so their comparison is paired; full-information selectors still see the real
@@ -33,6 +45,7 @@ from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.selection.base import REGISTRY, Selector, SelectorSpec, make_selector
 from hedgespec_cli.selection.estimators import round_lengths
 from hedgespec_cli.selection.feedback import BanditFeedback, FullFeedback, QueryContext
+from hedgespec_cli.selection.seeding import query_seed
 from hedgespec_cli.selection.trace import Trace, TraceError, TraceQuery, is_binary
 
 REFERENCES = ("oracle", "oracle-round")
@@ -71,19 +84,83 @@ class QueryRun:
 
 
 @dataclass(frozen=True)
+class Fidelity:
+    """How far a method's replay can be trusted: "exact", "approximate" or "upper bound", and why."""
+
+    label: str
+    reason: str
+
+    @property
+    def exact(self) -> bool:
+        return self.label == "exact"
+
+
+@dataclass(frozen=True)
 class MethodRun:
     label: str
     kind: str
     queries: tuple[QueryRun, ...]
+    fidelity: Fidelity = Fidelity("exact", "")
 
 
 @dataclass(frozen=True)
 class ReplayResult:
     trace: Trace
     seed: int
-    exact: bool  # T = 0: replay equals the live engine
+    exact: bool  # every requested method's replay equals the live engine (fidelity "exact")
     runs: dict[str, MethodRun]  # requested methods and the references, by label
     requested: tuple[str, ...]
+
+
+def feedback_gap(selector: Selector, trace: Trace) -> str | None:
+    """Why replay cannot hand this selector the feedback the live engine would (None: it can).
+
+    The hook for a method whose live feedback the trace does not determine: a
+    selector that sets `replay_exact = False`. Methods whose feedback a trace
+    cannot hold at all (metasd-ucb's block divergence, router's prompt) are
+    registered `not_replayable` and refused before they get here.
+    """
+    if getattr(selector, "replay_exact", True) is False:
+        return f"{selector.name} declares that replay cannot reproduce its live feedback"
+    return None
+
+
+def drafters_used(spec: SelectorSpec, trace: Trace) -> set[int] | None:
+    """The drafters a method can choose: fixed:NAME's one, else all (None)."""
+    if REGISTRY[spec.name].kind == "fixed":
+        return {int(make_selector(spec, trace.N, trace.drafters).arm)}
+    return None
+
+
+def fidelity(trace: Trace, spec: SelectorSpec, selector: Selector | None = None) -> Fidelity:
+    """Whether replaying `spec` on `trace` reproduces the live run exactly (module docstring)."""
+    selector = selector or make_selector(spec, trace.N, trace.drafters)
+    if trace.tree is not None:
+        return Fidelity("upper bound", "draft-tree trace: gamma counts the target's token among a drafter's "
+                        "top_k as if no node had been pruned")
+    if trace.temperature > 0:
+        return Fidelity("approximate", f"T = {trace.temperature}: acceptance drawn as Bernoulli(gamma)")
+    if trace.counterfactual is None:
+        return Fidelity("approximate", "the trace does not record how its gamma was scored (an older trace)")
+    if not trace.exact_counterfactual(drafters_used(spec, trace)):
+        used = drafters_used(spec, trace)
+        modes = sorted({trace.counterfactual[j] for j in (used if used is not None else range(trace.N))}
+                       - {"positional"})
+        return Fidelity("approximate", f"gamma scored in counterfactual mode {', '.join(modes)}, "
+                        "not the exact counterfactual of a round started at each position")
+    gap = feedback_gap(selector, trace)
+    if gap is not None:
+        return Fidelity("approximate", gap)
+    return Fidelity("exact", "T = 0, exact counterfactual: the live engine makes the same rounds")
+
+
+def run_length(accept: np.ndarray, s: int, k: int, j: int) -> int:
+    """Accepted drafts of a round starting at s drafting k with drafter j: leading ones of
+    accept[s : s+k, j], read along the drafting depth when accept is (L, K, N)."""
+    if accept.ndim == 2:
+        return leading_ones(accept[s : s + k, j])
+    m = np.arange(min(k, accept.shape[0] - s))
+    return leading_ones(accept[s + m, m, j])
 
 
 def leading_ones(row: np.ndarray) -> int:
@@ -96,14 +173,14 @@ def acceptance_draws(trace: Trace, seed: int) -> list[np.ndarray]:
     """Per query (L, N) 0/1 acceptance: gamma itself at T = 0, seeded Bernoulli(gamma) at T > 0."""
     if trace.temperature == 0:
         for q in trace.queries:
-            if not is_binary(q.gamma):
+            if not is_binary(q.acceptance):
                 raise TraceError(
                     f"query {q.id!r}: a temperature-0 trace must hold 0/1 gamma (argmax matches); "
                     "fix the trace's temperature or regenerate it"
                 )
-        return [q.gamma for q in trace.queries]
+        return [q.acceptance for q in trace.queries]
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])  # apart from selector streams
-    return [(rng.random(q.gamma.shape) < q.gamma).astype(np.float64) for q in trace.queries]
+    return [(rng.random(q.acceptance.shape) < q.acceptance).astype(np.float64) for q in trace.queries]
 
 
 def replay_query(
@@ -123,10 +200,11 @@ def replay_query(
         if not 0 <= j < N:
             raise ValueError(f"{selector.name} chose drafter {j} outside 0..{N - 1}")
         k = min(K, trace.max_new_tokens - s - 1)
-        a = leading_ones(accept[s : s + k, j])
+        a = run_length(accept, s, k, j)
         n = min(a + 1, L - s)
         if selector.needs_full_feedback:
-            selector.update(FullFeedback(gamma[s : s + n], j, K))
+            depth = None if query.gamma_depth is None else query.gamma_depth[s : s + n]
+            selector.update(FullFeedback(gamma[s : s + n], j, K, depth))
         else:
             selector.update(BanditFeedback(j, n, k, K, None))
         starts.append(s), arms.append(j), ns.append(n), drafted.append(k), accepted.append(min(a, n))
@@ -139,14 +217,22 @@ def replay_query(
     )
 
 
-def replay(trace: Trace, methods: Sequence[str | SelectorSpec], *, seed: int = 0) -> ReplayResult:
+def replay(
+    trace: Trace, methods: Sequence[str | SelectorSpec], *, seed: int | None = None, draw_seed: int | None = None
+) -> ReplayResult:
     """Replay every method (plus the hindsight references) over every query of the trace.
 
-    Each method gets one selector, seeded with `seed`, kept across queries
-    (its own `reset` setting decides what it forgets between them).
+    Selectors are seeded as the live bench seeds them (selection/seeding.py),
+    from `seed` (default: the trace's run seed, else 0): a `reset: never`
+    method keeps one selector for the pass, seeded `seed`; any other gets a
+    fresh one per query, seeded `query_seed(seed, 0, index)` with the
+    query's recorded index (its place in the trace when none is recorded).
+    draw_seed (default: seed) seeds the T > 0 acceptance draws alone.
     """
     if not trace.queries:
         raise TraceError("the trace has no queries; record some before replaying")
+    if seed is None:
+        seed = trace.seed if trace.seed is not None else 0
     specs = [SelectorSpec.parse(m, seed=seed) if isinstance(m, str) else m for m in methods]
     labels = [s.label for s in specs]
     dupes = sorted({lb for lb in labels if labels.count(lb) > 1})
@@ -159,19 +245,21 @@ def replay(trace: Trace, methods: Sequence[str | SelectorSpec], *, seed: int = 0
     for ref in REFERENCES:
         if ref not in labels:
             specs.append(SelectorSpec(ref, seed=seed))
-    accepts = acceptance_draws(trace, seed)
+    accepts = acceptance_draws(trace, seed if draw_seed is None else draw_seed)
     runs = {}
     for spec in specs:
-        selector = make_selector(spec, trace.N, trace.drafters)
         kind = REGISTRY[spec.name].kind
-        queries = tuple(
-            replay_query(selector, trace, q, a, hindsight=kind == "reference")
-            for q, a in zip(trace.queries, accepts)
-        )
-        runs[spec.label] = MethodRun(spec.label, kind, queries)
-    # A tree trace's gamma says whether the target's token is among a drafter's top_k, as if every
-    # node had all its children: the pruned tree the engine verified may accept less.
-    return ReplayResult(trace, seed, trace.temperature == 0 and trace.tree is None, runs, tuple(labels))
+        kept = make_selector(spec, trace.N, trace.drafters, seed=seed)
+        persistent = spec.params.get("reset") == "never"
+        queries = []
+        for i, (q, a) in enumerate(zip(trace.queries, accepts)):
+            index = q.index if q.index is not None else i
+            selector = kept if persistent else make_selector(spec, trace.N, trace.drafters,
+                                                             seed=query_seed(seed, 0, index))
+            queries.append(replay_query(selector, trace, q, a, hindsight=kind == "reference"))
+        runs[spec.label] = MethodRun(spec.label, kind, tuple(queries), fidelity(trace, spec, kept))
+    exact = all(runs[label].fidelity.exact for label in labels)
+    return ReplayResult(trace, seed, exact, runs, tuple(labels))
 
 
 def default_methods(drafters: Sequence[str]) -> list[str]:
@@ -251,7 +339,8 @@ def replay_payload(result: ReplayResult) -> dict:
     ]
     caveats = []
     if result.exact:
-        caveats.append("T = 0: replay is exact (the live engine makes the same rounds)")
+        caveats.append("T = 0, exact counterfactual: replay is exact for every method listed "
+                       "(the live engine makes the same rounds and decisions)")
     if trace.temperature > 0:
         caveats.append(
             f"T = {trace.temperature}: replay is an APPROXIMATION; acceptance is sampled as "
@@ -263,6 +352,14 @@ def replay_payload(result: ReplayResult) -> dict:
             "replay is an UPPER BOUND; it counts a position as accepted when the target's token is among "
             "the drafter's top_k, as if no node had been pruned"
         )
+    if trace.temperature == 0 and trace.tree is None:
+        inexact = {}
+        for label in (*result.requested, *REFERENCES):
+            f = result.runs[label].fidelity
+            if not f.exact:
+                inexact.setdefault(f.reason, []).append(label)
+        for reason, labels in inexact.items():
+            caveats.append(f"APPROXIMATE for {', '.join(labels)}: {reason}")
     notes[:0] = caveats
     return {
         "schema": "hedgespec.replay/1",
@@ -275,7 +372,13 @@ def replay_payload(result: ReplayResult) -> dict:
         "exact": result.exact,
         "notes": notes,
         "units": UNITS,
+        "fidelity": {
+            label: {"label": result.runs[label].fidelity.label, "reason": result.runs[label].fidelity.reason}
+            for label in (*result.requested, *(r for r in REFERENCES if r not in result.requested))
+        },
         "methods": {
-            label: method_metrics(result.runs[label], refs, trace.drafters) for label in result.requested
+            label: {**method_metrics(result.runs[label], refs, trace.drafters),
+                    "fidelity": result.runs[label].fidelity.label}
+            for label in result.requested
         },
     }

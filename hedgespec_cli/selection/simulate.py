@@ -145,7 +145,9 @@ def simulate_trace(env: SimEnv, *, K: int, prompts: int, tokens: int, schedule: 
         TraceQuery(f"{env.domains[d]}-{i:04d}", env.domains[d], (0,) * tokens, sample_accept(env, d, tokens, rng))
         for i, d in enumerate(order)
     )
-    return Trace(K, 0.0, tokens, env.drafters, env.drafter_domains, queries)
+    # Drawn per position: the counterfactual is exact by construction.
+    return Trace(K, 0.0, tokens, env.drafters, env.drafter_domains, queries,
+                 counterfactual=("positional",) * len(env.drafters))
 
 
 def shift_recovery(run: MethodRun, env: SimEnv, window: int = RECOVERY_WINDOW) -> list[int | None]:

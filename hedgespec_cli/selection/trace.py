@@ -9,6 +9,16 @@ would at T = 0 (see replay.py). JSONL, one header line, then one line per query:
 
 `gamma` has one row per generated token (L rows for L tokens) and one column
 per drafter, in `drafters` order.
+
+Optional fields, written by `bench` so that replay can say what it reproduces:
+  header `seed`: the run seed; each query's selector is seeded from it and the
+      query's `index` (its place in the workload) as the live bench seeds it
+      (selection/seeding.py), so argmax ties break the same way;
+  header `counterfactual`: per drafter, how its gamma was scored (COUNTERFACTUALS);
+  query `source`: the method whose run recorded the query's gamma;
+  query `gamma_depth`: (L, K, N) gamma by the depth a position is drafted at
+      (EAGLE-3 heads in the `exact` mode; estimators.py), `gamma` being depth 1.
+A trace without `counterfactual` makes no exactness claim.
 """
 
 from __future__ import annotations
@@ -26,6 +36,15 @@ from hedgespec_cli.files import atomic_write_text, output_file
 
 SCHEMA = "hedgespec.trace/1"
 
+# How a drafter's gamma at a position was scored, and whether it is the exact counterfactual
+# "a round started here" (DESIGN.md section 5).
+COUNTERFACTUALS = {
+    "positional": True,   # a plain LM: q at a position depends only on the committed prefix
+    "exact": True,        # EAGLE-3: per start, the chain the head would have drafted (query gamma_depth)
+    "depth1": False,      # EAGLE-3: every position scored from target features (optimistic)
+    "aligned": False,     # EAGLE-3: scored along the actual round from its start
+}
+
 
 class TraceError(HedgespecError):
     """A trace file is missing, malformed or inconsistent."""
@@ -39,8 +58,22 @@ class TraceQuery:
     domain: str | None
     tokens: tuple[int, ...]
     gamma: np.ndarray
+    index: int | None = None  # the prompt's place in the workload (selector seeding)
+    source: str | None = None  # the method whose run recorded gamma
+    gamma_depth: np.ndarray | None = None  # (L, K, N) by drafting depth; None: gamma at every depth
+
+    @property
+    def acceptance(self) -> np.ndarray:
+        """What the estimators read: gamma by depth when recorded, else gamma."""
+        return self.gamma if self.gamma_depth is None else self.gamma_depth
 
     def __post_init__(self) -> None:
+        if self.gamma_depth is not None:
+            d = np.asarray(self.gamma_depth, dtype=np.float64)
+            object.__setattr__(self, "gamma_depth", d)
+            if d.ndim != 3 or d.shape[0] != len(self.tokens) or not np.all(np.isfinite(d)) or d.min() < 0 or d.max() > 1:
+                raise TraceError(f"query {self.id!r}: gamma_depth must be (L, K, N) values in [0, 1] with "
+                                 f"L = {len(self.tokens)}, got shape {d.shape}; regenerate the trace")
         g = np.asarray(self.gamma, dtype=np.float64)
         object.__setattr__(self, "gamma", g)
         object.__setattr__(self, "tokens", tuple(int(t) for t in self.tokens))
@@ -71,8 +104,19 @@ class Trace:
     drafter_domains: tuple[str | None, ...]
     queries: tuple[TraceQuery, ...]
     tree: dict[str, int] | None = None  # {"top_k", "total_tokens"} when recorded with draft trees
+    seed: int | None = None  # the run seed the live selectors were seeded from
+    counterfactual: tuple[str, ...] | None = None  # per drafter, a COUNTERFACTUALS key
 
     def __post_init__(self) -> None:
+        if self.counterfactual is not None:
+            object.__setattr__(self, "counterfactual", tuple(self.counterfactual))
+            if len(self.counterfactual) != len(self.drafters) or not set(self.counterfactual) <= set(COUNTERFACTUALS):
+                raise TraceError(
+                    f"trace counterfactual must name one of {', '.join(COUNTERFACTUALS)} per drafter, "
+                    f"got {list(self.counterfactual)}"
+                )
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
+            raise TraceError(f"trace seed must be an integer >= 0, got {self.seed!r}")
         object.__setattr__(self, "drafters", tuple(self.drafters))
         object.__setattr__(self, "drafter_domains", tuple(self.drafter_domains))
         object.__setattr__(self, "queries", tuple(self.queries))
@@ -97,6 +141,11 @@ class Trace:
                 raise TraceError(
                     f"query {q.id!r}: gamma has {q.gamma.shape[1]} columns for {len(self.drafters)} drafters"
                 )
+            if q.gamma_depth is not None and q.gamma_depth.shape[1:] != (self.K, len(self.drafters)):
+                raise TraceError(f"query {q.id!r}: gamma_depth must be (L, K={self.K}, N={len(self.drafters)}), "
+                                 f"got {q.gamma_depth.shape}")
+            if self.counterfactual and "exact" in self.counterfactual and q.gamma_depth is None:
+                raise TraceError(f"query {q.id!r}: a drafter scored in the exact mode needs gamma_depth")
             if q.L > self.max_new_tokens:
                 raise TraceError(f"query {q.id!r}: {q.L} tokens exceed max_new_tokens {self.max_new_tokens}")
             if q.id in ids:
@@ -107,6 +156,13 @@ class Trace:
     def N(self) -> int:
         return len(self.drafters)
 
+    def exact_counterfactual(self, drafters: set[int] | None = None) -> bool:
+        """True when gamma is the exact counterfactual for these drafters (all by default)."""
+        if self.counterfactual is None:
+            return False
+        cols = range(self.N) if drafters is None else drafters
+        return all(COUNTERFACTUALS[self.counterfactual[j]] for j in cols)
+
     def header(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA,
@@ -116,12 +172,21 @@ class Trace:
             "drafters": list(self.drafters),
             "drafter_domains": list(self.drafter_domains),
             **({"tree": dict(self.tree)} if self.tree else {}),
+            **({"seed": self.seed} if self.seed is not None else {}),
+            **({"counterfactual": list(self.counterfactual)} if self.counterfactual else {}),
         }
 
 
 def query_record(q: TraceQuery) -> dict[str, Any]:
     """One query as its JSON line's dict."""
-    return {"id": q.id, "domain": q.domain, "tokens": list(q.tokens), "gamma": q.gamma.tolist()}
+    out = {"id": q.id, "domain": q.domain, "tokens": list(q.tokens), "gamma": q.gamma.tolist()}
+    if q.index is not None:
+        out["index"] = q.index
+    if q.source is not None:
+        out["source"] = q.source
+    if q.gamma_depth is not None:
+        out["gamma_depth"] = q.gamma_depth.tolist()
+    return out
 
 
 def write_trace(path: str | os.PathLike[str], trace: Trace) -> Path:
@@ -183,7 +248,16 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
                 g = np.array(gamma, dtype=np.float64)
             except (TypeError, ValueError):
                 raise TraceError(f"{where}: gamma must be a rectangular list of numbers") from None
-            queries.append(TraceQuery(str(_field(rec, "id", where)), rec.get("domain"), tokens, g))
+            index = rec.get("index")
+            if index is not None and (isinstance(index, bool) or not isinstance(index, int) or index < 0):
+                raise TraceError(f"{where}: index must be an integer >= 0, got {index!r}")
+            depth = rec.get("gamma_depth")
+            try:
+                depth = None if depth is None else np.array(depth, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise TraceError(f"{where}: gamma_depth must be a rectangular (L, K, N) list of numbers") from None
+            queries.append(TraceQuery(str(_field(rec, "id", where)), rec.get("domain"), tokens, g,
+                                      index, rec.get("source"), depth))
         where = f"{path}"
         return Trace(
             K=_field(head, "K", where),
@@ -193,6 +267,8 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
             drafter_domains=tuple(head.get("drafter_domains") or [None] * len(head.get("drafters", []))),
             queries=tuple(queries),
             tree=head.get("tree"),
+            seed=head.get("seed"),
+            counterfactual=head.get("counterfactual"),
         )
     except TraceError as err:
         msg = str(err)
