@@ -78,9 +78,23 @@ class BenchSettings:
             raise ConfigError(f"sample_interval must be a number of seconds from {lo:g} to {hi:g} "
                               f"(got {self.sample_interval})")
         check_seed(self.seed)
-        twice = next((m for i, m in enumerate(self.methods or ()) if m in self.methods[:i]), None)
-        if twice is not None:
-            raise ConfigError(f"--methods lists {twice!r} twice; give each method once")
+        seen: dict[str, str] = {}
+        for m in self.methods or ():
+            key = _method_key(m)
+            if key in seen:
+                same = f"{m!r} twice" if seen[key] == m else f"{seen[key]!r} and {m!r}, the same method"
+                raise ConfigError(f"--methods lists {same}; give each method once")
+            seen[key] = m
+
+
+def _method_key(method: str) -> str:
+    """A method's identity: its label with every default filled in (`hedgespec` = `hedgespec:play=sample`)."""
+    from hedgespec_cli.selection import SelectorSpec
+
+    try:
+        return SelectorSpec.parse(method).label
+    except HedgespecError:  # not a registered method: check_methods names it later
+        return method
 
 
 class Progress(Protocol):

@@ -92,6 +92,7 @@ CHEAP = [
     (["--temperature", "1e-300"], "temperature 1e-300 is too small to sample at"),
     (["--temperature", "0.001"], "use --temperature 0 for greedy decoding"),
     (["--methods", "ar,fixed:near,ar"], "--methods lists 'ar' twice"),
+    (["--methods", "ar,hedgespec,hedgespec:play=sample"], "lists 'hedgespec' and 'hedgespec:play=sample', the same method"),
     (["--seed", "-1"], "seed must be an integer from 0 to 4294967295 (got -1)"),
     (["--seed", str(2**64 + 1)], "seed must be an integer from 0 to 4294967295"),
     (["--sample-interval", "nan"], "sample_interval must be a number of seconds from 0.01 to 3600 (got nan)"),

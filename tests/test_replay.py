@@ -246,7 +246,7 @@ def test_replay_command_errors_are_hedgespec_errors(cli, tmp_path):
     ("modes", "temperature", "tree", "expect"),
     [
         (("positional", "positional"), 0.0, None,
-         {"fixed:A": "exact", "fixed:B": "exact", "hedgespec": "exact", "metasd-ucb": "approximate"}),
+         {"fixed:A": "exact", "fixed:B": "exact", "hedgespec": "exact", "exp3spec": "exact"}),
         (("positional", "aligned"), 0.0, None,  # fixed:A never reads B's approximate gamma
          {"fixed:A": "exact", "fixed:B": "approximate", "hedgespec": "approximate", "oracle": "approximate"}),
         (("depth1", "depth1"), 0.0, None, {"fixed:A": "approximate", "ucbspec": "approximate"}),

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from hedgespec_cli.bench import resolve_settings, run_bench
+from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.rundir import read_jsonl
 from hedgespec_cli.selection import REGISTRY, SelectorSpec
 from hedgespec_cli.selection.audit import audit
@@ -34,7 +35,7 @@ def every_method(drafters: list[str]) -> list[str]:
         else:
             out.append(name)
     out += [f"hedgespec:learner={x}" for x in LEARNERS if x != REGISTRY["hedgespec"].params["learner"].default]
-    out += ["hedgespec:play=sample", "hedgespec:loss=tap", "hedgespec:reset=never", "exp3spec:reset=never"]
+    out += ["hedgespec:play=argmax", "hedgespec:loss=tap", "hedgespec:reset=never", "exp3spec:reset=never"]
     return list(dict.fromkeys(out))
 
 
@@ -70,7 +71,13 @@ def check_replay(run: Path, expect_exact) -> dict:
     trace = read_trace(run)
     assert trace.seed == 3 and [q.index for q in trace.queries] == list(range(PROMPTS))
     queries = {(q["method"], q["query_id"]): q for q in read_jsonl(run / "queries.jsonl")}
-    methods = [m for m in json.loads((run / "results.json").read_text())["config"]["methods"] if m != "ar"]
+    ran = [m for m in json.loads((run / "results.json").read_text())["config"]["methods"] if m != "ar"]
+    refused = [m for m in ran if REGISTRY[SelectorSpec.parse(m).name].not_replayable]
+    assert sorted(SelectorSpec.parse(m).name for m in refused) == ["metasd-ucb", "router"]
+    for m in refused:  # their feedback (block divergence, the prompt) is not in a trace: refused, not faked
+        with pytest.raises(ConfigError, match="cannot be replayed"):
+            replay(trace, [m])
+    methods = [m for m in ran if m not in refused]
     result = replay(trace, methods)  # seeded from the trace's run seed, as the live bench was
     arms = live_arms(run)
     labels = {}
@@ -89,21 +96,21 @@ def check_replay(run: Path, expect_exact) -> dict:
     return labels
 
 
-def test_lm_pool_replays_every_method_exactly_but_metasd(lm_run):
-    labels = check_replay(lm_run, lambda m: not m.startswith("metasd-ucb"))
-    assert labels["metasd-ucb"] == "approximate"  # its block-divergence reward is not in the trace
+def test_lm_pool_replays_every_replayable_method_exactly(lm_run):
+    labels = check_replay(lm_run, lambda m: True)
+    assert set(labels.values()) == {"exact"}
     results = json.loads((lm_run / "results.json").read_text())
     assert results["validity"]["constraints"]["replay_exact"] is True
     audited = results["replay_audit"]["methods"]
     assert audited["fixed:generic"]["fidelity"] == "exact" and audited["fixed:generic"]["mat_error"] == 0.0
-    assert audited["metasd-ucb"]["fidelity"] == "approximate"
+    assert "metasd-ucb" not in audited and "router" not in audited  # refused by replay: not audited
 
 
-def test_eagle3_pool_in_the_exact_mode_replays_every_method_exactly_but_metasd(eagle_run):
+def test_eagle3_pool_in_the_exact_mode_replays_every_replayable_method_exactly(eagle_run):
     trace = read_trace(eagle_run)
     exact = trace.exact_counterfactual()
     assert exact and trace.counterfactual == ("exact",) * 8
-    labels = check_replay(eagle_run, lambda m: exact and not m.startswith("metasd-ucb"))
+    labels = check_replay(eagle_run, lambda m: exact)
     if not exact:  # aligned/depth1 scoring: nothing may claim exactness, and the error is measured
         assert set(labels.values()) == {"approximate"}
         results = json.loads((eagle_run / "results.json").read_text())
