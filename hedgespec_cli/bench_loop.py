@@ -277,7 +277,7 @@ class BenchRun:
         if reg.kind == "reference":  # its hindsight, and so every regret against it, is only as exact as gamma
             inexact = sorted({m for m in self.engine.counterfactual if m not in ("positional", "exact")})
             if tree:
-                return spec.description + "; an UPPER BOUND: draft-tree gamma ignores pruning"
+                return spec.description + "; an upper bound: draft-tree gamma ignores pruning"
             if inexact:
                 return spec.description + f"; APPROXIMATE: EAGLE-3 gamma scored in counterfactual mode {', '.join(inexact)}"
             if self.settings.temperature > 0:
