@@ -10,8 +10,8 @@ the others are the test set:
   which compare identical code;
 - detections: each slow run against a test run (10 comparisons).
 
-Each comparison is judged by the README's gate, with the default drift band,
-with the calibrated band, and with no band (the gate before the drift model):
+Each comparison is judged by the README's gate, with the default drift bands,
+with the bands calibrated on the first runs, and with no band:
 
     python benchmarks/gate_noise.py /tmp/gate              # about 15 minutes on 2 cores
     python benchmarks/gate_noise.py /tmp/gate --reuse      # re-judge the runs already there
@@ -92,7 +92,7 @@ def main() -> None:
     from hedgespec_cli.report.compare import load_noise
 
     models = {
-        "no band (before)": NoiseModel({}, 0.0, "no drift band"),
+        "no band": NoiseModel({}, {}, "no drift band"),
         "default band": DEFAULT_NOISE,
         "calibrated band": load_noise(noise_file),
     }

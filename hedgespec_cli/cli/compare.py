@@ -30,8 +30,8 @@ FAIL_ON_HELP = (
     "(e.g. no queries.jsonl) fails on the threshold alone."
 )
 NOISE_HELP = (
-    "Noise file from `hedgespec calibrate`: tokens/s changes are significant only beyond the drift "
-    "that identical runs showed on this machine [default: a fixed band of {band:.0%}]."
+    "Noise file from `hedgespec calibrate`: timing changes (tokens/s, speedup vs ar, eval overhead) are "
+    "significant only beyond the drift that identical runs showed on this machine [default: bands of {bands}]."
 )
 
 
@@ -63,7 +63,8 @@ def compare(
     ] = False,
     noise: Annotated[
         Path | None,
-        typer.Option("--noise", metavar="FILE", help=NOISE_HELP.format(band=DEFAULT_DRIFT), show_default=False),
+        typer.Option("--noise", metavar="FILE", help=NOISE_HELP.format(
+            bands=", ".join(f"{v:.0%} ({k})" for k, v in DEFAULT_DRIFT.items())), show_default=False),
     ] = None,
     fmt: Annotated[
         Format,

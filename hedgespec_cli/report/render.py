@@ -65,7 +65,7 @@ def comparison_table(entry: dict[str, Any]) -> Table:
         title=f"{cand['run_id'] or cand['path']}  vs  base {base['run_id'] or base['path']}",
         caption="change = cand/base - 1; CI: paired per-prompt bootstrap (p: Mann-Whitney, where "
                 "prompts cannot be paired); MAT at T=0: exact; speedup vs ar: per prompt, within each "
-                f"run; tokens/s significant only beyond the {escape(entry.get('noise') or 'drift band')}",
+                f"run; timings significant only beyond the {escape(entry.get('noise') or 'drift bands')}",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
@@ -92,17 +92,20 @@ def comparison_table(entry: dict[str, Any]) -> Table:
 
 
 def noise_table(payload: dict[str, Any]) -> Table:
-    """A calibration (`hedgespec calibrate`): each method's tokens/s drift band."""
+    """A calibration (`hedgespec calibrate`): each timing metric's drift band per method."""
     table = Table(
-        title=f"tokens/s drift of identical code: {payload['comparisons']} comparisons of {len(payload['runs'])} runs",
-        caption="band: the smallest +-b that calls none of these comparisons significant "
-                "(paired 95% CI beyond b); largest change: |geomean cand/base - 1|",
+        title=f"drift of identical code over {len(payload['runs'])} runs",
+        caption="band: 95% prediction bound of the change between two runs of identical code, "
+                "exp(t sqrt(2) s) - 1, s the sd of the runs' log geometric means; largest: the largest "
+                "change between two of these runs",
         box=box.SIMPLE_HEAD,
     )
-    for name in ("method", "band", "largest change"):
-        table.add_column(name, justify="left" if name == "method" else "right")
-    for method, band in payload["band"].items():
-        table.add_row(method, f"{band:.1%}", f"{payload['max_abs_change'][method]:.1%}")
+    for name in ("metric", "method", "band", "largest"):
+        table.add_column(name, justify="left" if name in ("metric", "method") else "right")
+    for metric, bands in payload["band"].items():
+        for i, (method, band) in enumerate(bands.items()):
+            table.add_row(LABELS.get(metric, metric) if i == 0 else "", method, f"{band:.1%}",
+                          f"{payload['largest_change'][metric][method]:.1%}")
     return table
 
 
