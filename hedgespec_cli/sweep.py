@@ -75,7 +75,7 @@ def padded_pool(pool: Pool, generic: str, n: int, seed: int) -> Pool:
         name = f"pad{len(drafters)}-{pool.names[j]}"
         drafters.append(CausalLM(name, model))
         specs.append(ModelSpec(name, pool.specs[j].path, kind="lm", domain=None, role="padding"))
-    return Pool(pool.target, drafters, pool.tokenizer, specs, pool.router)
+    return Pool(pool.target, drafters, pool.tokenizer, specs, target_spec=pool.target_spec, router=pool.router)
 
 
 def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress | None = None) -> dict[str, Any]:
@@ -146,6 +146,10 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
             f"interrupted after {len(by_n)} of {len(sizes)} pool sizes; every finished query is in "
             f"{run_dir.path}/queries.jsonl and the finished sizes in sweep.json (complete: false)"
         ) from None
+    except Exception:  # any failure: what was measured stays readable (sweep.json, complete: false)
+        write(by_n, complete=False)
+        run_dir.close()
+        raise
     payload = write(by_n, complete=True)
     run_dir.close()
     return payload

@@ -360,7 +360,7 @@ def test_compare_gates_on_an_artificial_slowdown(tiny_bench, tmp_path, capsys, m
 def test_sweep_drafters_pads_the_pool_and_stays_lossless(tiny_bench, tmp_path):
     from hedgespec_cli.sweep import run_sweep
 
-    payload = run_sweep(settings(tiny_bench, tmp_path, methods="ar,fixed:near,hedgespec", prompts=2), [1, 5])
+    payload = run_sweep(settings(tiny_bench, tmp_path, methods="ar,fixed:near,hedgespec,router", prompts=2), [1, 5])
     assert payload["by_n"]["1"]["drafters"] == ["near"]
     five = payload["by_n"]["5"]["drafters"]
     assert five[:3] == ["near", "far", "rnd"] and all(d.startswith("pad") for d in five[3:])
