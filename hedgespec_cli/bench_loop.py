@@ -294,7 +294,8 @@ class BenchRun:
             return None
         by_id = {q.id: q for q in self._trace_queries()}
         served = [by_id[p.id] for p in self.workload.prompts if p.id in by_id]  # serving order
-        return S.block_oracle_summary(served, list(self.pool.names), self.settings.K)
+        exact = all(m in ("positional", "exact") for m in self.engine.counterfactual)
+        return S.block_oracle_summary(served, list(self.pool.names), self.settings.K, exact=exact)
 
     def _trace_queries(self) -> list[TraceQuery]:
         return [q for (_, r), q in self.trace.items() if r == 0]

@@ -309,13 +309,15 @@ def validity(
     return {"valid": valid, "constraints": constraints, "notes": notes}
 
 
-def block_oracle_summary(trace_queries: list[Any], drafters: list[str], K: int) -> dict[str, Any] | None:
+def block_oracle_summary(trace_queries: list[Any], drafters: list[str], K: int, *, exact: bool) -> dict[str, Any] | None:
     """The per-block oracle of a `shift` workload: the best fixed drafter per block of consecutive
-    prompts of one domain, in hindsight, from the trace (queries in serving order). Exact at T = 0
-    (0/1 gamma): what `fixed:NAME` of each block's best drafter plays there. None without a trace."""
+    prompts of one domain, in hindsight, from the trace (queries in serving order), at T = 0 (0/1
+    gamma, by depth where recorded). exact: the trace's counterfactual is exact for every drafter,
+    so this is what `fixed:NAME` of each block's best drafter plays there; else an approximation
+    (EAGLE-3 heads scored in depth1/aligned mode). None without a trace."""
     if not trace_queries:
         return None
-    blocks = block_oracle([q.gamma for q in trace_queries], [q.domain for q in trace_queries], K)
+    blocks = block_oracle([q.acceptance for q in trace_queries], [q.domain for q in trace_queries], K)
     tokens = sum(q.L for q in trace_queries)
     rounds = sum(b.rounds for b in blocks)
     per_query = sum(b.rounds_per_query for b in blocks)
@@ -325,6 +327,7 @@ def block_oracle_summary(trace_queries: list[Any], drafters: list[str], K: int) 
         "new_tokens": tokens,
         "queries": len(trace_queries),
         "mat_per_query_oracle": tokens / per_query,
+        "exact": exact,
         "blocks": [
             {"domain": b.domain, "queries": len(b.queries), "drafter": drafters[b.arm], "rounds": b.rounds,
              "rounds_per_query_oracle": b.rounds_per_query}

@@ -81,10 +81,12 @@ class OracleBlock:
 def block_oracle(accept: Sequence[np.ndarray], domains: Sequence[str | None], K: int) -> list[OracleBlock]:
     """The best fixed drafter per block of one domain, in hindsight.
 
-    accept: per query (L, N) 0/1 acceptance (gamma at T = 0), in serving
-    order; domains: per query. With 0/1 acceptance every fixed drafter's
-    rounds are exact (`fixed_rounds`), so a block's reference is what
-    `fixed:NAME` of its best drafter would have played on that block.
+    accept: per query (L, N) 0/1 acceptance (gamma at T = 0), or (L, K, N)
+    by drafting depth (EAGLE-3 counterfactuals), in serving order; domains:
+    per query. With 0/1 acceptance every fixed drafter's rounds follow
+    (`fixed_rounds`), exactly where the trace's counterfactual is exact, so a
+    block's reference is what `fixed:NAME` of its best drafter would have
+    played on that block.
     """
     if len(accept) != len(domains):
         raise ValueError(f"block_oracle: {len(accept)} queries but {len(domains)} domains")
@@ -93,8 +95,8 @@ def block_oracle(accept: Sequence[np.ndarray], domains: Sequence[str | None], K:
     per_query = []  # (Q, N) rounds of each fixed drafter on each query
     for g in accept:
         g = np.asarray(g, dtype=np.float64)
-        if g.ndim != 2 or not np.isin(g, (0.0, 1.0)).all():
-            raise ValueError("block_oracle needs 0/1 acceptance (L, N) per query (gamma at T = 0)")
+        if g.ndim not in (2, 3) or not np.isin(g, (0.0, 1.0)).all():
+            raise ValueError("block_oracle needs 0/1 acceptance, (L, N) or (L, K, N) per query (gamma at T = 0)")
         per_query.append(fixed_rounds(round_lengths(g, K)))
     table = np.array(per_query)
     out = []
