@@ -140,8 +140,9 @@ def estimator_lines(payload: dict[str, Any]) -> Text | None:
         return None
     out = Text()
     out.append("one-step estimator vs the rounds played (tokens/round; the chosen drafter at its own round "
-               "starts, equal by construction at T = 0; the audit below checks drafters that did not play):",
-               style="bold")
+               "starts: equal by construction at T = 0 where gamma is exact, i.e. LM drafters and EAGLE-3 heads "
+               "in --counterfactual exact; depth1/aligned heads show their bias here; the audit below checks "
+               "drafters that did not play):", style="bold")
     for name, e in rows:
         out.append(f"\n  {name}: predicted {e['estimated_per_round']:.3f}, actual {e['actual_per_round']:.3f}, "
                    f"bias {e['bias_per_round']:+.3f} over {e['rounds']} rounds")
