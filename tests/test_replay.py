@@ -30,9 +30,9 @@ def hand_trace(temperature: float = 0.0) -> Trace:
     q1 = np.array([[1, 1], [1, 0], [1, 1], [1, 1], [1, 0], [1, 1]], dtype=float)
     q2 = np.array([[0, 1], [0, 1], [0, 1]], dtype=float)
     return Trace(2, temperature, 6, NAMES, (None, "math"), (
-        TraceQuery("q1", "code", (5, 6, 7, 8, 9, 10), q1),
-        TraceQuery("q2", "math", (11, 12, 2), q2),
-    ), counterfactual=("positional", "positional"))
+        TraceQuery("q1", "code", (5, 6, 7, 8, 9, 10), q1, 0),
+        TraceQuery("q2", "math", (11, 12, 2), q2, 1),
+    ), seed=0, counterfactual=("positional", "positional"))  # as a bench writes it: run seed, query order
 
 
 def test_fixed_mat_by_hand():
@@ -162,12 +162,12 @@ def test_trace_roundtrip(tmp_path):
     assert header == {
         "schema": SCHEMA, "K": 2, "temperature": 0.0, "max_new_tokens": 6,
         "drafters": ["A", "B"], "drafter_domains": [None, "math"],
-        "counterfactual": ["positional", "positional"],
+        "counterfactual": ["positional", "positional"], "seed": 0,
     }
     back = read_trace(path)
     assert back.header() == hand_trace().header()
     for x, y in zip(back.queries, hand_trace().queries):
-        assert (x.id, x.domain, x.tokens) == (y.id, y.domain, y.tokens)
+        assert (x.id, x.domain, x.tokens, x.index) == (y.id, y.domain, y.tokens, y.index)
         np.testing.assert_array_equal(x.gamma, y.gamma)
 
 
@@ -259,10 +259,23 @@ def test_fidelity_labels_follow_the_trace_and_the_method(modes, temperature, tre
     q1 = np.array([[1, 1], [1, 0], [1, 1], [1, 1], [1, 0], [1, 1]], dtype=float)
     if temperature:
         q1 = q1 * 0.9
-    trace = Trace(2, temperature, 6, NAMES, (None, "math"), (TraceQuery("q1", "code", (5, 6, 7, 8, 9, 10), q1),),
-                  tree, counterfactual=modes)
+    trace = Trace(2, temperature, 6, NAMES, (None, "math"), (TraceQuery("q1", "code", (5, 6, 7, 8, 9, 10), q1, 0),),
+                  tree, seed=0, counterfactual=modes)
     result = replay(trace, list(expect))
     assert {m: result.runs[m].fidelity.label for m in expect} == expect
     assert result.exact == all(v == "exact" for v in expect.values())
     payload = replay_payload(result)
     assert {m: payload["methods"][m]["fidelity"] for m in expect} == expect
+
+
+def test_a_randomized_method_is_exact_only_with_the_live_seed():
+    """hedgespec samples its drafter: replayed with another seed than the run's, it claims nothing."""
+    trace = hand_trace()
+    assert replay(trace, ["hedgespec", "fixed:A"]).runs["hedgespec"].fidelity.label == "exact"
+    other = replay(trace, ["hedgespec", "fixed:A"], seed=1).runs
+    assert other["hedgespec"].fidelity.label == "approximate" and "seed 1" in other["hedgespec"].fidelity.reason
+    assert other["fixed:A"].fidelity.label == "exact"  # no random choice to make
+    unseeded = Trace(trace.K, 0.0, trace.max_new_tokens, trace.drafters, trace.drafter_domains,
+                     tuple(TraceQuery(q.id, q.domain, q.tokens, q.gamma) for q in trace.queries),
+                     counterfactual=trace.counterfactual)  # a generate trace: no run seed, no query order
+    assert replay(unseeded, ["hedgespec"]).runs["hedgespec"].fidelity.label == "approximate"

@@ -26,7 +26,7 @@ def test_replay_matches_live_rounds(tiny_pool, stop_at_eos):
         recorder.begin_query(context_for(tiny_pool, K, None))
         rec = engine.decode(ids, recorder, record_gamma=True)
         queries.append(TraceQuery(f"q{i}", None, rec.output_ids, rec.gamma, i))
-    trace = Trace(K, 0.0, max_new, names, tiny_pool.domains, queries, counterfactual=engine.counterfactual)
+    trace = Trace(K, 0.0, max_new, names, tiny_pool.domains, queries, seed=7, counterfactual=engine.counterfactual)
     methods = ["fixed:near", "fixed:far", "hedgespec", "hedgespec:loss=tap", "ucbspec", "random",
                "hedgespec:reset=never", "exp3spec"]
     result = replay(trace, methods, seed=7)

@@ -78,7 +78,7 @@ def audit(
     methods: dict[str, Any] = {}
     for label in labels:
         spec = SelectorSpec.parse(label, seed=seed)
-        fid = fidelity(trace, spec)
+        fid = fidelity(trace, spec, seed=seed)
         per_query, live_tok, live_rounds, pred_rounds, mismatches = {}, 0, 0, 0.0, []
         for qi, qid in enumerate(ids):
             line = live[label].get(qid)

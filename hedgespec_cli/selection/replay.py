@@ -132,8 +132,14 @@ def drafters_used(spec: SelectorSpec, trace: Trace) -> set[int] | None:
     return None
 
 
-def fidelity(trace: Trace, spec: SelectorSpec, selector: Selector | None = None) -> Fidelity:
-    """Whether replaying `spec` on `trace` reproduces the live run exactly (module docstring)."""
+def fidelity(trace: Trace, spec: SelectorSpec, selector: Selector | None = None, seed: int | None = None) -> Fidelity:
+    """Whether replaying `spec` on `trace` reproduces the live run exactly (module docstring).
+
+    seed: the seed replay used (None: the trace's own). An online method may
+    draw random numbers (sampled play, random tie-breaks): it is exact only
+    when seeded as the live run was, i.e. with the run seed the trace records
+    and each query's recorded index.
+    """
     selector = selector or make_selector(spec, trace.N, trace.drafters)
     if trace.tree is not None:
         return Fidelity("upper bound", "draft-tree trace: gamma counts the target's token among a drafter's "
@@ -151,6 +157,13 @@ def fidelity(trace: Trace, spec: SelectorSpec, selector: Selector | None = None)
     gap = feedback_gap(selector, trace)
     if gap is not None:
         return Fidelity("approximate", gap)
+    if REGISTRY[spec.name].kind == "online":
+        if trace.seed is None or any(q.index is None for q in trace.queries):
+            return Fidelity("approximate", "the trace does not record the live run's seed and query order, "
+                            "so randomized choices (sampled play, tie-breaks) may differ")
+        if seed is not None and seed != trace.seed:
+            return Fidelity("approximate", f"replayed with seed {seed}, the live run used {trace.seed}: "
+                            "randomized choices (sampled play, tie-breaks) differ")
     return Fidelity("exact", "T = 0, exact counterfactual: the live engine makes the same rounds")
 
 
@@ -257,7 +270,7 @@ def replay(
             selector = kept if persistent else make_selector(spec, trace.N, trace.drafters,
                                                              seed=query_seed(seed, 0, index))
             queries.append(replay_query(selector, trace, q, a, hindsight=kind == "reference"))
-        runs[spec.label] = MethodRun(spec.label, kind, tuple(queries), fidelity(trace, spec, kept))
+        runs[spec.label] = MethodRun(spec.label, kind, tuple(queries), fidelity(trace, spec, kept, seed))
     exact = all(runs[label].fidelity.exact for label in labels)
     return ReplayResult(trace, seed, exact, runs, tuple(labels))
 
