@@ -234,6 +234,8 @@ def bench_profile(settings: BenchSettings) -> Profile:
     given = adhoc_profile(settings.target or "", list(settings.drafters or ()))
     return replace(prof, target=given.target if settings.target else prof.target,
                    tokenizer=None if settings.target else prof.tokenizer,  # a new target brings its tokenizer
+                   # The classifier counts the old tokenizer's ids: with another target it would misroute silently.
+                   router=None if settings.target else prof.router,
                    drafters=given.drafters if settings.drafters else prof.drafters)
 
 

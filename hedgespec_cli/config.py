@@ -251,7 +251,7 @@ def load_profile(name_or_path: str) -> Profile:
         device=str(data.get("device", "cpu")),
         drafter_dtype=str(data["drafter_dtype"]) if data.get("drafter_dtype") else None,
         decoding=decoding,
-        router=base / data["router"] if data.get("router") else None,
+        router=profile_path(base, data["router"], f"{where} router") if "router" in data else None,
     )
 
 

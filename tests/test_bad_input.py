@@ -148,6 +148,7 @@ PROFILE_PATHS = [
     ("drafter-empty", lambda d: d["drafters"][0].update(path=""), "drafter 'near': path must be a non-empty string"),
     ("tokenizer-number", lambda d: d.update(tokenizer=3), "tokenizer must be a non-empty string (got 3)"),
     ("tokenizer-empty", lambda d: d.update(tokenizer=""), "tokenizer must be a non-empty string (got '')"),
+    ("router-number", lambda d: d.update(router=3), "router: path must be a non-empty string (got 3)"),
 ]
 
 

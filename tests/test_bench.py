@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -439,3 +440,13 @@ def test_sampled_hedgespec_is_replayed_exactly_with_the_live_per_query_seeds(tin
             assert [r["n"] for r in live] == replayed.n.tolist(), (m, q.id)
             sampled += sum(0 < max(r["probs"]) < 1 for r in live)
     assert sampled > 0  # some rounds were drawn from a spread distribution, not a sure choice
+
+
+def test_another_target_drops_the_profiles_router(tiny_bench, tiny_models, tmp_path):
+    """The classifier counts the profile tokenizer's ids: with another target it is not kept."""
+    from hedgespec_cli.bench import bench_profile
+
+    kept = bench_profile(settings(tiny_bench, tmp_path))
+    assert kept.router is not None
+    other = bench_profile(replace(settings(tiny_bench, tmp_path), target=str(tiny_models["target"])))
+    assert other.router is None and other.tokenizer is None

@@ -401,3 +401,13 @@ def test_smaller_is_better_gate_end_to_end(tmp_path, run_cli, eval_scale, code):
         assert "hedgespec eval_overhead_frac +" in err and "FAIL" in out
     else:
         assert err == "" and "FAIL" not in out
+
+
+def test_a_different_counterfactual_mode_or_thread_count_is_named(tmp_path):
+    base, cand = make_run(tmp_path / "a"), make_run(tmp_path / "b")
+    results = json.loads((cand / "results.json").read_text())
+    results["config"].update(counterfactual="exact", bench={"threads": 1})
+    (cand / "results.json").write_text(json.dumps(results))
+    warnings = compare_runs(base, cand).warnings
+    assert "config.counterfactual differs: None vs 'exact'" in warnings
+    assert "config.bench.threads differs: None vs 1" in warnings

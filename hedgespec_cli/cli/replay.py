@@ -51,13 +51,14 @@ def live_audit(path: Path, data, seed: int) -> dict | None:
     queries = run / "queries.jsonl"
     if not queries.is_file() or not (run / "trace.jsonl").is_file():
         return None
-    lines = [json.loads(t) for t in queries.read_text(encoding="utf-8").splitlines() if t.strip()]
+    from hedgespec_cli.rundir import read_jsonl  # tolerates the torn last line of an interrupted run
+
+    lines = read_jsonl(queries)
     arms: dict = {}
     rounds = run / "rounds.jsonl"
     if rounds.is_file():
-        for t in rounds.read_text(encoding="utf-8").splitlines():
-            r = json.loads(t) if t.strip() else None
-            if r and r["repeat"] == 0 and r["method"] != "ar":
+        for r in read_jsonl(rounds):
+            if r.get("repeat") == 0 and r.get("method") != "ar":
                 arms.setdefault((SelectorSpec.parse(r["method"]).label, r["query_id"]), []).append(r["drafter"])
     return audit(data, lines, seed=seed, live_arms=arms)
 

@@ -397,10 +397,12 @@ def compare_runs(
             warnings.append(f"{label} run {d} failed its validity checks: {_failed_constraints(r)}")
         if q is None:
             warnings.append(f"no queries.jsonl in {d}: no paired per-prompt statistics")
-    for key in ("temperature", "top_p", "K", "tree", "seed", "device", "dtype", "drafter_dtype"):
-        vb, vc = _get(b, "config", key), _get(c, "config", key)
+    keys = [("config", k) for k in ("temperature", "top_p", "K", "tree", "seed", "device", "dtype", "drafter_dtype",
+                                    "counterfactual")] + [("config", "bench", "threads")]
+    for path in keys:
+        vb, vc = _get(b, *path), _get(c, *path)
         if vb != vc:
-            warnings.append(f"config.{key} differs: {vb!r} vs {vc!r}")
+            warnings.append(f"{'.'.join(path)} differs: {vb!r} vs {vc!r}")
     greedy = _temperature(b) == 0.0 and _temperature(c) == 0.0
     bm, cm = _get(b, "methods") or {}, _get(c, "methods") or {}
     common = [m for m in bm if m in cm]
