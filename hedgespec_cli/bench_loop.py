@@ -178,7 +178,7 @@ class BenchRun:
                     self.dir.append_jsonl(FILES["queries"], line)
                     self.lines.append(line)
                     progress.advance(m, line)
-                self.write_results(complete=False)
+                self.write_results(complete=False, audit=False)
 
     def _decode(self, method: str, ids: list[int], prompt, repeat: int, index: int, selector, keep_trace=True):
         """(QueryRecord, J the GPUs drew during the query or None without an NVML energy counter)."""
@@ -225,11 +225,12 @@ class BenchRun:
         arms = {(m, q): a for (m, q, r), a in self.arms.items() if r == 0}
         return audit(self._trace(queries), self.lines, seed=self.settings.seed, live_arms=arms)
 
-    def payload(self, complete: bool) -> dict[str, Any]:
+    def payload(self, complete: bool, audit: bool = True) -> dict[str, Any]:
+        """audit: replay every live method on the trace (the runs of all queries so far: once, at the end)."""
         s, names = self.settings, list(self.pool.names)
         methods = S.summarize_methods(self.lines, list(s.methods), names, seed=s.seed)
         telemetry = self.sampler.summary()
-        replay_audit = self._audit()
+        replay_audit = self._audit() if audit else None
         return {
             "schema": SCHEMA,
             "run_id": self.dir.path.name,
@@ -300,15 +301,16 @@ class BenchRun:
     def _trace_queries(self) -> list[TraceQuery]:
         return [q for (_, r), q in self.trace.items() if r == 0]
 
-    def write_results(self, complete: bool) -> dict[str, Any]:
-        s = self.settings
+    def write_results(self, complete: bool, audit: bool = True) -> dict[str, Any]:
+        """Rewrite trace.jsonl and results.json; after each prompt without the replay audit, whose
+        cost grows with every query replayed (it would make a long run quadratic), at the end with it."""
         queries = self._trace_queries()
         if queries:
             write_trace(
                 self.dir.file(FILES["trace"]),
                 self._trace(queries),
             )
-        payload = self.payload(complete)
+        payload = self.payload(complete, audit)
         self.dir.write_json("results.json", payload)
         return payload
 

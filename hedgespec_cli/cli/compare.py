@@ -87,6 +87,7 @@ def compare(
         FailRule,
         build_payload,
         compare_runs,
+        gate_notes,
         load_noise,
         parse_fail_on,
         to_github_benchmark,
@@ -98,6 +99,8 @@ def compare(
     model = load_noise(noise) if noise is not None else DEFAULT_NOISE
     comparisons = [compare_runs(base, cand, force=force, noise=model) for cand in cands]
     payload = build_payload(comparisons, rules)
+    for note in gate_notes(rules, model):  # after the inputs proved usable: an error stays one line
+        print(f"warning: {note}", file=sys.stderr)
 
     data: Any = payload
     if fmt is Format.github:

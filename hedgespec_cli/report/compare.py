@@ -21,9 +21,10 @@ Significance, per metric:
   a machine drift shifts every prompt's tokens/s alike, and even the
   within-run ratio to `ar` moved by up to 9.5% between identical runs of
   hedgespec on the 2-core CI machine (benchmarks/gate_noise.py). So a timing
-  change is significant only when its CI lies beyond the drift band of a
-  NoiseModel: calibrated from identical runs (`calibrate_noise`,
-  `hedgespec calibrate`) or, without one, DEFAULT_DRIFT.
+  change is significant only when its CI excludes no change and the change
+  (the paired geometric mean) passes the drift band of a NoiseModel:
+  calibrated from identical runs (`calibrate_noise`, `hedgespec calibrate`)
+  or, without one, DEFAULT_DRIFT.
 - Runs without per-query lines: speedup_vs_ar's run-level CIs must not
   overlap (conservative); anything else without data: significant None.
 """
@@ -118,9 +119,9 @@ NOISE_SCHEMA = "hedgespec.noise/2"
 class NoiseModel:
     """How far identical code moves each timing metric of each method on this machine (relative change).
 
-    A timing change is significant only when its paired 95% CI lies beyond
-    +-band: the bootstrap over prompts sees prompt-to-prompt noise, the band
-    what moves a whole run (the machine's drift, run-level effects).
+    A timing change is significant only when its paired 95% CI excludes 0
+    (prompt-to-prompt noise) and the change passes +-band (what moves a whole
+    run: the machine's drift, run-level effects).
     band: {metric: {method: b}}; default: {metric: b} for methods not calibrated.
     """
 
@@ -305,9 +306,11 @@ def _paired_test(
     beyond = f" beyond +-{band:.1%} drift" if band else ""
     pairs = stats.per_prompt_pairs({key: (base[key], cand[key]) for key in base.keys() & cand.keys()})  # (Q, 2)
     if len(pairs) >= MIN_PAIRS:
-        _, (lo, hi) = stats.paired_geomean_ratio(pairs[:, 0], pairs[:, 1], n_boot=n_boot, seed=seed)
+        g, (lo, hi) = stats.paired_geomean_ratio(pairs[:, 0], pairs[:, 1], n_boot=n_boot, seed=seed)
         lo, hi = lo - 1.0, hi - 1.0
-        return "paired-bootstrap" + beyond, (lo, hi), None, len(pairs), bool(hi < -band or lo > band)
+        # The CI excludes no change (prompt noise), and the change itself passes the band (run-level
+        # drift): the band is a bound on the change between identical runs, so it is not added to the CI.
+        return "paired-bootstrap" + beyond, (lo, hi), None, len(pairs), bool((hi < 0 or lo > 0) and abs(g - 1.0) > band)
     if len(base) >= 2 and len(cand) >= 2:
         p = stats.mann_whitney_p(list(base.values()), list(cand.values()))
         shift = stats.geomean(list(cand.values())) / stats.geomean(list(base.values())) - 1.0
@@ -564,6 +567,17 @@ def parse_fail_on(spec: str) -> tuple[str, float]:
             f"must be {sign}X%, e.g. {name}:{sign}5%"
         )
     return name, threshold
+
+
+def gate_notes(rules: list[FailRule], noise: NoiseModel) -> list[str]:
+    """Gates that a drift band makes stricter than written: a timing change within the band is never significant."""
+    notes = []
+    for rule in rules:
+        band = noise.default.get(rule.metric) if METRICS[rule.metric].drifts else None
+        if band and abs(rule.threshold) < band:
+            notes.append(f"--fail-on {rule.metric}:{rule.threshold:+.0%} is within the {band:.0%} drift band: "
+                         f"it trips only on changes beyond {band:.0%} (calibrate the band with `hedgespec calibrate`)")
+    return notes
 
 
 def find_failures(comparison: Comparison, rules: list[FailRule]) -> list[Failure]:
