@@ -352,7 +352,8 @@ def _same_run(bdir: Path, cdir: Path, b: dict[str, Any], c: dict[str, Any]) -> b
     """One directory, or a copy of one run (same run id and creation time)."""
     if bdir.resolve() == cdir.resolve():
         return True
-    return b.get("run_id") is not None and (b.get("run_id"), b.get("created_utc")) == (c.get("run_id"), c.get("created_utc"))
+    same_id = (b.get("run_id"), b.get("created_utc")) == (c.get("run_id"), c.get("created_utc"))
+    return b.get("run_id") is not None and same_id
 
 
 def compare_runs(
@@ -492,7 +493,8 @@ def load_noise(path: str | Path) -> NoiseModel:
                           "write one with `hedgespec calibrate`")
     bands = {str(k): float(v) for k, v in band.items()}
     return NoiseModel(bands, max(bands.values()),
-                      f"drift band calibrated from {data.get('comparisons', '?')} comparisons of identical runs ({path})",
+                      f"drift band calibrated from {data.get('comparisons', '?')} comparisons of identical "
+                      f"runs ({path})",
                       profile=data.get("profile"), workload=data.get("workload"))
 
 

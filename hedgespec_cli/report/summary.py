@@ -268,7 +268,8 @@ def validity(
         lossless, mismatches = None, []
     else:
         mismatches = sorted(
-            {q["method"] for q in timed if (q["query_id"], q["repeat"]) in ar and q["output_ids"] != ar[(q["query_id"], q["repeat"])]}
+            {q["method"] for q in timed
+             if (q["query_id"], q["repeat"]) in ar and q["output_ids"] != ar[(q["query_id"], q["repeat"])]}
         )
         lossless = not mismatches
     cvs = [m["repeat_cv"] for m in methods_payload.values() if m["repeat_cv"] is not None]
@@ -278,7 +279,7 @@ def validity(
     constraints = {
         "lossless": lossless,
         "warmup": warmup > 0,
-        "min_tokens": all(m["new_tokens"] >= min_tokens for m in methods_payload.values()) if methods_payload else False,
+        "min_tokens": bool(methods_payload) and all(m["new_tokens"] >= min_tokens for m in methods_payload.values()),
         "repeat_spread": (max(cvs) <= max_repeat_cv) if cvs else None,
         "no_throttling": None if throttled is None else not throttled,
         # Wherever replay (and so the oracle, regret and estimator) claims exactness, the run's own
