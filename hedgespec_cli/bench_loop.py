@@ -13,12 +13,12 @@ from hedgespec_cli.bench import (
     SCHEMA,
     BenchSettings,
     Progress,
+    bench_profile,
     decode_settings,
     settings_dict,
     with_profile_defaults,
 )
-from hedgespec_cli.bench import bench_profile
-from hedgespec_cli.config import Profile, load_profile
+from hedgespec_cli.config import Profile
 from hedgespec_cli.decoding.engine import DecodeSettings, Engine
 from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.report import summary as S
@@ -280,12 +280,15 @@ class BenchRun:
             if tree:
                 return spec.description + "; an upper bound: draft-tree gamma ignores pruning"
             if inexact:
-                return spec.description + f"; APPROXIMATE: EAGLE-3 gamma scored in counterfactual mode {', '.join(inexact)}"
+                modes = ", ".join(inexact)
+                return spec.description + f"; APPROXIMATE: EAGLE-3 gamma scored in counterfactual mode {modes}"
             if self.settings.temperature > 0:
-                return spec.description + "; at T > 0 it ranks drafters by the one-step estimator (biased, DESIGN.md section 5)"
+                return spec.description + ("; at T > 0 it ranks drafters by the one-step estimator "
+                                           "(biased, DESIGN.md section 5)")
         if tree and reg.factory.needs_full_feedback:
             # Its choices rest on gamma, which for trees scores unpruned top_k children (decoding/tree.py).
-            return f"{spec.description} [draft trees: decides on gamma that is an upper bound, as if no node were pruned]"
+            return (f"{spec.description} [draft trees: decides on gamma that is an upper bound, "
+                    "as if no node were pruned]")
         return spec.description
 
     def _block_oracle(self) -> dict[str, Any] | None:

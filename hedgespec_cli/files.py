@@ -63,4 +63,6 @@ def _make_folder(folder: Path, what: str) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ConfigError(f"cannot create the folder {folder} for {what}: {err.strerror}; choose another path") from None
+        raise ConfigError(
+            f"cannot create the folder {folder} for {what}: {err.strerror}; choose another path"
+        ) from None

@@ -22,11 +22,11 @@ from hedgespec_cli.bench import (
     BenchInterrupted,
     BenchSettings,
     Progress,
+    bench_profile,
     decode_settings,
     settings_dict,
     with_profile_defaults,
 )
-from hedgespec_cli.bench import bench_profile
 from hedgespec_cli.config import ModelSpec
 from hedgespec_cli.decoding.engine import Engine
 from hedgespec_cli.errors import ConfigError
@@ -88,7 +88,8 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
     max_new = settings.max_new_tokens or workload.max_new_tokens or profile.decoding.get("max_new_tokens", 128)
     settings = replace(settings, max_new_tokens=int(max_new))
     names = [d.name for d in profile.drafters]
-    for n in sizes:  # bad methods (`fixed:NAME` at every pool size), settings and prompts fail before the run dir exists
+    # Bad methods (`fixed:NAME` at every pool size), settings and prompts fail before the run dir exists.
+    for n in sizes:
         try:
             check_methods(settings.methods, _sizes_names(names, profile.generic().name, n))
         except ConfigError as err:
@@ -108,7 +109,7 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
     focus = "hedgespec" if "hedgespec" in methods else methods[-1]
     if progress:
         progress.start([f"N={n} {focus}" for n in sizes] + ([AR] if AR in settings.methods else []), len(prompts))
-    for i, m in enumerate(settings.methods[: 1 + len(methods)]):  # untimed warm-up, one prompt per method
+    for m in settings.methods[: 1 + len(methods)]:  # untimed warm-up, one prompt per method
         run_query(engine, ids[0], m, domain=prompts[0].domain)
 
     def save(line: dict) -> None:  # every query is on disk as soon as it is measured
@@ -129,14 +130,17 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
 
     by_n: dict = {}
     try:
-        ar_lines = _run(engine, [AR], prompts, ids, None, settings, progress, AR, AR, save) if AR in settings.methods else []
+        ar_lines: list[dict] = []
+        if AR in settings.methods:
+            ar_lines = _run(engine, [AR], prompts, ids, None, settings, progress, AR, AR, save)
         for n in sizes:
             sub = padded_pool(pool, profile.generic().name, n, settings.seed)
             engine = Engine(sub, decode, seed=settings.seed)
             mine = _run(engine, methods, prompts, ids, n, settings, progress, f"N={n} {focus}", focus, save)
             by_n[str(n)] = {
                 "drafters": list(sub.names),
-                "methods": S.summarize_methods(ar_lines + mine, list(settings.methods), list(sub.names), seed=settings.seed),
+                "methods": S.summarize_methods(ar_lines + mine, list(settings.methods), list(sub.names),
+                                               seed=settings.seed),
             }
             write(by_n, complete=False)  # an interrupted sweep keeps every finished pool size
     except KeyboardInterrupt:

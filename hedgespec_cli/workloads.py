@@ -20,8 +20,8 @@ from hedgespec_cli.config import check_keys, check_value, find_named, read_yaml
 from hedgespec_cli.errors import WorkloadError
 
 WORKLOAD_KEYS = {"name", "description", "sources", "schedule", "prompts_per_domain", "seed", "max_new_tokens"}
-SOURCE_KEYS = {"domain", "path", "dataset", "config", "split", "data_files", "text_field", "turns_field", "domain_field",
-               "limit", "seed"}
+SOURCE_KEYS = {"domain", "path", "dataset", "config", "split", "data_files", "text_field", "turns_field",
+               "domain_field", "limit", "seed"}
 SCHEDULES = ("mixed", "shift", "order")
 _JSON_KINDS = {str: "string", list: "array", int: "number", float: "number", bool: "boolean", type(None): "null"}
 
@@ -199,4 +199,5 @@ def _load_dataset(src: dict, base: Path, where: str) -> list[Prompt]:
         ds = ds.shuffle(seed=int(src["seed"]))
     if src.get("limit"):
         ds = ds.select(range(min(int(src["limit"]), len(ds))))
-    return [_row_to_prompt(dict(row), src, f"{src['dataset']} row {i}", f"{Path(str(src['dataset'])).stem}-{i}") for i, row in enumerate(ds)]
+    stem = Path(str(src["dataset"])).stem
+    return [_row_to_prompt(dict(row), src, f"{src['dataset']} row {i}", f"{stem}-{i}") for i, row in enumerate(ds)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,49 +18,78 @@ def register(app: typer.Typer) -> None:
 
 
 def bench(
-    profile: Annotated[Optional[str], typer.Option(help="Profile name or YAML path \\[default: tiny].")] = None,
-    target: Annotated[Optional[str], typer.Option(help="Replace the profile's target: a directory or a Hub id org/name\\[@revision]\\[/subfolder].")] = None,
-    drafter: Annotated[Optional[list[str]], typer.Option(help="Replace the profile's pool: \\[NAME=]directory-or-Hub-id; repeat per drafter.")] = None,
-    workload: Annotated[Optional[str], typer.Option(help="Workload name or YAML path \\[default: mixed-domain].")] = None,
-    methods: Annotated[Optional[str], typer.Option(help="Comma list, e.g. ar,fixed:generic,hedgespec,oracle \\[default: all].")] = None,
-    temperature: Annotated[Optional[float], typer.Option(help="0 = greedy \\[default: profile].")] = None,
-    top_p: Annotated[Optional[float], typer.Option(help="Nucleus mass at T > 0 \\[default: profile].")] = None,
-    K: Annotated[Optional[int], typer.Option("-K", "--K", help="Draft length \\[default: profile].")] = None,
-    max_new_tokens: Annotated[Optional[int], typer.Option(help="Tokens per prompt \\[default: workload/profile].")] = None,
-    tree_top_k: Annotated[Optional[int], typer.Option(help="Draft trees: children per node (EAGLE-2 dynamic tree of depth K); 0 = chains \\[default: profile].")] = None,
-    tree_tokens: Annotated[Optional[int], typer.Option(help="Draft trees: nodes kept per tree \\[default: profile, else 60].")] = None,
-    counterfactual: Annotated[Optional[str], typer.Option(help="How full-information feedback scores EAGLE-3 heads: exact (the chain each verified position would have started), depth1 (every position from target features, optimistic) or aligned (along the actual round) \\[default: profile, else depth1].")] = None,
-    prompts: Annotated[Optional[int], typer.Option(help="Use the first N prompts of the workload.")] = None,
-    repeats: Annotated[Optional[int], typer.Option(help="Timed passes over the prompts \\[default: 1].")] = None,
-    warmup: Annotated[Optional[int], typer.Option(help="Untimed warm-up prompts per method \\[default: 1].")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Run seed \\[default: 0].")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda or auto \\[default: profile].")] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="float32, float16 or bfloat16 \\[default: profile].")] = None,
-    drafter_dtype: Annotated[Optional[str], typer.Option(help="Drafters' dtype, e.g. bfloat16 to halve evaluation reads \\[default: profile, else --dtype].")] = None,
-    out: Annotated[Optional[str], typer.Option(help="Folder for run directories \\[default: runs].")] = None,
-    sample_interval: Annotated[Optional[float], typer.Option(help="Telemetry interval in seconds \\[default: 0.1].")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads \\[default: torch's].")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML file with any of these keys (flags win).")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue an interrupted run directory.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the results JSON on stdout (= --format json).")] = False,
-    fmt: Annotated[Optional[str], typer.Option("--format", help=FORMAT_HELP)] = None,
-    output: Annotated[Optional[Path], typer.Option(help="Write the --format payload to this file, not stdout.")] = None,
+    profile: Annotated[str | None, typer.Option(help="Profile name or YAML path \\[default: tiny].")] = None,
+    target: Annotated[str | None, typer.Option(
+        help="Replace the profile's target: a directory or a Hub id org/name\\[@revision]\\[/subfolder]."
+    )] = None,
+    drafter: Annotated[list[str] | None, typer.Option(
+        help="Replace the profile's pool: \\[NAME=]directory-or-Hub-id; repeat per drafter."
+    )] = None,
+    workload: Annotated[str | None, typer.Option(
+        help="Workload name or YAML path \\[default: mixed-domain]."
+    )] = None,
+    methods: Annotated[str | None, typer.Option(
+        help="Comma list, e.g. ar,fixed:generic,hedgespec,oracle \\[default: all]."
+    )] = None,
+    temperature: Annotated[float | None, typer.Option(help="0 = greedy \\[default: profile].")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus mass at T > 0 \\[default: profile].")] = None,
+    K: Annotated[int | None, typer.Option("-K", "--K", help="Draft length \\[default: profile].")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(
+        help="Tokens per prompt \\[default: workload/profile]."
+    )] = None,
+    tree_top_k: Annotated[int | None, typer.Option(
+        help="Draft trees: children per node (EAGLE-2 dynamic tree of depth K); 0 = chains \\[default: profile]."
+    )] = None,
+    tree_tokens: Annotated[int | None, typer.Option(
+        help="Draft trees: nodes kept per tree \\[default: profile, else 60]."
+    )] = None,
+    counterfactual: Annotated[str | None, typer.Option(
+        help="How full-information feedback scores EAGLE-3 heads: exact (the chain each verified position "
+             "would have started), depth1 (every position from target features, optimistic) or aligned (along "
+             "the actual round) \\[default: profile, else depth1]."
+    )] = None,
+    prompts: Annotated[int | None, typer.Option(help="Use the first N prompts of the workload.")] = None,
+    repeats: Annotated[int | None, typer.Option(help="Timed passes over the prompts \\[default: 1].")] = None,
+    warmup: Annotated[int | None, typer.Option(help="Untimed warm-up prompts per method \\[default: 1].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Run seed \\[default: 0].")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or auto \\[default: profile].")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32, float16 or bfloat16 \\[default: profile].")] = None,
+    drafter_dtype: Annotated[str | None, typer.Option(
+        help="Drafters' dtype, e.g. bfloat16 to halve evaluation reads \\[default: profile, else --dtype]."
+    )] = None,
+    out: Annotated[str | None, typer.Option(help="Folder for run directories \\[default: runs].")] = None,
+    sample_interval: Annotated[float | None, typer.Option(
+        help="Telemetry interval in seconds \\[default: 0.1]."
+    )] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads \\[default: torch's].")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML file with any of these keys (flags win).")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run directory.")] = None,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="Print the results JSON on stdout (= --format json)."
+    )] = False,
+    fmt: Annotated[str | None, typer.Option("--format", help=FORMAT_HELP)] = None,
+    output: Annotated[Path | None, typer.Option(help="Write the --format payload to this file, not stdout.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars or tables.")] = False,
-    plots: Annotated[Optional[Path], typer.Option(help="Also write PNG figures here (needs matplotlib).")] = None,
-    sweep_drafters: Annotated[Optional[str], typer.Option(help="Pool sizes, e.g. 2,4,8,16: MAT and tokens/s per method per N.")] = None,
+    plots: Annotated[Path | None, typer.Option(help="Also write PNG figures here (needs matplotlib).")] = None,
+    sweep_drafters: Annotated[str | None, typer.Option(
+        help="Pool sizes, e.g. 2,4,8,16: MAT and tokens/s per method per N."
+    )] = None,
 ) -> None:
     """Run every method on the same prompts and report tokens/s, MAT, overhead and validity."""
     from hedgespec_cli.bench import resolve_settings, run_bench
     from hedgespec_cli.errors import ConfigError
 
     flags = dict(
-        profile=profile, target=target, drafters=drafter, workload=workload, methods=methods, temperature=temperature, top_p=top_p, K=K,
+        profile=profile, target=target, drafters=drafter, workload=workload, methods=methods,
+        temperature=temperature, top_p=top_p, K=K,
         tree_top_k=tree_top_k, tree_tokens=tree_tokens, counterfactual=counterfactual,
         max_new_tokens=max_new_tokens, prompts=prompts, repeats=repeats, warmup=warmup, seed=seed,
-        device=device, dtype=dtype, drafter_dtype=drafter_dtype, out=out, sample_interval=sample_interval, threads=threads,
+        device=device, dtype=dtype, drafter_dtype=drafter_dtype, out=out, sample_interval=sample_interval,
+        threads=threads,
     )
     if resume is not None:  # a resumed run keeps the settings it was started with
-        given = [f"--{'drafter' if k == 'drafters' else k.replace('_', '-')}" for k, v in flags.items() if v is not None]
+        given = [f"--{'drafter' if k == 'drafters' else k.replace('_', '-')}"
+                 for k, v in flags.items() if v is not None]
         given += ["--config"] * (config is not None) + ["--sweep-drafters"] * (sweep_drafters is not None)
         if given:
             raise ConfigError(f"--resume continues a run with the settings in its config.yaml; "
@@ -91,7 +120,9 @@ def _sweep(settings, sizes_text: str, progress, *, json_out: bool, quiet: bool) 
     try:
         sizes = [int(s) for s in sizes_text.split(",") if s.strip()]
     except ValueError:
-        raise ConfigError(f"--sweep-drafters takes comma-separated integers, e.g. 2,4,8,16 (got {sizes_text!r})") from None
+        raise ConfigError(
+            f"--sweep-drafters takes comma-separated integers, e.g. 2,4,8,16 (got {sizes_text!r})"
+        ) from None
     try:
         payload = run_sweep(settings, sizes, progress=progress)
     finally:
@@ -119,10 +150,12 @@ def _emit_sweep(payload: dict, *, json_out: bool, quiet: bool) -> None:
 
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by bench.")],
-    json_out: Annotated[bool, typer.Option("--json", help="Print the results JSON on stdout (= --format json).")] = False,
-    fmt: Annotated[Optional[str], typer.Option("--format", help=FORMAT_HELP)] = None,
-    output: Annotated[Optional[Path], typer.Option(help="Write the --format payload to this file, not stdout.")] = None,
-    plots: Annotated[Optional[Path], typer.Option(help="Write PNG figures here (needs matplotlib).")] = None,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="Print the results JSON on stdout (= --format json)."
+    )] = False,
+    fmt: Annotated[str | None, typer.Option("--format", help=FORMAT_HELP)] = None,
+    output: Annotated[Path | None, typer.Option(help="Write the --format payload to this file, not stdout.")] = None,
+    plots: Annotated[Path | None, typer.Option(help="Write PNG figures here (needs matplotlib).")] = None,
 ) -> None:
     """Re-render a saved run from its results.json (or a --sweep-drafters run from its sweep.json)."""
     from hedgespec_cli.errors import ConfigError

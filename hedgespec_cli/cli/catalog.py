@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,7 +13,7 @@ def register(app: typer.Typer) -> None:
 
 
 def profiles(
-    check: Annotated[Optional[str], typer.Option(
+    check: Annotated[str | None, typer.Option(
         help="Dry check of one profile: resolve every checkpoint from disk or the Hugging Face cache "
              "(never downloads) and name what is missing.")] = None,
 ) -> None:
@@ -28,7 +28,8 @@ def profiles(
     profile = load_profile(check)
     rows = locate_profile(profile)
     for row in rows:
-        status = f"MISSING: {row.problem}" if row.problem else "ok" + (f"  {row.path}" if str(row.path) != row.ref else "")
+        located = f"  {row.path}" if str(row.path) != row.ref else ""
+        status = f"MISSING: {row.problem}" if row.problem else "ok" + located
         typer.echo(f"{row.role:<12} {row.ref:<58} {status}")
     missing = [r.role for r in rows if r.problem]
     if missing:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,20 +15,30 @@ def register(app: typer.Typer) -> None:
 def generate(
     prompt: Annotated[str, typer.Argument(help="Prompt text.")],
     profile: Annotated[str, typer.Option(help="Profile name or YAML path (ignored with --target).")] = "tiny",
-    target: Annotated[Optional[str], typer.Option(help="Target checkpoint: a directory, or a Hub id org/name\\[@revision]\\[/subfolder].")] = None,
-    drafter: Annotated[Optional[list[str]], typer.Option(help="Drafter as \\[NAME=]PATH or \\[NAME=]org/name\\[@revision]\\[/subfolder]; repeat for a pool.")] = None,
-    method: Annotated[Optional[str], typer.Option(help="ar, fixed:NAME, hedgespec, ucbspec, ... (default: fixed:<generic drafter>).")] = None,
-    K: Annotated[Optional[int], typer.Option("-K", "--K", help="Draft length per round.")] = None,
-    temperature: Annotated[Optional[float], typer.Option(help="0 = greedy.")] = None,
-    top_p: Annotated[Optional[float], typer.Option(help="Nucleus sampling mass (T > 0).")] = None,
-    max_new_tokens: Annotated[Optional[int], typer.Option(help="Tokens to generate at most.")] = None,
-    tree_top_k: Annotated[Optional[int], typer.Option(help="Draft trees: children per node, depth K; 0 = chains.")] = None,
-    tree_tokens: Annotated[Optional[int], typer.Option(help="Draft trees: nodes kept per tree \\[default: 60].")] = None,
+    target: Annotated[str | None, typer.Option(
+        help="Target checkpoint: a directory, or a Hub id org/name\\[@revision]\\[/subfolder]."
+    )] = None,
+    drafter: Annotated[list[str] | None, typer.Option(
+        help="Drafter as \\[NAME=]PATH or \\[NAME=]org/name\\[@revision]\\[/subfolder]; repeat for a pool."
+    )] = None,
+    method: Annotated[str | None, typer.Option(
+        help="ar, fixed:NAME, hedgespec, ucbspec, ... (default: fixed:<generic drafter>)."
+    )] = None,
+    K: Annotated[int | None, typer.Option("-K", "--K", help="Draft length per round.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="0 = greedy.")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass (T > 0).")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Tokens to generate at most.")] = None,
+    tree_top_k: Annotated[int | None, typer.Option(
+        help="Draft trees: children per node, depth K; 0 = chains."
+    )] = None,
+    tree_tokens: Annotated[int | None, typer.Option(
+        help="Draft trees: nodes kept per tree \\[default: 60]."
+    )] = None,
     seed: Annotated[int, typer.Option(help="Seed for sampling and randomised selectors.")] = 0,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda or auto.")] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="float32, float16 or bfloat16.")] = None,
-    domain: Annotated[Optional[str], typer.Option(help="Domain label of the prompt (for router-label).")] = None,
-    trace: Annotated[Optional[Path], typer.Option(help="Write a replay trace (every drafter's gamma) here.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or auto.")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32, float16 or bfloat16.")] = None,
+    domain: Annotated[str | None, typer.Option(help="Domain label of the prompt (for router-label).")] = None,
+    trace: Annotated[Path | None, typer.Option(help="Write a replay trace (every drafter's gamma) here.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of text.")] = False,
 ) -> None:
     """Decode PROMPT and print the text, MAT and tokens/s."""

@@ -18,7 +18,8 @@ METHODS_HELP = (
 def register(app: typer.Typer) -> None:
     @app.command("replay")
     def replay_command(
-        trace: Annotated[Path, typer.Argument(help="Gamma trace (.jsonl, schema hedgespec.trace/1), or a bench run directory.")],
+        trace: Annotated[Path, typer.Argument(
+            help="Gamma trace (.jsonl, schema hedgespec.trace/1), or a bench run directory.")],
         methods: Annotated[list[str] | None, typer.Option("--methods", "-m", help=METHODS_HELP)] = None,
         seed: Annotated[int | None, typer.Option(help="Seed for the selectors (and the T > 0 acceptance draws); "
                                                  "default: the run seed the trace records (else 0), which "

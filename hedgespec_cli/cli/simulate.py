@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -34,14 +34,14 @@ def register(app: typer.Typer) -> None:
         prompts: Annotated[int, typer.Option(help="Prompts per seed.")] = 24,
         tokens: Annotated[int, typer.Option(help="Generated tokens per prompt.")] = 128,
         schedule: Annotated[str, typer.Option(help="Domain schedule: mixed or shift.")] = "mixed",
-        domains: Annotated[Optional[int], typer.Option(help="one-good: number of domains (default 1).")] = None,
-        good: Annotated[Optional[float], typer.Option(help="Acceptance of the good drafter / expert.")] = None,
-        gap: Annotated[Optional[float], typer.Option(help="one-good: how much worse the others are.")] = None,
-        generic: Annotated[Optional[float], typer.Option(help="experts: the generic drafter's acceptance.")] = None,
-        off: Annotated[Optional[float], typer.Option(help="experts: an expert's acceptance off its domain.")] = None,
-        model: Annotated[Optional[str], typer.Option(help="bernoulli (i.i.d.) or markov (runs).")] = None,
-        stickiness: Annotated[Optional[float], typer.Option(help="markov: lag-1 correlation in [0, 1).")] = None,
-        save_trace: Annotated[Optional[Path], typer.Option(help="Write seed 0's trace here (single N).")] = None,
+        domains: Annotated[int | None, typer.Option(help="one-good: number of domains (default 1).")] = None,
+        good: Annotated[float | None, typer.Option(help="Acceptance of the good drafter / expert.")] = None,
+        gap: Annotated[float | None, typer.Option(help="one-good: how much worse the others are.")] = None,
+        generic: Annotated[float | None, typer.Option(help="experts: the generic drafter's acceptance.")] = None,
+        off: Annotated[float | None, typer.Option(help="experts: an expert's acceptance off its domain.")] = None,
+        model: Annotated[str | None, typer.Option(help="bernoulli (i.i.d.) or markov (runs).")] = None,
+        stickiness: Annotated[float | None, typer.Option(help="markov: lag-1 correlation in [0, 1).")] = None,
+        save_trace: Annotated[Path | None, typer.Option(help="Write seed 0's trace here (single N).")] = None,
         json_out: Annotated[bool, typer.Option("--json", help="Print the payload as JSON to stdout.")] = False,
     ) -> None:
         """Synthetic drafter pools: MAT, regret per round vs the best fixed drafter, shift recovery."""

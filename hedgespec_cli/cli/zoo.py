@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -52,21 +52,42 @@ class _RichProgress:
 
 @zoo_app.command("build")
 def build(
-    out: Annotated[Path, typer.Option(help="Zoo directory to write (a profile YAML is written next to it).")] = Path("profiles/tiny"),
+    out: Annotated[Path, typer.Option(
+        help="Zoo directory to write (a profile YAML is written next to it)."
+    )] = Path("profiles/tiny"),
     seed: Annotated[int, typer.Option(help="Seed for initialisation, batch sampling and prompts.")] = 0,
     time_budget: Annotated[float, typer.Option(help="Wall-clock budget in minutes for the whole build.")] = 45.0,
     data_dir: Annotated[Path, typer.Option(help="Where raw downloads and cleaned corpora are cached.")] = Path("data"),
-    prompts_dir: Annotated[Optional[Path], typer.Option(help="Write held-out prompts <domain>.jsonl here.")] = Path("workloads/prompts"),
-    domains: Annotated[Optional[str], typer.Option(help=f"Comma-separated domains \\[default: {','.join(DEFAULT_DOMAINS)}; also available: {','.join(sorted(set(DOMAINS) - set(DEFAULT_DOMAINS)))}].")] = None,
-    max_steps: Annotated[Optional[int], typer.Option(help="Cap on training steps per stage (a miniature build).")] = None,
-    target_steps: Annotated[Optional[int], typer.Option(help="The target's own step cap \\[default: --max-steps].")] = None,
-    device: Annotated[str, typer.Option(help="Train the target and drafters on cpu or cuda (same saved format; EAGLE-3 heads train on the CPU).")] = "cpu",
+    prompts_dir: Annotated[Path | None, typer.Option(
+        help="Write held-out prompts <domain>.jsonl here."
+    )] = Path("workloads/prompts"),
+    domains: Annotated[str | None, typer.Option(
+        help=f"Comma-separated domains \\[default: {','.join(DEFAULT_DOMAINS)}; "
+             f"also available: {','.join(sorted(set(DOMAINS) - set(DEFAULT_DOMAINS)))}]."
+    )] = None,
+    max_steps: Annotated[int | None, typer.Option(
+        help="Cap on training steps per stage (a miniature build)."
+    )] = None,
+    target_steps: Annotated[int | None, typer.Option(
+        help="The target's own step cap \\[default: --max-steps]."
+    )] = None,
+    device: Annotated[str, typer.Option(
+        help="Train the target and drafters on cpu or cuda (same saved format; EAGLE-3 heads train on the CPU)."
+    )] = "cpu",
     max_chars: Annotated[int, typer.Option(help="Characters of text per domain at most.")] = 2_500_000,
     batch_size: Annotated[int, typer.Option(help="Sequences per training batch.")] = 16,
-    reuse_target: Annotated[bool, typer.Option(help="Keep the built tokenizer and target; re-distil the drafters only.")] = False,
-    onpolicy_frac: Annotated[float, typer.Option(help="Share of each drafter batch taken from the target's own greedy continuations (0: real text only).")] = 0.5,
-    continuations: Annotated[int, typer.Option(help="Target continuations generated per domain for on-policy distillation.")] = 128,
-    eagle_minutes: Annotated[float, typer.Option(help="Also train EAGLE-3 heads for this many minutes (0: none).")] = 0.0,
+    reuse_target: Annotated[bool, typer.Option(
+        help="Keep the built tokenizer and target; re-distil the drafters only."
+    )] = False,
+    onpolicy_frac: Annotated[float, typer.Option(
+        help="Share of each drafter batch taken from the target's own greedy continuations (0: real text only)."
+    )] = 0.5,
+    continuations: Annotated[int, typer.Option(
+        help="Target continuations generated per domain for on-policy distillation."
+    )] = 128,
+    eagle_minutes: Annotated[float, typer.Option(
+        help="Also train EAGLE-3 heads for this many minutes (0: none)."
+    )] = 0.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the build manifest as JSON on stdout.")] = False,
 ) -> None:
     """Fetch the corpora, train the tokenizer, pretrain the target and distil the drafters."""
@@ -120,9 +141,11 @@ def eagle(
     data_dir: Annotated[Path, typer.Option(help="Where the build left its corpora.")] = Path("data"),
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
     time_budget: Annotated[float, typer.Option(help="Minutes for all heads together.")] = 12.0,
-    max_steps: Annotated[Optional[int], typer.Option(help="Steps per head at most (the same for every head: reproducible).")] = None,
+    max_steps: Annotated[int | None, typer.Option(
+        help="Steps per head at most (the same for every head: reproducible)."
+    )] = None,
     draft_vocab: Annotated[int, typer.Option(help="Draft vocabulary per head (most frequent target tokens).")] = 2048,
-    intermediate: Annotated[Optional[int], typer.Option(help="Heads' MLP width \\[default: the target's].")] = None,
+    intermediate: Annotated[int | None, typer.Option(help="Heads' MLP width \\[default: the target's].")] = None,
 ) -> None:
     """Train EAGLE-3 heads (generic + one per domain) on a built zoo's target; writes <zoo>-eagle3.yaml."""
     import os
@@ -140,9 +163,15 @@ def eagle(
 
 @zoo_app.command("router")
 def router(
-    zoo: Annotated[Path, typer.Option(help="A built zoo directory (its build.json names the domains).")] = Path("profiles/tiny"),
-    data_dir: Annotated[Path, typer.Option(help="Where the build cached its corpora (fetched again if missing).")] = Path("data"),
-    prompts_dir: Annotated[Optional[Path], typer.Option(help="Held-out prompts <domain>.jsonl to measure its accuracy on.")] = Path("workloads/prompts"),
+    zoo: Annotated[Path, typer.Option(
+        help="A built zoo directory (its build.json names the domains)."
+    )] = Path("profiles/tiny"),
+    data_dir: Annotated[Path, typer.Option(
+        help="Where the build cached its corpora (fetched again if missing)."
+    )] = Path("data"),
+    prompts_dir: Annotated[Path | None, typer.Option(
+        help="Held-out prompts <domain>.jsonl to measure its accuracy on."
+    )] = Path("workloads/prompts"),
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Train the `router` baseline's prompt classifier on the zoo's training split; writes <zoo>/router.npz."""
@@ -169,11 +198,17 @@ def router(
 
 @zoo_app.command("smollm2")
 def smollm2(
-    out: Annotated[Path, typer.Option(help="Where the heads go (the smollm2 profile reads profiles/smollm2-heads).")] = Path("profiles/smollm2-heads"),
-    work: Annotated[Path, typer.Option(help="Work folder: the de-quantised target and the corpora.")] = Path("data/smollm2"),
-    domains: Annotated[str, typer.Option(help="Comma list of offline zoo domains, one head each (plus generic).")] = "code,math",
+    out: Annotated[Path, typer.Option(
+        help="Where the heads go (the smollm2 profile reads profiles/smollm2-heads)."
+    )] = Path("profiles/smollm2-heads"),
+    work: Annotated[Path, typer.Option(
+        help="Work folder: the de-quantised target and the corpora."
+    )] = Path("data/smollm2"),
+    domains: Annotated[str, typer.Option(
+        help="Comma list of offline zoo domains, one head each (plus generic)."
+    )] = "code,math",
     time_budget: Annotated[float, typer.Option(help="Minutes for all heads together.")] = 12.0,
-    max_steps: Annotated[Optional[int], typer.Option(help="Steps per head at most.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Steps per head at most.")] = None,
     draft_vocab: Annotated[int, typer.Option(help="Draft vocabulary per head.")] = 4096,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
 ) -> None:

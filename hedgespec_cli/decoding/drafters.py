@@ -63,13 +63,17 @@ class DrafterGroup(Protocol):
     def prefill(self, state: Any, ctx: Prefix, L: int) -> None:
         """Every member consumes the committed prefix x[:L-1] (full-information runs)."""
 
-    def draft(self, state: Any, member: int, ctx: Prefix, L: int, k: int, pick: Pick) -> tuple[torch.Tensor, torch.Tensor]:
+    def draft(
+        self, state: Any, member: int, ctx: Prefix, L: int, k: int, pick: Pick
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Member `member` (index into members) chain-drafts k tokens at L.. -> ids (k,), q logits (k, V)."""
 
     def draft_tree(self, state: Any, member: int, ctx: Prefix, L: int, depth: int, shape: TreeShape) -> DraftTree:
         """Member `member` grows a dynamic tree under x[L-1]; its cache then holds x[:L] and nothing of the tree."""
 
-    def observe(self, state: Any, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None) -> torch.Tensor:
+    def observe(
+        self, state: Any, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None
+    ) -> torch.Tensor:
         """n tokens were verified (committed length now L) -> q logits (members, n, V) at them.
 
         chosen/drafted: the member that drafted this round and its draft-time
@@ -80,7 +84,9 @@ class DrafterGroup(Protocol):
         """Roll one member back to the cache invariant for committed length L."""
 
 
-def _chain(step: Callable[[torch.Tensor], torch.Tensor], first: torch.Tensor, k: int, pick: Pick) -> tuple[torch.Tensor, torch.Tensor]:
+def _chain(
+    step: Callable[[torch.Tensor], torch.Tensor], first: torch.Tensor, k: int, pick: Pick
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Chain drafting: pick from q, feed the pick back, k times -> ids (k,), q logits (k, V)."""
     logits, tokens, rows = first, [], []
     for i in range(k):
@@ -159,7 +165,9 @@ class LMGroup:
         cache.crop(L)
         return tree
 
-    def observe(self, state: _LMState, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None) -> torch.Tensor:
+    def observe(
+        self, state: _LMState, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None
+    ) -> torch.Tensor:
         # A chosen drafter's draft rows (positions L-n onwards) were computed on
         # exactly the verified prefix up to what its cache still holds after
         # the roll-back; the positions after that are recomputed in one call,
@@ -203,7 +211,8 @@ class StackedGroup:
 
     def draft(self, state: _LMState, member: int, ctx: Prefix, L: int, k: int, pick: Pick):
         cache = state.cache
-        return _chain(lambda tok: self.stack.forward(tok, cache, member)[0, -1], self._root(state, member, ctx, L), k, pick)
+        root = self._root(state, member, ctx, L)
+        return _chain(lambda tok: self.stack.forward(tok, cache, member)[0, -1], root, k, pick)
 
     def draft_tree(self, state: _LMState, member: int, ctx: Prefix, L: int, depth: int, shape: TreeShape) -> DraftTree:
         root = self._root(state, member, ctx, L)
@@ -217,7 +226,9 @@ class StackedGroup:
         cache.lengths[member] = L
         return tree
 
-    def observe(self, state: _LMState, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None) -> torch.Tensor:
+    def observe(
+        self, state: _LMState, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None
+    ) -> torch.Tensor:
         # Align every member at the shortest cache (the chosen one is rolled
         # back and recomputed with the others: one call instead of two).
         cache = state.cache
@@ -277,7 +288,8 @@ class Eagle3Group:
         self._feed_target(state, ctx, L - 2)
 
     def _depth_one(self, state: _EagleState, ctx: Prefix, L: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Catch-up and depth 1 in one call: rows up to L-2 on target features -> logits, hidden; the last row predicts x[L]."""
+        """Catch-up and depth 1 in one call: rows up to L-2 on target features -> logits, hidden;
+        the last row predicts x[L]."""
         if L < 2:
             raise WorkloadError("EAGLE-3 drafters need prompts of at least 2 tokens (a feature and a token)")
         self.settle(state, 0, L)
@@ -286,7 +298,9 @@ class Eagle3Group:
         state.target_rows = L - 1
         return out
 
-    def _chain(self, state: _EagleState, ctx: Prefix, L: int, k: int, pick: Pick | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _chain(
+        self, state: _EagleState, ctx: Prefix, L: int, k: int, pick: Pick | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Depth 1 from the target feature at L-2, deeper from the head's own hidden.
 
         pick None follows the committed tokens x[L..] instead of drafting: the
@@ -306,7 +320,9 @@ class Eagle3Group:
     def draft(self, state: _EagleState, member: int, ctx: Prefix, L: int, k: int, pick: Pick):
         return self._chain(state, ctx, L, k, pick)
 
-    def draft_tree(self, state: _EagleState, member: int, ctx: Prefix, L: int, depth: int, shape: TreeShape) -> DraftTree:
+    def draft_tree(
+        self, state: _EagleState, member: int, ctx: Prefix, L: int, depth: int, shape: TreeShape
+    ) -> DraftTree:
         # Depth 1 as in a chain; a node at depth d is fed with the hidden of the
         # row that proposed it (its parent's), at head position L-2+d.
         logits, hidden = self._depth_one(state, ctx, L)
@@ -327,7 +343,9 @@ class Eagle3Group:
         state.cache.crop(base)
         return tree
 
-    def observe(self, state: _EagleState, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None) -> torch.Tensor:
+    def observe(
+        self, state: _EagleState, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None
+    ) -> torch.Tensor:
         if self.counterfactual == "depth1":  # rows L-n-2..L-3 on target features, one call
             state.target_rows = min(state.target_rows, L - n - 2)
             logits, _ = self._depth_one(state, ctx, L)
@@ -418,7 +436,9 @@ class StackedEagle3Group:
                 hidden = self.stack.layer(tok, hidden, state.cache, member)
         return torch.cat(tokens), torch.stack(rows)
 
-    def draft_tree(self, state: _StackedEagleState, member: int, ctx: Prefix, L: int, depth: int, shape: TreeShape) -> DraftTree:
+    def draft_tree(
+        self, state: _StackedEagleState, member: int, ctx: Prefix, L: int, depth: int, shape: TreeShape
+    ) -> DraftTree:
         hidden = self._depth_one(state, ctx, L, member)[0, -1:]  # (1, H)
         base = state.cache.lengths[member]
         fed = [hidden]
@@ -436,7 +456,9 @@ class StackedEagle3Group:
         state.cache.lengths[member] = base
         return tree
 
-    def observe(self, state: _StackedEagleState, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None) -> torch.Tensor:
+    def observe(
+        self, state: _StackedEagleState, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None
+    ) -> torch.Tensor:
         if self.counterfactual == "exact":
             return self._observe_exact(state, ctx, L, n)
         if self.counterfactual == "depth1":  # every position as a round's first draft: one call
@@ -541,7 +563,9 @@ class _StackedEagleState:
     h1_row: torch.Tensor | None = None  # (N, ring) the row each slot holds, -1: none
 
 
-def group_drafters(pool: Pool, *, stack: bool = True, counterfactual: str = "aligned", K: int = 5) -> list[DrafterGroup]:
+def group_drafters(
+    pool: Pool, *, stack: bool = True, counterfactual: str = "aligned", K: int = 5
+) -> list[DrafterGroup]:
     """Split the pool into groups: same-shape plain-Llama LMs stacked, the rest one by one.
 
     counterfactual: how EAGLE-3 heads are scored (DESIGN.md section 5); `exact`

@@ -404,7 +404,8 @@ class Engine:
                 q = q.reshape(q.shape[0], n * K, -1)
             reps = K if by_depth else 1
             if tree is not None:  # the target's mass on each drafter's top_k children (DESIGN.md section 5)
-                prim = gamma_tree_greedy(p_side, q, tree.top_k) if s.greedy else gamma_tree_sampling(p_side, q, tree.top_k)
+                gamma_tree = gamma_tree_greedy if s.greedy else gamma_tree_sampling
+                prim = gamma_tree(p_side, q, tree.top_k)
             elif s.greedy:
                 prim = gamma_greedy_at(tokens.repeat_interleave(reps), q)
             else:

@@ -100,7 +100,8 @@ class CausalLM:
             # A prepared 4D mask goes to the attention unchanged (additive: 0 or the dtype's min).
             dtype = self.model.get_input_embeddings().weight.dtype
             additive = torch.zeros(visible.shape, dtype=dtype, device=self.device)
-            extra["attention_mask"] = additive.masked_fill_(~visible.to(self.device), torch.finfo(dtype).min)[None, None]
+            masked = ~visible.to(self.device)
+            extra["attention_mask"] = additive.masked_fill_(masked, torch.finfo(dtype).min)[None, None]
         out = self.model(
             input_ids=ids.view(1, -1).to(self.device),
             use_cache=True,

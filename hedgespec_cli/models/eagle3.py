@@ -217,7 +217,8 @@ def feature_layers(pool: Any, num_layers: int) -> tuple[int, ...]:
              if s.kind == "eagle3"}
     distinct = sorted(set(wants.values()))
     if len(distinct) > 1:
-        by = "; ".join(f"{', '.join(n for n, w in wants.items() if w == layers)}: {list(layers)}" for layers in distinct)
+        by = "; ".join(", ".join(n for n, w in wants.items() if w == layers) + f": {list(layers)}"
+                       for layers in distinct)
         raise CheckpointError(f"the pool's EAGLE-3 heads fuse different target layers ({by}); one run feeds "
                               "every head the same layers, so use heads trained on the same layers")
     return distinct[0] if distinct else fused_layers(num_layers)
@@ -427,7 +428,8 @@ def is_eagle3_checkpoint(path: Path) -> bool:
         return False
     if not isinstance(raw, dict):
         return False
-    return raw.get("speculators_model_type") == "eagle3" or any(a in ARCHITECTURES for a in raw.get("architectures") or [])
+    architectures = raw.get("architectures") or []
+    return raw.get("speculators_model_type") == "eagle3" or any(a in ARCHITECTURES for a in architectures)
 
 
 def load_eagle3(path: Path, target_embed: nn.Embedding, *, dtype: torch.dtype = torch.float32,

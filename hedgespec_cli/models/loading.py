@@ -134,7 +134,9 @@ def resolve_specs(target: ModelSpec, drafters: list[ModelSpec]) -> tuple[ModelSp
 def _load_lm(spec: ModelSpec, target: CausalLM, dtype: torch.dtype, device: torch.device) -> CausalLM:
     config = spec.path / "config.json"
     if config.is_file() and "eagle3" in config.read_text(errors="replace").lower():
-        raise ConfigError(f"drafter {spec.name!r} in {spec.path} is an EAGLE-3 head; give it `kind: eagle3` in the profile")
+        raise ConfigError(
+            f"drafter {spec.name!r} in {spec.path} is an EAGLE-3 head; give it `kind: eagle3` in the profile"
+        )
     return CausalLM(spec.name, _load_model(spec, dtype, {"device_map": None}).to(device))
 
 
@@ -264,7 +266,9 @@ def _held_hf_logs() -> Iterator[list[logging.LogRecord]]:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_MISMATCH = re.compile(r"^(.+?)\s*\|\s*MISMATCH\s*\|.*ckpt: torch\.Size\((\[[^]]*\])\) vs model:\s*torch\.Size\((\[[^]]*\])\)")
+_MISMATCH = re.compile(
+    r"^(.+?)\s*\|\s*MISMATCH\s*\|.*ckpt: torch\.Size\((\[[^]]*\])\) vs model:\s*torch\.Size\((\[[^]]*\])\)"
+)
 
 
 def _first_mismatch(records: list[logging.LogRecord]) -> str | None:

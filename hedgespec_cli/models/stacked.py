@@ -108,7 +108,8 @@ class StackedLlama:
                 m.model.embed_tokens.weight.data = self.embed[i]
                 for layer, w in zip(m.model.layers, self.blocks):
                     for name, tensor in w.items():  # norms (N, H); linears stored transposed (N, in, out)
-                        layer.get_submodule(_LAYER_PARTS[name]).weight.data = tensor[i] if name.endswith("norm") else tensor[i].T
+                        weight = tensor[i] if name.endswith("norm") else tensor[i].T
+                        layer.get_submodule(_LAYER_PARTS[name]).weight.data = weight
                 m.model.norm.weight.data = self.norm[i]
                 if m.lm_head.weight is not m.model.embed_tokens.weight:
                     m.lm_head.weight.data = self.lm_head[i].T
@@ -227,7 +228,8 @@ class StackedEagle3:
 
     def __init__(self, heads: list) -> None:
         c = heads[0].config
-        self.n, self.heads, self.kv_heads, self.head_dim = len(heads), c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        self.n, self.heads, self.kv_heads = len(heads), c.num_attention_heads, c.num_key_value_heads
+        self.head_dim = c.head_dim
         self.eps = c.rms_norm_eps
         self.vocab_size = c.vocab_size
         self.embed = heads[0].embed_weight
@@ -240,11 +242,15 @@ class StackedEagle3:
         layer = [h.midlayer for h in heads]
         self.fc = stack(lambda h: h.fc.weight)  # (N, 3 H_t, H)
         # speculators' first heads trained `fc` with a bias: (N, 1, H), zeros for heads without one
-        self.fc_bias = torch.stack([(h.fc.bias if h.fc.bias is not None else torch.zeros_like(h.fc.weight[:, 0]))
-                                    .detach()[None] for h in heads]) if any(h.fc.bias is not None for h in heads) else None
+        self.fc_bias: torch.Tensor | None = None
+        if any(h.fc.bias is not None for h in heads):
+            self.fc_bias = torch.stack([(h.fc.bias if h.fc.bias is not None else torch.zeros_like(h.fc.weight[:, 0]))
+                                        .detach()[None] for h in heads])
         self.norm_before_residual = c.norm_before_residual  # part of the shape key: equal for all heads
-        self.w = {p: torch.stack([getattr(m.self_attn, p).weight.T.detach() for m in layer]) for p in ("q_proj", "k_proj", "v_proj", "o_proj")}
-        self.w.update({p: torch.stack([getattr(m.mlp, p).weight.T.detach() for m in layer]) for p in ("gate_proj", "up_proj", "down_proj")})
+        self.w = {p: torch.stack([getattr(m.self_attn, p).weight.T.detach() for m in layer])
+                  for p in ("q_proj", "k_proj", "v_proj", "o_proj")}
+        self.w.update({p: torch.stack([getattr(m.mlp, p).weight.T.detach() for m in layer])
+                       for p in ("gate_proj", "up_proj", "down_proj")})
         for p in ("hidden_norm", "input_layernorm", "post_attention_layernorm"):
             self.w[p] = torch.stack([getattr(m, p).weight.detach() for m in layer])
         self.norm = stack(lambda h: h.norm.weight, transpose=False)  # (N, H)

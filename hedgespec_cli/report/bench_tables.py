@@ -31,7 +31,8 @@ def main_table(payload: dict[str, Any]) -> Table:
     t = Table(
         title=(
             f"{cfg['profile']['name']} / {cfg['workload']['name']}: K={cfg['K']}, T={cfg['temperature']}, "
-            f"max_new_tokens={cfg['max_new_tokens']}{_tree_label(cfg)}" + ("" if payload["complete"] else "  [INCOMPLETE]")
+            f"max_new_tokens={cfg['max_new_tokens']}{_tree_label(cfg)}"
+            + ("" if payload["complete"] else "  [INCOMPLETE]")
         ),
         title_justify="left",
         box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,  # no rules, one gap: fits 80 columns
@@ -182,7 +183,8 @@ def audit_lines(payload: dict[str, Any]) -> Text | None:
                f"error = replay - live, mean over queries [95% bootstrap CI]{draws}):", style="bold")
     for name, m in a["methods"].items():
         e = m["error_per_query"]
-        differ = "" if m["queries_differing"] is None else f", {len(m['queries_differing'])}/{m['queries']} queries differ"
+        differing = m["queries_differing"]
+        differ = "" if differing is None else f", {len(differing)}/{m['queries']} queries differ"
         out.append(f"\n  {name} ({m['fidelity']}): live {m['live_mat']:.3f}, replay {m['replay_mat']:.3f}, "
                    f"error {e['mean']:+.3f} [{e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f}]{differ}")
     reasons = sorted({m["fidelity_reason"] for m in a["methods"].values() if m["fidelity"] != "exact"})
@@ -211,8 +213,11 @@ def telemetry_lines(payload: dict[str, Any]) -> Text:
         for d in tel["devices"]:
             out.append(
                 f"\n  {d.get('name', 'gpu')}: util mean {_f(d.get('util_mean_pct'), '.0f', '%')}, "
-                f"memory peak {_f(d.get('mem_peak_mib'), ',.0f', ' MiB')}, power mean {_f(d.get('power_mean_w'), '.0f', ' W')}, "
-                f"energy {_f(d.get('energy_j'), ',.0f', ' J')}, SM clock mean {_f(d.get('sm_clock_mean_mhz'), ',.0f', ' MHz')}, throttled: {d.get('throttled')} {d.get('throttle_reasons') or ''}"
+                f"memory peak {_f(d.get('mem_peak_mib'), ',.0f', ' MiB')}, "
+                f"power mean {_f(d.get('power_mean_w'), '.0f', ' W')}, "
+                f"energy {_f(d.get('energy_j'), ',.0f', ' J')}, "
+                f"SM clock mean {_f(d.get('sm_clock_mean_mhz'), ',.0f', ' MHz')}, "
+                f"throttled: {d.get('throttled')} {d.get('throttle_reasons') or ''}"
             )
     else:
         out.append(f"GPU telemetry unavailable: {tel.get('reason') or 'unknown'}")
@@ -224,7 +229,8 @@ def telemetry_lines(payload: dict[str, Any]) -> Text:
             f"{d[0]['weights_mib']:.1f} MiB weights + {d[0]['kv_kib_per_token']:.1f} KiB KV per cached token "
             f"(x{len(d)} drafters)"
             + (f"; stacked tied LM heads {mem['stacked_extra_mib']:.1f} MiB" if mem.get("stacked_extra_mib") else "")
-            + (f"; CUDA allocator peak {mem['peak_cuda_allocated_mib']:,.0f} MiB" if mem.get("peak_cuda_allocated_mib") else "")
+            + (f"; CUDA allocator peak {mem['peak_cuda_allocated_mib']:,.0f} MiB"
+               if mem.get("peak_cuda_allocated_mib") else "")
         )
     cpu = tel.get("cpu") or {}
     out.append(

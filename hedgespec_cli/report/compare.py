@@ -365,7 +365,8 @@ def _same_run(bdir: Path, cdir: Path, b: dict[str, Any], c: dict[str, Any]) -> b
     """One directory, or a copy of one run (same run id and creation time)."""
     if bdir.resolve() == cdir.resolve():
         return True
-    return b.get("run_id") is not None and (b.get("run_id"), b.get("created_utc")) == (c.get("run_id"), c.get("created_utc"))
+    same_id = (b.get("run_id"), b.get("created_utc")) == (c.get("run_id"), c.get("created_utc"))
+    return b.get("run_id") is not None and same_id
 
 
 def compare_runs(
@@ -460,7 +461,8 @@ def calibrate_noise(run_dirs: list[str | Path]) -> dict[str, Any]:
     """
     if len(run_dirs) < 3:
         raise ConfigError("calibration needs at least three runs of the same code (a spread needs two "
-                          "degrees of freedom to mean much); run `hedgespec bench` several times with the same settings")
+                          "degrees of freedom to mean much); run `hedgespec bench` several times with the same "
+                          "settings")
     runs = [(_run_dir(d), load_results(d)) for d in run_dirs]
     for i, (d, r) in enumerate(runs):
         for d0, r0 in runs[:i]:
@@ -523,12 +525,13 @@ def load_noise(path: str | Path) -> NoiseModel:
           and all(k in METRICS and isinstance(v, dict) and v and all(_number(b) is not None and b >= 0
                                                                      for b in v.values())
                   for k, v in band.items()))
-    if not ok:
+    if not ok or not isinstance(band, dict):
         raise ConfigError(f"--noise {path}: not a {NOISE_SCHEMA} file with a non-negative band per metric "
                           "and method; write one with `hedgespec calibrate`")
     bands = {k: {str(m): float(b) for m, b in v.items()} for k, v in band.items()}
     return NoiseModel(bands, {k: max(v.values()) for k, v in bands.items()},
-                      f"drift bands calibrated from {len(data.get('runs') or ())} identical runs ({path})", profile=data.get("profile"), workload=data.get("workload"))
+                      f"drift bands calibrated from {len(data.get('runs') or ())} identical runs ({path})",
+                      profile=data.get("profile"), workload=data.get("workload"))
 
 
 def _failed_constraints(r: dict[str, Any]) -> str:

@@ -44,7 +44,8 @@ def per_prompt_pairs(pairs: dict[tuple[str, int], tuple[float, float]]) -> np.nd
     by_prompt: dict[str, list[tuple[float, float]]] = {}
     for key in sorted(pairs):  # sorted: a set's order varies with the hash seed
         by_prompt.setdefault(key[0], []).append(pairs[key])
-    return np.array([np.exp(np.log(np.array(v, dtype=np.float64)).mean(axis=0)) for v in by_prompt.values()]).reshape(-1, 2)
+    means = [np.exp(np.log(np.array(v, dtype=np.float64)).mean(axis=0)) for v in by_prompt.values()]
+    return np.array(means).reshape(-1, 2)
 
 
 def paired_geomean_ratio(

@@ -268,7 +268,8 @@ def validity(
         lossless, mismatches = None, []
     else:
         mismatches = sorted(
-            {q["method"] for q in timed if (q["query_id"], q["repeat"]) in ar and q["output_ids"] != ar[(q["query_id"], q["repeat"])]}
+            {q["method"] for q in timed
+             if (q["query_id"], q["repeat"]) in ar and q["output_ids"] != ar[(q["query_id"], q["repeat"])]}
         )
         lossless = not mismatches
     cvs = [m["repeat_cv"] for m in methods_payload.values() if m["repeat_cv"] is not None]
@@ -278,7 +279,7 @@ def validity(
     constraints = {
         "lossless": lossless,
         "warmup": warmup > 0,
-        "min_tokens": all(m["new_tokens"] >= min_tokens for m in methods_payload.values()) if methods_payload else False,
+        "min_tokens": bool(methods_payload) and all(m["new_tokens"] >= min_tokens for m in methods_payload.values()),
         "repeat_spread": (max(cvs) <= max_repeat_cv) if cvs else None,
         "no_throttling": None if throttled is None else not throttled,
         # Wherever replay (and so the oracle, regret and estimator) claims exactness, the run's own
@@ -309,7 +310,9 @@ def validity(
     return {"valid": valid, "constraints": constraints, "notes": notes}
 
 
-def block_oracle_summary(trace_queries: list[Any], drafters: list[str], K: int, *, exact: bool) -> dict[str, Any] | None:
+def block_oracle_summary(
+    trace_queries: list[Any], drafters: list[str], K: int, *, exact: bool
+) -> dict[str, Any] | None:
     """The per-block oracle of a `shift` workload: the best fixed drafter per block of consecutive
     prompts of one domain, in hindsight, from the trace (queries in serving order), at T = 0 (0/1
     gamma, by depth where recorded). exact: the trace's counterfactual is exact for every drafter,

@@ -189,7 +189,9 @@ def register(
 def _registered(name: str) -> Registration:
     if name not in REGISTRY:
         known = ", ".join("fixed:NAME" if n == "fixed" else n for n in sorted(REGISTRY))
-        raise ConfigError(f"unknown method {name!r}; valid methods: {known} (and ar, plain decoding, in bench and generate)")
+        raise ConfigError(
+            f"unknown method {name!r}; valid methods: {known} (and ar, plain decoding, in bench and generate)"
+        )
     return REGISTRY[name]
 
 

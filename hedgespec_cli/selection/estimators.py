@@ -54,7 +54,7 @@ def acceptance_lengths(gamma: np.ndarray, K: int, *, close: bool = False) -> np.
         raise ValueError(f"gamma must be (L, N) or (L, K, N), got shape {gamma.shape}")
     check_finite(gamma, "gamma")
     G = by_depth(gamma, K)  # (L, K, N)
-    L, N = G.shape[0], G.shape[2]
+    N = G.shape[2]
     if close:
         G = np.concatenate([G, np.zeros((K - 1, K, N))])
     if G.shape[0] < K:

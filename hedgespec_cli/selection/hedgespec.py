@@ -20,8 +20,8 @@ from dataclasses import replace
 import numpy as np
 
 from hedgespec_cli.selection.base import (
-    FeedbackTypeError,
     RESET,
+    FeedbackTypeError,
     Param,
     SelectorSetup,
     argmax_decision,
@@ -33,6 +33,7 @@ from hedgespec_cli.selection.base import (
 from hedgespec_cli.selection.estimators import acceptance_lengths, eal_loss, tap_loss
 from hedgespec_cli.selection.feedback import Decision, Feedback, FullFeedback, QueryContext
 from hedgespec_cli.selection.learners import LEARNERS
+
 
 def _describe(params) -> str:
     """The legend line: with argmax play, NormalHedge and Hedge reduce to follow-the-leader."""

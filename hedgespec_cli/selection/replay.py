@@ -286,7 +286,8 @@ def default_methods(drafters: Sequence[str]) -> list[str]:
 UNITS = {
     "mat": "tokens per round (bonus included)",
     "rounds": "target verification rounds, summed over queries",
-    "regret_per_round": "tokens per round: best fixed drafter in hindsight per query, counterfactual on the method's own rounds, minus the method",
+    "regret_per_round": "tokens per round: best fixed drafter in hindsight per query, counterfactual on the "
+                        "method's own rounds, minus the method",
     "mat_gap": "tokens per round: reference MAT minus method MAT",
     "extra_rounds": "rounds: method rounds minus reference rounds, summed over queries",
     "extra_rounds_pct": "percent of the reference's rounds",

@@ -71,7 +71,8 @@ class TraceQuery:
         if self.gamma_depth is not None:
             d = np.asarray(self.gamma_depth, dtype=np.float64)
             object.__setattr__(self, "gamma_depth", d)
-            if d.ndim != 3 or d.shape[0] != len(self.tokens) or not np.all(np.isfinite(d)) or d.min() < 0 or d.max() > 1:
+            shaped = d.ndim == 3 and d.shape[0] == len(self.tokens)
+            if not shaped or not np.all(np.isfinite(d)) or d.min() < 0 or d.max() > 1:
                 raise TraceError(f"query {self.id!r}: gamma_depth must be (L, K, N) values in [0, 1] with "
                                  f"L = {len(self.tokens)}, got shape {d.shape}; regenerate the trace")
         g = np.asarray(self.gamma, dtype=np.float64)

@@ -25,10 +25,10 @@ import subprocess
 import sys
 import sysconfig
 import zipfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 from urllib.parse import unquote
 
 from hedgespec_cli.errors import CorpusError

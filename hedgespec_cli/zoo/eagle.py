@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from hedgespec_cli.errors import CheckpointError, ConfigError
-from hedgespec_cli.zoo.build import Progress, SilentProgress
 from hedgespec_cli.models.eagle3 import ARCHITECTURES, Eagle3Config, Eagle3Head, fused_layers, save_eagle3
+from hedgespec_cli.zoo.build import Progress, SilentProgress
 from hedgespec_cli.zoo.train import StageBudget, lr_at
 
 GENERIC = "generic"
@@ -112,7 +112,8 @@ def train_eagle_heads(
     manifest = {
         "schema": SCHEMA, "target": str(target_dir), "fused_layers": list(layers), "seed": seed,
         "settings": {"time_budget_s": time_budget_s, "max_steps": max_steps, "draft_vocab_size": draft_vocab_size,
-                     "intermediate_size": head.config.intermediate_size, "seq_len": seq_len, "batch_size": batch_size, "ttt_steps": ttt_steps, "peak_lr": peak_lr},
+                     "intermediate_size": head.config.intermediate_size, "seq_len": seq_len,
+                     "batch_size": batch_size, "ttt_steps": ttt_steps, "peak_lr": peak_lr},
         "heads": heads, "wall_s": round(time.perf_counter() - start, 1),
     }
     out_dir.mkdir(parents=True, exist_ok=True)

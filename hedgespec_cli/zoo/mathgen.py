@@ -271,12 +271,12 @@ def _fractions(r: random.Random) -> str:
 
 
 def _fence(r: random.Random) -> str:
-    w, l, price, gate = r.randint(3, 30), r.randint(3, 30), r.randint(2, 15), r.randint(20, 120)
-    around = 2 * (w + l)
+    w, length, price, gate = r.randint(3, 30), r.randint(3, 30), r.randint(2, 15), r.randint(20, 120)
+    around = 2 * (w + length)
     return (
-        f"Problem: A field is {w} metres wide and {l} metres long. Fencing costs ${price} a metre "
+        f"Problem: A field is {w} metres wide and {length} metres long. Fencing costs ${price} a metre "
         f"and a gate costs ${gate}. What does it cost to fence the field with one gate?\n"
-        + _steps(r, [f"the perimeter is 2 x ({w} + {l}) = 2 x {w + l} = {around} metres.",
+        + _steps(r, [f"the perimeter is 2 x ({w} + {length}) = 2 x {w + length} = {around} metres.",
                      f"the fencing costs {around} x {price} = {around * price} dollars.",
                      f"with the gate the cost is {around * price} + {gate} = {around * price + gate} dollars."],
                  f"${around * price + gate}")

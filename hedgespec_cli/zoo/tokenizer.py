@@ -7,8 +7,8 @@ prompt tokenized by the engine looks like the start of a training document.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 SAMPLE_CHARS_PER_DOMAIN = 1_000_000  # BPE statistics need far less than the whole corpus
