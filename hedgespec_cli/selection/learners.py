@@ -342,8 +342,9 @@ class Tracking:
       positive regret: a segment's start; NormalHedge then has no preference,
       Figure 1 plays uniform). HedgeSpec's EAL losses arrive K positions
       late, so this lead picks the drafter of a query's first rounds:
-      carrying the last drafter wins within a block of one domain and loses when the domain changes at almost every query (an
-      expert off its domain accepts almost nothing, for K rounds). Which
+      carrying the last drafter wins within a block of one domain and loses
+      when the domain changes at almost every query (an expert off its
+      domain accepts almost nothing, for K rounds). Which
       holds is learnt across segments: NormalHedge over (fresh, kept) with one
       step per segment, the two learners' mixture losses on its first step
       (when neither has seen the segment). Ties: kept.
