@@ -25,7 +25,6 @@ SCHEMA = "hedgespec.run/1"
 # shares the interpreter with the decode loop, so ticks faster than 10 ms would load the run
 # they measure; a tick rarer than hourly records nothing over a benchmark.
 SAMPLE_INTERVAL_S = (0.01, 3600.0)
-DEFAULT_ONLINE = ("ucbspec", "exp3spec", "metasd-ucb", "random", "router", "router-label", "hedgespec")
 
 
 @dataclass(frozen=True)
@@ -139,12 +138,6 @@ def resolve_settings(flags: dict[str, Any], config_file: Path | None) -> BenchSe
     return BenchSettings(**merged)
 
 
-def default_methods(generic: str, *, classifier: bool = True) -> tuple[str, ...]:
-    """Every method; `router` only where the profile ships a prompt classifier."""
-    online = DEFAULT_ONLINE if classifier else tuple(m for m in DEFAULT_ONLINE if m != "router")
-    return ("ar", f"fixed:{generic}", *online, "oracle")
-
-
 def run_bench(settings: BenchSettings, *, progress: Progress | None = None, resume: Path | None = None) -> dict:
     """Run (or continue) a benchmark; returns the results payload. The run dir is payload['run_dir']."""
     from hedgespec_cli.bench_loop import BenchRun
@@ -242,6 +235,7 @@ def with_profile_defaults(settings: BenchSettings, profile_name: str) -> BenchSe
     import torch
 
     from hedgespec_cli.decoding.engine import DEFAULT_COUNTERFACTUAL
+    from hedgespec_cli.selection.base import default_bench
 
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
@@ -254,7 +248,7 @@ def with_profile_defaults(settings: BenchSettings, profile_name: str) -> BenchSe
                           "add --tree-top-k (children per node) or drop --tree-tokens")
     return replace(
         settings,
-        methods=settings.methods or default_methods(prof.generic().name, classifier=prof.router is not None),
+        methods=settings.methods or default_bench(prof.generic().name, classifier=prof.router is not None),
         K=settings.K if settings.K is not None else d.get("K", 5),
         temperature=settings.temperature if settings.temperature is not None else d.get("temperature", 0.0),
         top_p=settings.top_p if settings.top_p is not None else d.get("top_p", 1.0),

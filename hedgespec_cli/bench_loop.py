@@ -25,7 +25,6 @@ from hedgespec_cli.report import summary as S
 from hedgespec_cli.report.ecosystem import definitions
 from hedgespec_cli.rundir import RunDir, env_fingerprint
 from hedgespec_cli.runner import (
-    AR,
     SelectorBank,
     check_methods,
     check_router,
@@ -38,6 +37,7 @@ from hedgespec_cli.runner import (
 )
 from hedgespec_cli.selection import REGISTRY, SelectorSpec
 from hedgespec_cli.selection.audit import audit
+from hedgespec_cli.selection.base import registration
 from hedgespec_cli.selection.trace import Trace, TraceQuery, read_trace, write_trace
 from hedgespec_cli.telemetry import TelemetrySampler
 from hedgespec_cli.workloads import Workload, load_workload
@@ -207,7 +207,7 @@ class BenchRun:
         if keep_trace and record.gamma is not None and key not in self.trace:
             self.trace[key] = TraceQuery(prompt.id, prompt.domain, record.output_ids, record.gamma, index, method,
                                          record.gamma_depth)
-        if keep_trace and record.rounds and method != AR:
+        if keep_trace and record.rounds and registration(method).selects:
             self.arms[(SelectorSpec.parse(method).label, prompt.id, repeat)] = [r.drafter for r in record.rounds]
         return record, energy_j
 
@@ -267,8 +267,6 @@ class BenchRun:
         return out
 
     def _label(self, method: str) -> str:
-        if method == AR:
-            return "target only (plain autoregressive decoding)"
         if method == f"fixed:{self.profile.generic().name}":
             return "single generic drafter (the EAGLE-3-style single-drafter baseline)"
         spec = SelectorSpec.parse(method)
@@ -284,7 +282,7 @@ class BenchRun:
             if self.settings.temperature > 0:
                 return spec.description + ("; at T > 0 it ranks drafters by the one-step estimator "
                                            "(biased, DESIGN.md section 5)")
-        if tree and reg.factory.needs_full_feedback:
+        if tree and reg.needs_full_feedback:
             # Its choices rest on gamma, which for trees scores unpruned top_k children (decoding/tree.py).
             return (f"{spec.description} [draft trees: decides on gamma that is an upper bound, "
                     "as if no node were pruned]")

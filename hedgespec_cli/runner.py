@@ -10,8 +10,9 @@ from hedgespec_cli.config import ModelSpec, Profile
 from hedgespec_cli.decoding.engine import Engine, QueryRecord
 from hedgespec_cli.errors import ConfigError, WorkloadError
 from hedgespec_cli.models import Pool, load_pool
+from hedgespec_cli.selection.base import AR, SelectorSpec, make_selector, registration  # noqa: F401 (AR re-exported)
 from hedgespec_cli.selection.feedback import QueryContext
-from hedgespec_cli.selection.seeding import AR, SelectorBank, query_seed  # noqa: F401 (re-exported)
+from hedgespec_cli.selection.seeding import SelectorBank, query_seed  # noqa: F401 (re-exported)
 
 
 def open_pool(
@@ -68,10 +69,8 @@ def context_for(
 
 def check_router(methods, profile: Profile) -> None:
     """A method that reads the prompt classifier's guess (`router`) needs the profile to ship one."""
-    from hedgespec_cli.selection import REGISTRY, SelectorSpec
-
     for m in methods:
-        if m != AR and REGISTRY[SelectorSpec.parse(m).name].needs_prompt_classifier and profile.router is None:
+        if registration(m).needs_prompt_classifier and profile.router is None:
             raise ConfigError(
                 f"{m} needs a prompt classifier and profile {profile.name!r} has none: build one with "
                 "`hedgespec zoo router --zoo DIR` and add `router: DIR/router.npz` to the profile, "
@@ -81,19 +80,16 @@ def check_router(methods, profile: Profile) -> None:
 
 def needs_hindsight(method: str) -> bool:
     """True for the hindsight references (`oracle`, `oracle-round`), which need the query's gamma."""
-    from hedgespec_cli.selection import REGISTRY, SelectorSpec
-
-    return method != AR and REGISTRY[SelectorSpec.parse(method).name].kind == "reference"
+    return registration(method).hindsight
 
 
 def check_methods(methods, drafter_names: list[str]) -> None:
-    """Build every method but `ar` against the pool's names: a bad name, hyperparameter or
-    `fixed:NAME` fails before any model is loaded or any run directory is written."""
-    from hedgespec_cli.selection import make_selector
-
+    """Parse every method and build each selector against the pool's names: a bad name,
+    hyperparameter or `fixed:NAME` fails before any model is loaded or any run directory is written."""
     for m in methods:
-        if m != AR:
-            make_selector(m, len(drafter_names), drafter_names)
+        spec = SelectorSpec.parse(m)
+        if registration(m).selects:
+            make_selector(spec, len(drafter_names), drafter_names)
 
 
 def checked_prompt_ids(engine: Engine, prompts) -> list[list[int]]:
@@ -132,18 +128,17 @@ def run_query(
     references (`oracle`, `oracle-round`) need the query's gamma: when the
     caller has none, an untimed full-information pass produces it first.
     """
-    if method == AR:
+    reg = registration(method)
+    if not reg.selects:
         return engine.decode(prompt_ids, record_gamma=False)
-    from hedgespec_cli.selection import REGISTRY, SelectorSpec, make_selector
-
     spec = SelectorSpec.parse(method, seed=seed)
     pool = engine.pool
     if selector is None:
         selector = make_selector(spec, len(pool.drafters), pool.names)
-    if hindsight is None and needs_hindsight(method):
+    if hindsight is None and reg.hindsight:
         probe = hindsight_pass(engine, prompt_ids, domain)
         hindsight = probe.gamma if probe.gamma_depth is None else probe.gamma_depth
-    if pool.router is None and REGISTRY[spec.name].needs_prompt_classifier:
+    if pool.router is None and reg.needs_prompt_classifier:
         raise ConfigError(f"{method} needs a prompt classifier and this profile has none: build one with "
                           "`hedgespec zoo router --zoo DIR` and add `router: DIR/router.npz` to the profile, "
                           "or use router-label (the prompt's true domain)")

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-ADAPTIVE = ("hedgespec", "ucbspec", "exp3spec", "metasd-ucb")
 FORMAT_HELP = ("table, json (results.json), vllm (`vllm bench serve` result keys) or aiperf (AIPerf metric "
                "records) \\[default: table].")
 
@@ -204,6 +203,7 @@ def _emit(payload: dict, *, fmt: str, output: Path | None, quiet: bool, plots: P
     from hedgespec_cli.report.bench_tables import render_run
     from hedgespec_cli.report.export import export
     from hedgespec_cli.rundir import dumps_json, read_jsonl
+    from hedgespec_cli.selection.base import adaptive_methods
 
     if fmt != "table":
         queries = Path(payload["run_dir"]) / payload.get("artifacts", {}).get("queries", "queries.jsonl")
@@ -217,7 +217,7 @@ def _emit(payload: dict, *, fmt: str, output: Path | None, quiet: bool, plots: P
             atomic_write_text(output, text + "\n")
             Console(stderr=True).print(f"{fmt}: {output}")
     elif not quiet:
-        render_run(payload, Console(), adaptive=ADAPTIVE)
+        render_run(payload, Console(), adaptive=adaptive_methods())
     if plots is not None:
         from hedgespec_cli.report.plots import write_plots
 

@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
 def live_audit(path: Path, data, seed: int) -> dict | None:
     """A bench run directory's own live methods against their replay (selection/audit.py); None for a bare trace."""
     from hedgespec_cli.selection.audit import audit
-    from hedgespec_cli.selection.base import SelectorSpec
+    from hedgespec_cli.selection.base import SelectorSpec, registration
 
     run = path if path.is_dir() else path.parent
     queries = run / "queries.jsonl"
@@ -58,7 +58,7 @@ def live_audit(path: Path, data, seed: int) -> dict | None:
     if rounds.is_file():
         for t in rounds.read_text(encoding="utf-8").splitlines():
             r = json.loads(t) if t.strip() else None
-            if r and r["repeat"] == 0 and r["method"] != "ar":
+            if r and r["repeat"] == 0 and registration(r["method"]).selects:
                 arms.setdefault((SelectorSpec.parse(r["method"]).label, r["query_id"]), []).append(r["drafter"])
     return audit(data, lines, seed=seed, live_arms=arms)
 

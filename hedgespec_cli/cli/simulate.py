@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
-DEFAULT_METHODS = "hedgespec,ucbspec,exp3spec,random,oracle"  # metasd-ucb is not replayable
+from hedgespec_cli.selection.simulate import default_methods
+
+DEFAULT_METHODS = ",".join(default_methods())  # a query over the registry (selection/simulate.py)
 
 
 def _ints(text: str, option: str) -> list[int]:

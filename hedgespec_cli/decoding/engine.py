@@ -100,11 +100,12 @@ class DecodeSettings:
 class Chooser(Protocol):
     """What the loop needs from a selector: a choice per round, feedback after it.
 
-    An optional attribute `needs_block_reward = True` asks for MetaSD's block
-    divergence in BanditFeedback (left None otherwise: it is not free).
+    needs_block_reward: True asks for MetaSD's block divergence in
+    BanditFeedback (left None otherwise: it is not free).
     """
 
     needs_full_feedback: bool
+    needs_block_reward: bool
 
     def choose(self, position: int) -> Decision: ...
 
@@ -433,7 +434,7 @@ class Engine:
     ) -> FullFeedback | BanditFeedback:
         if chooser.needs_full_feedback:
             return FullFeedback(gamma, arm, self.settings.K, depth)
-        reward = self._block_reward(q_logits, p_logits, k) if getattr(chooser, "needs_block_reward", False) else None
+        reward = self._block_reward(q_logits, p_logits, k) if chooser.needs_block_reward else None
         return BanditFeedback(arm, n, k, self.settings.K, reward)
 
     def _block_reward(self, q_logits: torch.Tensor | None, p_logits: torch.Tensor, k: int) -> float:
