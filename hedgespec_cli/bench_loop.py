@@ -9,17 +9,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from hedgespec_cli.bench import (
-    SCHEMA,
-    BenchSettings,
-    Progress,
-    bench_profile,
-    decode_settings,
-    settings_dict,
-    with_profile_defaults,
-)
+from hedgespec_cli.bench import SCHEMA, BenchSettings, Progress, resolve_run, settings_dict
 from hedgespec_cli.config import Profile
-from hedgespec_cli.decoding.engine import DecodeSettings, Engine
+from hedgespec_cli.decoding.engine import Engine
+from hedgespec_cli.decoding.settings import DecodeSettings
 from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.report import summary as S
 from hedgespec_cli.report.ecosystem import definitions
@@ -40,7 +33,7 @@ from hedgespec_cli.selection.audit import audit
 from hedgespec_cli.selection.base import registration
 from hedgespec_cli.selection.trace import Trace, TraceQuery, read_trace, write_trace
 from hedgespec_cli.telemetry import TelemetrySampler
-from hedgespec_cli.workloads import Workload, load_workload
+from hedgespec_cli.workloads import Workload
 
 FILES = {
     "config": "config.yaml",
@@ -63,15 +56,10 @@ class Plan:
 
     @classmethod
     def of(cls, settings: BenchSettings) -> Plan:
-        settings = with_profile_defaults(settings, settings.profile)
-        profile = bench_profile(settings)  # the profile with --target / --drafter applied
-        workload = load_workload(settings.workload, limit=settings.prompts)
-        if settings.max_new_tokens is None:
-            budget = workload.max_new_tokens or profile.decoding.get("max_new_tokens", 128)
-            settings = replace(settings, max_new_tokens=int(budget))
+        settings, profile, workload, decode = resolve_run(settings)
         check_methods(settings.methods, [d.name for d in profile.drafters])
         check_router(settings.methods, profile)
-        return cls(settings, profile, workload, decode_settings(settings))  # K, T, top-p, tree: validated here
+        return cls(settings, profile, workload, decode)
 
 
 class BenchRun:

@@ -10,7 +10,7 @@ from hedgespec_cli.config import ModelSpec, Profile
 from hedgespec_cli.decoding.engine import Engine, QueryRecord
 from hedgespec_cli.errors import ConfigError, WorkloadError
 from hedgespec_cli.models import Pool, load_pool
-from hedgespec_cli.selection.base import AR, SelectorSpec, make_selector, registration  # noqa: F401 (AR re-exported)
+from hedgespec_cli.selection.base import SelectorSpec, make_selector, registration
 from hedgespec_cli.selection.feedback import QueryContext
 from hedgespec_cli.selection.seeding import SelectorBank, query_seed  # noqa: F401 (re-exported)
 
@@ -169,8 +169,7 @@ def generate_once(
 ) -> dict:
     """`hedgespec generate`: load, decode one prompt, optionally save its trace -> payload."""
     from hedgespec_cli.config import check_seed, load_profile
-    from hedgespec_cli.decoding.engine import DecodeSettings
-    from hedgespec_cli.decoding.tree import TreeShape
+    from hedgespec_cli.decoding.settings import DecodeSettings, resolve_knobs
 
     check_seed(seed)
     if target is not None:
@@ -179,16 +178,9 @@ def generate_once(
         prof = adhoc_profile(str(target), drafters)
     else:
         prof = load_profile(profile)
-    d = prof.decoding
-    settings = DecodeSettings(
-        K=K if K is not None else d.get("K", 5),
-        temperature=temperature if temperature is not None else d.get("temperature", 0.0),
-        top_p=top_p if top_p is not None else d.get("top_p", 1.0),
-        max_new_tokens=max_new_tokens if max_new_tokens is not None else d.get("max_new_tokens", 128),
-        tree=TreeShape.from_options(tree_top_k if tree_top_k is not None else d.get("tree_top_k"),
-                                    tree_tokens if tree_tokens is not None else d.get("tree_tokens")),
-        **({"counterfactual": d["counterfactual"]} if d.get("counterfactual") else {}),  # the profile's, if any
-    )
+    flags = {"K": K, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
+             "tree_top_k": tree_top_k, "tree_tokens": tree_tokens}
+    settings = DecodeSettings.of(resolve_knobs(flags, prof.decoding))  # flag > profile > default
     method = method or f"fixed:{prof.generic().name}"
     pool = open_pool(prof, device=device, dtype=dtype)
     engine = Engine(pool, settings, seed=seed)

@@ -13,20 +13,11 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import replace
 from typing import Any
 
 import torch
 
-from hedgespec_cli.bench import (
-    BenchInterrupted,
-    BenchSettings,
-    Progress,
-    bench_profile,
-    decode_settings,
-    settings_dict,
-    with_profile_defaults,
-)
+from hedgespec_cli.bench import BenchInterrupted, BenchSettings, Progress, resolve_run, settings_dict
 from hedgespec_cli.config import ModelSpec
 from hedgespec_cli.decoding.engine import Engine
 from hedgespec_cli.errors import ConfigError
@@ -43,7 +34,6 @@ from hedgespec_cli.runner import (
     run_query,
 )
 from hedgespec_cli.selection.base import registration
-from hedgespec_cli.workloads import load_workload
 
 PAD_NOISE = 0.5  # noise std relative to each weight tensor's std
 
@@ -82,11 +72,7 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
     """Run every method at every pool size; returns the sweep payload (also saved as sweep.json)."""
     if not sizes or min(sizes) < 1:
         raise ConfigError(f"--sweep-drafters needs pool sizes >= 1 (got {sizes})")
-    settings = with_profile_defaults(settings, settings.profile)
-    profile = bench_profile(settings)
-    workload = load_workload(settings.workload, limit=settings.prompts)
-    max_new = settings.max_new_tokens or workload.max_new_tokens or profile.decoding.get("max_new_tokens", 128)
-    settings = replace(settings, max_new_tokens=int(max_new))
+    settings, profile, workload, decode = resolve_run(settings)  # K, T, top-p, tree: checked before any model loads
     names = [d.name for d in profile.drafters]
     # Bad methods (`fixed:NAME` at every pool size), settings and prompts fail before the run dir exists.
     for n in sizes:
@@ -95,7 +81,6 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
         except ConfigError as err:
             raise ConfigError(f"in the pool of {n} drafters: {err}") from None
     check_router(settings.methods, profile)
-    decode = decode_settings(settings)  # K, T, top-p, tree: checked before any model loads
     pool = open_pool(profile, device=settings.device, dtype=settings.dtype, drafter_dtype=settings.drafter_dtype)
     plain = [m for m in settings.methods if not registration(m).selects]  # `ar`: the same at every N, run once
     methods = [m for m in settings.methods if registration(m).selects]
