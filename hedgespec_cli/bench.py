@@ -15,17 +15,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hedgespec_cli.config import Profile, check_field_types, check_keys, check_seed, load_profile, read_yaml
+from hedgespec_cli.decoding.settings import KNOBS, DecodeSettings, TreeShape, resolve_knobs
 from hedgespec_cli.errors import ConfigError, HedgespecError
 
 if TYPE_CHECKING:
-    from hedgespec_cli.decoding.engine import DecodeSettings
+    from hedgespec_cli.workloads import Workload
 
 SCHEMA = "hedgespec.run/1"
 # Telemetry interval bounds (seconds): each tick reads NVML and /proc in a Python thread that
 # shares the interpreter with the decode loop, so ticks faster than 10 ms would load the run
 # they measure; a tick rarer than hourly records nothing over a benchmark.
 SAMPLE_INTERVAL_S = (0.01, 3600.0)
-DEFAULT_ONLINE = ("ucbspec", "exp3spec", "metasd-ucb", "random", "router", "router-label", "hedgespec")
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class BenchSettings:
     drafters: tuple[str, ...] | None = None  # replace the profile's pool: [NAME=]directory-or-Hub-id each
     workload: str = "mixed-domain"
     methods: tuple[str, ...] | None = None
+    # The decoding knobs (KNOBS): None until `resolve_run`; their defaults live on DecodeSettings.
     temperature: float | None = None
     top_p: float | None = None
     K: int | None = None
@@ -68,8 +69,6 @@ class BenchSettings:
         if self.tree_top_k is not None and self.tree_top_k < 0:
             raise ConfigError(f"tree_top_k must be >= 0 (got {self.tree_top_k}); 0 drafts chains")
         if self.tree_top_k and self.tree_tokens is not None:
-            from hedgespec_cli.decoding.tree import TreeShape
-
             TreeShape(self.tree_top_k, self.tree_tokens)  # validates before any run directory exists
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be at least 1 (got {self.threads})")
@@ -85,6 +84,9 @@ class BenchSettings:
                 same = f"{m!r} twice" if seen[key] == m else f"{seen[key]!r} and {m!r}, the same method"
                 raise ConfigError(f"--methods lists {same}; give each method once")
             seen[key] = m
+
+
+BENCH_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(BenchSettings)}  # what --help shows
 
 
 def _method_key(method: str) -> str:
@@ -137,12 +139,6 @@ def resolve_settings(flags: dict[str, Any], config_file: Path | None) -> BenchSe
         if isinstance(merged.get(key), list):
             merged[key] = tuple(merged[key])
     return BenchSettings(**merged)
-
-
-def default_methods(generic: str, *, classifier: bool = True) -> tuple[str, ...]:
-    """Every method; `router` only where the profile ships a prompt classifier."""
-    online = DEFAULT_ONLINE if classifier else tuple(m for m in DEFAULT_ONLINE if m != "router")
-    return ("ar", f"fixed:{generic}", *online, "oracle")
 
 
 def run_bench(settings: BenchSettings, *, progress: Progress | None = None, resume: Path | None = None) -> dict:
@@ -202,21 +198,6 @@ def _settings_of(run_dir: Path) -> BenchSettings:
         raise RunDirError(f"cannot resume {run_dir}: its config.yaml: {err}") from None
 
 
-def decode_settings(settings: BenchSettings) -> DecodeSettings:
-    """The engine's knobs for a resolved run (after `with_profile_defaults`)."""
-    from hedgespec_cli.decoding.engine import DEFAULT_COUNTERFACTUAL, DecodeSettings
-    from hedgespec_cli.decoding.tree import TreeShape
-
-    return DecodeSettings(
-        K=settings.K,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        max_new_tokens=settings.max_new_tokens,
-        tree=TreeShape.from_options(settings.tree_top_k, settings.tree_tokens),
-        counterfactual=settings.counterfactual or DEFAULT_COUNTERFACTUAL,
-    )
-
-
 def settings_dict(settings: BenchSettings) -> dict[str, Any]:
     out = asdict(settings)
     out["methods"] = list(settings.methods) if settings.methods else None
@@ -239,31 +220,36 @@ def bench_profile(settings: BenchSettings) -> Profile:
                    drafters=given.drafters if settings.drafters else prof.drafters)
 
 
-def with_profile_defaults(settings: BenchSettings, profile_name: str) -> BenchSettings:
-    """Fill the decoding knobs the user left unset from the profile (then built-in defaults)."""
+def resolve_run(settings: BenchSettings) -> tuple[BenchSettings, Profile, Workload, DecodeSettings]:
+    """Fill what the user left unset, check it, and build the engine's settings; loads no model.
+
+    The decoding knobs follow `resolve_knobs` (decoding/settings.py): flag (merged with `--config` by
+    `resolve_settings`) > workload (`max_new_tokens`) > the profile's `decoding:` > the defaults on the
+    dataclasses. Methods default to `default_bench`; device and dtypes to the profile's. The returned
+    settings hold every resolved value (what `config.yaml` records and `--resume` replays).
+    """
     import torch
 
-    from hedgespec_cli.decoding.engine import DEFAULT_COUNTERFACTUAL
+    from hedgespec_cli.selection.base import default_bench
+    from hedgespec_cli.workloads import load_workload
 
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
     settings = replace(settings, threads=torch.get_num_threads())  # what actually ran, for config.yaml
-    prof = bench_profile(replace(settings, profile=profile_name))
+    prof = bench_profile(settings)  # the profile with --target / --drafter applied
     d = prof.decoding
     # --tree-tokens alone, on a profile that drafts chains (a resumed run has tree_top_k set, maybe 0).
     if settings.tree_tokens is not None and settings.tree_top_k is None and not d.get("tree_top_k"):
         raise ConfigError("--tree-tokens sizes draft trees, but this run drafts chains; "
                           "add --tree-top-k (children per node) or drop --tree-tokens")
-    return replace(
+    workload = load_workload(settings.workload, limit=settings.prompts)
+    knobs = resolve_knobs({k: getattr(settings, k) for k in KNOBS}, {"max_new_tokens": workload.max_new_tokens}, d)
+    settings = replace(
         settings,
-        methods=settings.methods or default_methods(prof.generic().name, classifier=prof.router is not None),
-        K=settings.K if settings.K is not None else d.get("K", 5),
-        temperature=settings.temperature if settings.temperature is not None else d.get("temperature", 0.0),
-        top_p=settings.top_p if settings.top_p is not None else d.get("top_p", 1.0),
-        tree_top_k=settings.tree_top_k if settings.tree_top_k is not None else d.get("tree_top_k", 0),
-        tree_tokens=settings.tree_tokens if settings.tree_tokens is not None else d.get("tree_tokens", 60),
-        counterfactual=settings.counterfactual or d.get("counterfactual", DEFAULT_COUNTERFACTUAL),
+        **knobs,
+        methods=settings.methods or default_bench(prof.generic().name, classifier=prof.router is not None),
         device=settings.device or prof.device,
         dtype=settings.dtype or prof.dtype,
         drafter_dtype=settings.drafter_dtype or prof.drafter_dtype or settings.dtype or prof.dtype,
     )
+    return settings, prof, workload, DecodeSettings.of(knobs)  # K, T, top-p, tree: validated here

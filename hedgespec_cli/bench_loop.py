@@ -9,23 +9,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from hedgespec_cli.bench import (
-    SCHEMA,
-    BenchSettings,
-    Progress,
-    bench_profile,
-    decode_settings,
-    settings_dict,
-    with_profile_defaults,
-)
+from hedgespec_cli.bench import SCHEMA, BenchSettings, Progress, resolve_run, settings_dict
 from hedgespec_cli.config import Profile
-from hedgespec_cli.decoding.engine import DecodeSettings, Engine
+from hedgespec_cli.decoding.engine import Engine
+from hedgespec_cli.decoding.settings import DecodeSettings
 from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.report import summary as S
 from hedgespec_cli.report.ecosystem import definitions
 from hedgespec_cli.rundir import RunDir, env_fingerprint
 from hedgespec_cli.runner import (
-    AR,
     SelectorBank,
     check_methods,
     check_router,
@@ -38,9 +30,10 @@ from hedgespec_cli.runner import (
 )
 from hedgespec_cli.selection import REGISTRY, SelectorSpec
 from hedgespec_cli.selection.audit import audit
+from hedgespec_cli.selection.base import registration
 from hedgespec_cli.selection.trace import Trace, TraceQuery, read_trace, write_trace
 from hedgespec_cli.telemetry import TelemetrySampler
-from hedgespec_cli.workloads import Workload, load_workload
+from hedgespec_cli.workloads import Workload
 
 FILES = {
     "config": "config.yaml",
@@ -63,15 +56,10 @@ class Plan:
 
     @classmethod
     def of(cls, settings: BenchSettings) -> Plan:
-        settings = with_profile_defaults(settings, settings.profile)
-        profile = bench_profile(settings)  # the profile with --target / --drafter applied
-        workload = load_workload(settings.workload, limit=settings.prompts)
-        if settings.max_new_tokens is None:
-            budget = workload.max_new_tokens or profile.decoding.get("max_new_tokens", 128)
-            settings = replace(settings, max_new_tokens=int(budget))
+        settings, profile, workload, decode = resolve_run(settings)
         check_methods(settings.methods, [d.name for d in profile.drafters])
         check_router(settings.methods, profile)
-        return cls(settings, profile, workload, decode_settings(settings))  # K, T, top-p, tree: validated here
+        return cls(settings, profile, workload, decode)
 
 
 class BenchRun:
@@ -207,7 +195,7 @@ class BenchRun:
         if keep_trace and record.gamma is not None and key not in self.trace:
             self.trace[key] = TraceQuery(prompt.id, prompt.domain, record.output_ids, record.gamma, index, method,
                                          record.gamma_depth)
-        if keep_trace and record.rounds and method != AR:
+        if keep_trace and record.rounds and registration(method).selects:
             self.arms[(SelectorSpec.parse(method).label, prompt.id, repeat)] = [r.drafter for r in record.rounds]
         return record, energy_j
 
@@ -268,8 +256,6 @@ class BenchRun:
         return out
 
     def _label(self, method: str) -> str:
-        if method == AR:
-            return "target only (plain autoregressive decoding)"
         if method == f"fixed:{self.profile.generic().name}":
             return "single generic drafter (the EAGLE-3-style single-drafter baseline)"
         spec = SelectorSpec.parse(method)
@@ -285,7 +271,7 @@ class BenchRun:
             if self.settings.temperature > 0:
                 return spec.description + ("; at T > 0 it ranks drafters by the one-step estimator "
                                            "(biased, DESIGN.md section 5)")
-        if tree and reg.factory.needs_full_feedback:
+        if tree and reg.needs_full_feedback:
             # Its choices rest on gamma, which for trees scores unpruned top_k children (decoding/tree.py).
             return (f"{spec.description} [draft trees: decides on gamma that is an upper bound, "
                     "as if no node were pruned]")

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from hedgespec_cli.decoding.settings import KNOBS
 from hedgespec_cli.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -20,8 +21,7 @@ PROFILE_KEYS = {"name", "description", "target", "tokenizer", "router", "drafter
 LOCATION_KEYS = {"path", "hub", "revision", "subfolder", "package", "gguf_file"}
 DRAFTER_KEYS = {"name", "kind", "domain", "role"} | LOCATION_KEYS
 TARGET_KEYS = {"name"} | LOCATION_KEYS
-DECODING_TYPES: dict[str, type] = {"K": int, "temperature": float, "top_p": float, "max_new_tokens": int,
-                                   "tree_top_k": int, "tree_tokens": int, "counterfactual": str}
+DECODING_TYPES = KNOBS  # a profile's `decoding:` sets the same knobs as the flags (decoding/settings.py)
 DECODING_KEYS = set(DECODING_TYPES)
 
 

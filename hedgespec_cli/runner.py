@@ -10,8 +10,9 @@ from hedgespec_cli.config import ModelSpec, Profile
 from hedgespec_cli.decoding.engine import Engine, QueryRecord
 from hedgespec_cli.errors import ConfigError, WorkloadError
 from hedgespec_cli.models import Pool, load_pool
+from hedgespec_cli.selection.base import SelectorSpec, make_selector, registration
 from hedgespec_cli.selection.feedback import QueryContext
-from hedgespec_cli.selection.seeding import AR, SelectorBank, query_seed  # noqa: F401 (re-exported)
+from hedgespec_cli.selection.seeding import SelectorBank, query_seed  # noqa: F401 (re-exported)
 
 
 def open_pool(
@@ -68,10 +69,8 @@ def context_for(
 
 def check_router(methods, profile: Profile) -> None:
     """A method that reads the prompt classifier's guess (`router`) needs the profile to ship one."""
-    from hedgespec_cli.selection import REGISTRY, SelectorSpec
-
     for m in methods:
-        if m != AR and REGISTRY[SelectorSpec.parse(m).name].needs_prompt_classifier and profile.router is None:
+        if registration(m).needs_prompt_classifier and profile.router is None:
             raise ConfigError(
                 f"{m} needs a prompt classifier and profile {profile.name!r} has none: build one with "
                 "`hedgespec zoo router --zoo DIR` and add `router: DIR/router.npz` to the profile, "
@@ -81,19 +80,16 @@ def check_router(methods, profile: Profile) -> None:
 
 def needs_hindsight(method: str) -> bool:
     """True for the hindsight references (`oracle`, `oracle-round`), which need the query's gamma."""
-    from hedgespec_cli.selection import REGISTRY, SelectorSpec
-
-    return method != AR and REGISTRY[SelectorSpec.parse(method).name].kind == "reference"
+    return registration(method).hindsight
 
 
 def check_methods(methods, drafter_names: list[str]) -> None:
-    """Build every method but `ar` against the pool's names: a bad name, hyperparameter or
-    `fixed:NAME` fails before any model is loaded or any run directory is written."""
-    from hedgespec_cli.selection import make_selector
-
+    """Parse every method and build each selector against the pool's names: a bad name,
+    hyperparameter or `fixed:NAME` fails before any model is loaded or any run directory is written."""
     for m in methods:
-        if m != AR:
-            make_selector(m, len(drafter_names), drafter_names)
+        spec = SelectorSpec.parse(m)
+        if registration(m).selects:
+            make_selector(spec, len(drafter_names), drafter_names)
 
 
 def checked_prompt_ids(engine: Engine, prompts) -> list[list[int]]:
@@ -132,18 +128,17 @@ def run_query(
     references (`oracle`, `oracle-round`) need the query's gamma: when the
     caller has none, an untimed full-information pass produces it first.
     """
-    if method == AR:
+    reg = registration(method)
+    if not reg.selects:
         return engine.decode(prompt_ids, record_gamma=False)
-    from hedgespec_cli.selection import REGISTRY, SelectorSpec, make_selector
-
     spec = SelectorSpec.parse(method, seed=seed)
     pool = engine.pool
     if selector is None:
         selector = make_selector(spec, len(pool.drafters), pool.names)
-    if hindsight is None and needs_hindsight(method):
+    if hindsight is None and reg.hindsight:
         probe = hindsight_pass(engine, prompt_ids, domain)
         hindsight = probe.gamma if probe.gamma_depth is None else probe.gamma_depth
-    if pool.router is None and REGISTRY[spec.name].needs_prompt_classifier:
+    if pool.router is None and reg.needs_prompt_classifier:
         raise ConfigError(f"{method} needs a prompt classifier and this profile has none: build one with "
                           "`hedgespec zoo router --zoo DIR` and add `router: DIR/router.npz` to the profile, "
                           "or use router-label (the prompt's true domain)")
@@ -174,8 +169,7 @@ def generate_once(
 ) -> dict:
     """`hedgespec generate`: load, decode one prompt, optionally save its trace -> payload."""
     from hedgespec_cli.config import check_seed, load_profile
-    from hedgespec_cli.decoding.engine import DecodeSettings
-    from hedgespec_cli.decoding.tree import TreeShape
+    from hedgespec_cli.decoding.settings import DecodeSettings, resolve_knobs
 
     check_seed(seed)
     if target is not None:
@@ -184,16 +178,9 @@ def generate_once(
         prof = adhoc_profile(str(target), drafters)
     else:
         prof = load_profile(profile)
-    d = prof.decoding
-    settings = DecodeSettings(
-        K=K if K is not None else d.get("K", 5),
-        temperature=temperature if temperature is not None else d.get("temperature", 0.0),
-        top_p=top_p if top_p is not None else d.get("top_p", 1.0),
-        max_new_tokens=max_new_tokens if max_new_tokens is not None else d.get("max_new_tokens", 128),
-        tree=TreeShape.from_options(tree_top_k if tree_top_k is not None else d.get("tree_top_k"),
-                                    tree_tokens if tree_tokens is not None else d.get("tree_tokens")),
-        **({"counterfactual": d["counterfactual"]} if d.get("counterfactual") else {}),  # the profile's, if any
-    )
+    flags = {"K": K, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
+             "tree_top_k": tree_top_k, "tree_tokens": tree_tokens}
+    settings = DecodeSettings.of(resolve_knobs(flags, prof.decoding))  # flag > profile > default
     method = method or f"fixed:{prof.generic().name}"
     pool = open_pool(prof, device=device, dtype=dtype)
     engine = Engine(pool, settings, seed=seed)

@@ -13,20 +13,11 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import replace
 from typing import Any
 
 import torch
 
-from hedgespec_cli.bench import (
-    BenchInterrupted,
-    BenchSettings,
-    Progress,
-    bench_profile,
-    decode_settings,
-    settings_dict,
-    with_profile_defaults,
-)
+from hedgespec_cli.bench import BenchInterrupted, BenchSettings, Progress, resolve_run, settings_dict
 from hedgespec_cli.config import ModelSpec
 from hedgespec_cli.decoding.engine import Engine
 from hedgespec_cli.errors import ConfigError
@@ -34,7 +25,6 @@ from hedgespec_cli.models import CausalLM, Pool
 from hedgespec_cli.report import summary as S
 from hedgespec_cli.rundir import RunDir, env_fingerprint
 from hedgespec_cli.runner import (
-    AR,
     SelectorBank,
     check_methods,
     check_router,
@@ -43,7 +33,7 @@ from hedgespec_cli.runner import (
     query_seed,
     run_query,
 )
-from hedgespec_cli.workloads import load_workload
+from hedgespec_cli.selection.base import registration
 
 PAD_NOISE = 0.5  # noise std relative to each weight tensor's std
 
@@ -82,11 +72,7 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
     """Run every method at every pool size; returns the sweep payload (also saved as sweep.json)."""
     if not sizes or min(sizes) < 1:
         raise ConfigError(f"--sweep-drafters needs pool sizes >= 1 (got {sizes})")
-    settings = with_profile_defaults(settings, settings.profile)
-    profile = bench_profile(settings)
-    workload = load_workload(settings.workload, limit=settings.prompts)
-    max_new = settings.max_new_tokens or workload.max_new_tokens or profile.decoding.get("max_new_tokens", 128)
-    settings = replace(settings, max_new_tokens=int(max_new))
+    settings, profile, workload, decode = resolve_run(settings)  # K, T, top-p, tree: checked before any model loads
     names = [d.name for d in profile.drafters]
     # Bad methods (`fixed:NAME` at every pool size), settings and prompts fail before the run dir exists.
     for n in sizes:
@@ -95,9 +81,9 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
         except ConfigError as err:
             raise ConfigError(f"in the pool of {n} drafters: {err}") from None
     check_router(settings.methods, profile)
-    decode = decode_settings(settings)  # K, T, top-p, tree: checked before any model loads
     pool = open_pool(profile, device=settings.device, dtype=settings.dtype, drafter_dtype=settings.drafter_dtype)
-    methods = [m for m in settings.methods if m != AR]
+    plain = [m for m in settings.methods if not registration(m).selects]  # `ar`: the same at every N, run once
+    methods = [m for m in settings.methods if registration(m).selects]
     prompts = workload.prompts
     engine = Engine(pool, decode, seed=settings.seed)  # the full pool: warm-up and `ar`
     ids = checked_prompt_ids(engine, prompts)
@@ -108,7 +94,7 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
     # One bar per N, showing the tokens/s and MAT of one method (hedgespec when swept).
     focus = "hedgespec" if "hedgespec" in methods else methods[-1]
     if progress:
-        progress.start([f"N={n} {focus}" for n in sizes] + ([AR] if AR in settings.methods else []), len(prompts))
+        progress.start([f"N={n} {focus}" for n in sizes] + plain, len(prompts))
     for m in settings.methods[: 1 + len(methods)]:  # untimed warm-up, one prompt per method
         run_query(engine, ids[0], m, domain=prompts[0].domain)
 
@@ -131,8 +117,8 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
     by_n: dict = {}
     try:
         ar_lines: list[dict] = []
-        if AR in settings.methods:
-            ar_lines = _run(engine, [AR], prompts, ids, None, settings, progress, AR, AR, save)
+        for m in plain:  # once, with the full pool
+            ar_lines += _run(engine, [m], prompts, ids, None, settings, progress, m, m, save)
         for n in sizes:
             sub = padded_pool(pool, profile.generic().name, n, settings.seed)
             engine = Engine(sub, decode, seed=settings.seed)

@@ -78,10 +78,10 @@ CHATTY = ("hey! how are you doing today? i'm good thanks. so my friend asked me 
 
 
 def test_default_methods_hold_router_only_with_a_classifier():
-    from hedgespec_cli.bench import default_methods
+    from hedgespec_cli.selection.base import default_bench
 
-    assert "router" in default_methods("g") and "router-label" in default_methods("g")
-    without = default_methods("g", classifier=False)
+    assert "router" in default_bench("g") and "router-label" in default_bench("g")
+    without = default_bench("g", classifier=False)
     assert "router" not in without and "router-label" in without
 
 

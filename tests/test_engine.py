@@ -25,6 +25,7 @@ class Fixed:
 
     def __init__(self, arm: int, n: int, full: bool = True) -> None:
         self.arm, self.n, self.needs_full_feedback = arm, n, full
+        self.needs_block_reward = False
         self.seen: list = []
 
     def choose(self, position: int) -> Decision:

@@ -26,6 +26,7 @@ from hedgespec_cli.selection.replay import replay_query
 from hedgespec_cli.selection.trace import Trace, TraceQuery
 
 NAMES = ("generic", "code", "math")
+SELECTORS = sorted(n for n, r in REGISTRY.items() if r.selects)  # every method but plain decoding (`ar`)
 DOMAINS = (None, "code", "math")
 K = 3
 
@@ -54,6 +55,7 @@ class Recorder:
     def __init__(self, inner: Selector) -> None:
         self.inner, self.decisions = inner, []
         self.name, self.needs_full_feedback = inner.name, inner.needs_full_feedback
+        self.needs_block_reward = inner.needs_block_reward
 
     def begin_query(self, c):
         self.inner.begin_query(c)
@@ -101,7 +103,7 @@ def drive_with_block_reward(sel, q: TraceQuery) -> None:
 # -- contract over every registered method --------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("name", SELECTORS)
 def test_contract_decisions_are_valid_distributions(name):
     rec = run(method_string(name))
     assert isinstance(rec.inner, Selector)
@@ -112,7 +114,7 @@ def test_contract_decisions_are_valid_distributions(name):
         assert 0 <= d.arm < 3 and d.probs[d.arm] > 0
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("name", SELECTORS)
 def test_contract_same_seed_same_decisions(name):
     a, b = run(method_string(name), seed=7), run(method_string(name), seed=7)
     assert [d.arm for d in a.decisions] == [d.arm for d in b.decisions]
@@ -136,7 +138,7 @@ def test_random_depends_on_the_seed():
     assert len(arms) == 3
 
 
-@pytest.mark.parametrize("name", sorted(n for n, r in REGISTRY.items()))
+@pytest.mark.parametrize("name", SELECTORS)
 def test_contract_feedback_types_are_enforced(name):
     sel = make_selector(method_string(name), 3, NAMES)
     gamma = np.ones((10, 3))
@@ -203,7 +205,7 @@ def test_spec_parsing_and_labels():
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
-        ("nope", "valid methods: exp3spec, fixed:NAME, hedgespec"),
+        ("nope", "valid methods: ar, exp3spec, fixed:NAME, hedgespec"),
         ("hedgespec:eta=1", "valid parameters: loss, learner, reset, play"),
         ("hedgespec:learner=sgd", "choose one of normalhedge, hedge, adanormalhedge, adanormalhedge-sleeping, tracking"),
         ("ucbspec:delta=2", "in (0, 1)"),
@@ -690,3 +692,59 @@ def test_hedgespec_legend_names_what_runs():
     ftl = SelectorSpec.parse("hedgespec:play=argmax").description
     assert "follow-the-leader" in ftl and "normalhedge never changes a decision" in ftl
     assert "follow-the-leader" not in SelectorSpec.parse("hedgespec:play=argmax,learner=adanormalhedge").description
+
+
+# -- the registry describes every method; method lists are queries over it ------------
+
+
+def test_ar_is_registered_and_builds_no_selector():
+    reg = REGISTRY["ar"]
+    assert reg.kind == "plain" and not reg.selects and reg.in_default_bench and reg.not_replayable
+    assert SelectorSpec.parse("ar").label == "ar"
+    with pytest.raises(ConfigError, match="chooses no drafter"):
+        make_selector("ar", 3, NAMES)
+
+
+def test_feedback_traits_are_read_from_the_class_that_declares_them():
+    for name in SELECTORS:
+        reg = REGISTRY[name]
+        sel = make_selector(method_string(name), 3, NAMES)
+        assert (reg.needs_full_feedback, reg.needs_block_reward) == (sel.needs_full_feedback, sel.needs_block_reward)
+    assert [n for n in SELECTORS if REGISTRY[n].needs_block_reward] == ["metasd-ucb"]
+    assert [n for n in SELECTORS if REGISTRY[n].needs_full_feedback] == ["hedgespec"]
+
+
+def test_the_default_method_lists_are_the_ones_the_toolkit_always_ran():
+    from hedgespec_cli.selection.base import adaptive_methods, default_bench
+    from hedgespec_cli.selection.replay import REFERENCES, default_methods
+    from hedgespec_cli.selection.simulate import default_methods as simulate_methods
+
+    assert default_bench("g") == ("ar", "fixed:g", "ucbspec", "exp3spec", "metasd-ucb", "random", "router",
+                                  "router-label", "hedgespec", "oracle")
+    assert adaptive_methods() == ("hedgespec", "ucbspec", "exp3spec", "metasd-ucb")
+    assert default_methods(["g"]) == ["hedgespec", "ucbspec", "exp3spec", "random", "router-label",
+                                      "oracle", "oracle-round", "fixed:g"]
+    assert REFERENCES == ("oracle", "oracle-round")
+    assert simulate_methods() == ["hedgespec", "ucbspec", "exp3spec", "random", "oracle"]
+
+
+def test_a_new_selector_is_one_registration_away_from_every_method_list():
+    from hedgespec_cli.selection.base import adaptive_methods, default_bench, register
+    from hedgespec_cli.selection.replay import default_methods
+    from hedgespec_cli.selection.simulate import default_methods as simulate_methods
+
+    @register("newcomer", kind="online", summary="a test selector", adaptive=True, in_default_bench=True)
+    class Newcomer:
+        needs_full_feedback = False
+        needs_block_reward = False
+
+        def __init__(self, setup, **params) -> None:
+            self.name = setup.name
+
+    try:
+        assert default_bench("g")[-4:] == ("router-label", "newcomer", "hedgespec", "oracle")  # bandits, then full info
+        assert adaptive_methods()[-1] == "newcomer"
+        assert "newcomer" in default_methods(["g"]) and "newcomer" in simulate_methods()
+        assert isinstance(make_selector("newcomer", 3, NAMES), Newcomer)
+    finally:
+        del REGISTRY["newcomer"]

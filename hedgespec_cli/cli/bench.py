@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-ADAPTIVE = ("hedgespec", "ucbspec", "exp3spec", "metasd-ucb")
+from hedgespec_cli.bench import BENCH_DEFAULTS
+from hedgespec_cli.decoding.settings import knob_defaults
+
 FORMAT_HELP = ("table, json (results.json), vllm (`vllm bench serve` result keys) or aiperf (AIPerf metric "
                "records) \\[default: table].")
 
@@ -17,63 +19,65 @@ def register(app: typer.Typer) -> None:
     app.command("report")(report)
 
 
+_B, _D = BENCH_DEFAULTS, knob_defaults()  # help texts read the defaults from the dataclasses
+
+
+def _default(text: object) -> str:
+    return f" \\[default: {text}]."
+
+
 def bench(
-    profile: Annotated[str | None, typer.Option(help="Profile name or YAML path \\[default: tiny].")] = None,
+    profile: Annotated[str | None, typer.Option(
+        help="Profile name or YAML path" + _default(_B["profile"]))] = None,
     target: Annotated[str | None, typer.Option(
-        help="Replace the profile's target: a directory or a Hub id org/name\\[@revision]\\[/subfolder]."
-    )] = None,
+        help="Replace the profile's target: a directory or a Hub id org/name\\[@revision]\\[/subfolder].")] = None,
     drafter: Annotated[list[str] | None, typer.Option(
-        help="Replace the profile's pool: \\[NAME=]directory-or-Hub-id; repeat per drafter."
-    )] = None,
+        help="Replace the profile's pool: \\[NAME=]directory-or-Hub-id; repeat per drafter.")] = None,
     workload: Annotated[str | None, typer.Option(
-        help="Workload name or YAML path \\[default: mixed-domain]."
-    )] = None,
+        help="Workload name or YAML path" + _default(_B["workload"]))] = None,
     methods: Annotated[str | None, typer.Option(
-        help="Comma list, e.g. ar,fixed:generic,hedgespec,oracle \\[default: all]."
-    )] = None,
-    temperature: Annotated[float | None, typer.Option(help="0 = greedy \\[default: profile].")] = None,
-    top_p: Annotated[float | None, typer.Option(help="Nucleus mass at T > 0 \\[default: profile].")] = None,
-    K: Annotated[int | None, typer.Option("-K", "--K", help="Draft length \\[default: profile].")] = None,
+        help="Comma list, e.g. ar,fixed:generic,hedgespec,oracle" + _default("every method but oracle-round"))] = None,
+    temperature: Annotated[float | None, typer.Option(
+        help="0 = greedy" + _default(f"profile, else {_D['temperature']}"))] = None,
+    top_p: Annotated[float | None, typer.Option(
+        help="Nucleus mass at T > 0" + _default(f"profile, else {_D['top_p']}"))] = None,
+    K: Annotated[int | None, typer.Option(
+        "-K", "--K", help="Draft length" + _default(f"profile, else {_D['K']}"))] = None,
     max_new_tokens: Annotated[int | None, typer.Option(
-        help="Tokens per prompt \\[default: workload/profile]."
-    )] = None,
+        help="Tokens per prompt" + _default(f"workload, else profile, else {_D['max_new_tokens']}"))] = None,
     tree_top_k: Annotated[int | None, typer.Option(
-        help="Draft trees: children per node (EAGLE-2 dynamic tree of depth K); 0 = chains \\[default: profile]."
-    )] = None,
+        help="Draft trees: children per node (EAGLE-2 dynamic tree of depth K); 0 = chains"
+        + _default(f"profile, else {_D['tree_top_k']}"))] = None,
     tree_tokens: Annotated[int | None, typer.Option(
-        help="Draft trees: nodes kept per tree \\[default: profile, else 60]."
-    )] = None,
+        help="Draft trees: nodes kept per tree" + _default(f"profile, else {_D['tree_tokens']}"))] = None,
     counterfactual: Annotated[str | None, typer.Option(
-        help="How full-information feedback scores EAGLE-3 heads: exact (the chain each verified position "
-             "would have started), depth1 (every position from target features, optimistic) or aligned (along "
-             "the actual round) \\[default: profile, else depth1]."
-    )] = None,
+        help="How full-information feedback scores EAGLE-3 heads: exact (the chain each verified position would "
+        "have started), depth1 (every position from target features, optimistic) or aligned (along the actual "
+        "round)" + _default(f"profile, else {_D['counterfactual']}"))] = None,
     prompts: Annotated[int | None, typer.Option(help="Use the first N prompts of the workload.")] = None,
-    repeats: Annotated[int | None, typer.Option(help="Timed passes over the prompts \\[default: 1].")] = None,
-    warmup: Annotated[int | None, typer.Option(help="Untimed warm-up prompts per method \\[default: 1].")] = None,
-    seed: Annotated[int | None, typer.Option(help="Run seed \\[default: 0].")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda or auto \\[default: profile].")] = None,
-    dtype: Annotated[str | None, typer.Option(help="float32, float16 or bfloat16 \\[default: profile].")] = None,
+    repeats: Annotated[int | None, typer.Option(
+        help="Timed passes over the prompts" + _default(_B["repeats"]))] = None,
+    warmup: Annotated[int | None, typer.Option(
+        help="Untimed warm-up prompts per method" + _default(_B["warmup"]))] = None,
+    seed: Annotated[int | None, typer.Option(help="Run seed" + _default(_B["seed"]))] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or auto" + _default("profile"))] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32, float16 or bfloat16" + _default("profile"))] = None,
     drafter_dtype: Annotated[str | None, typer.Option(
-        help="Drafters' dtype, e.g. bfloat16 to halve evaluation reads \\[default: profile, else --dtype]."
-    )] = None,
-    out: Annotated[str | None, typer.Option(help="Folder for run directories \\[default: runs].")] = None,
+        help="Drafters' dtype, e.g. bfloat16 to halve evaluation reads" + _default("profile, else --dtype"))] = None,
+    out: Annotated[str | None, typer.Option(help="Folder for run directories" + _default(_B["out"]))] = None,
     sample_interval: Annotated[float | None, typer.Option(
-        help="Telemetry interval in seconds \\[default: 0.1]."
-    )] = None,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads \\[default: torch's].")] = None,
+        help="Telemetry interval in seconds" + _default(_B["sample_interval"]))] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads" + _default("torch's"))] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file with any of these keys (flags win).")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run directory.")] = None,
     json_out: Annotated[bool, typer.Option(
-        "--json", help="Print the results JSON on stdout (= --format json)."
-    )] = False,
+        "--json", help="Print the results JSON on stdout (= --format json).")] = False,
     fmt: Annotated[str | None, typer.Option("--format", help=FORMAT_HELP)] = None,
     output: Annotated[Path | None, typer.Option(help="Write the --format payload to this file, not stdout.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars or tables.")] = False,
     plots: Annotated[Path | None, typer.Option(help="Also write PNG figures here (needs matplotlib).")] = None,
     sweep_drafters: Annotated[str | None, typer.Option(
-        help="Pool sizes, e.g. 2,4,8,16: MAT and tokens/s per method per N."
-    )] = None,
+        help="Pool sizes, e.g. 2,4,8,16: MAT and tokens/s per method per N.")] = None,
 ) -> None:
     """Run every method on the same prompts and report tokens/s, MAT, overhead and validity."""
     from hedgespec_cli.bench import resolve_settings, run_bench
@@ -204,6 +208,7 @@ def _emit(payload: dict, *, fmt: str, output: Path | None, quiet: bool, plots: P
     from hedgespec_cli.report.bench_tables import render_run
     from hedgespec_cli.report.export import export
     from hedgespec_cli.rundir import dumps_json, read_jsonl
+    from hedgespec_cli.selection.base import adaptive_methods
 
     if fmt != "table":
         queries = Path(payload["run_dir"]) / payload.get("artifacts", {}).get("queries", "queries.jsonl")
@@ -217,7 +222,7 @@ def _emit(payload: dict, *, fmt: str, output: Path | None, quiet: bool, plots: P
             atomic_write_text(output, text + "\n")
             Console(stderr=True).print(f"{fmt}: {output}")
     elif not quiet:
-        render_run(payload, Console(), adaptive=ADAPTIVE)
+        render_run(payload, Console(), adaptive=adaptive_methods())
     if plots is not None:
         from hedgespec_cli.report.plots import write_plots
 

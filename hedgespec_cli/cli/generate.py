@@ -7,6 +7,10 @@ from typing import Annotated
 
 import typer
 
+from hedgespec_cli.decoding.settings import knob_defaults
+
+_D = knob_defaults()  # help texts read the defaults from the dataclasses (decoding/settings.py)
+
 
 def register(app: typer.Typer) -> None:
     app.command("generate")(generate)
@@ -16,24 +20,24 @@ def generate(
     prompt: Annotated[str, typer.Argument(help="Prompt text.")],
     profile: Annotated[str, typer.Option(help="Profile name or YAML path (ignored with --target).")] = "tiny",
     target: Annotated[str | None, typer.Option(
-        help="Target checkpoint: a directory, or a Hub id org/name\\[@revision]\\[/subfolder]."
-    )] = None,
+        help="Target checkpoint: a directory, or a Hub id org/name\\[@revision]\\[/subfolder].")] = None,
     drafter: Annotated[list[str] | None, typer.Option(
-        help="Drafter as \\[NAME=]PATH or \\[NAME=]org/name\\[@revision]\\[/subfolder]; repeat for a pool."
-    )] = None,
+        help="Drafter as \\[NAME=]PATH or \\[NAME=]org/name\\[@revision]\\[/subfolder]; repeat for a pool.")] = None,
     method: Annotated[str | None, typer.Option(
-        help="ar, fixed:NAME, hedgespec, ucbspec, ... (default: fixed:<generic drafter>)."
-    )] = None,
-    K: Annotated[int | None, typer.Option("-K", "--K", help="Draft length per round.")] = None,
-    temperature: Annotated[float | None, typer.Option(help="0 = greedy.")] = None,
-    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass (T > 0).")] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(help="Tokens to generate at most.")] = None,
+        help="ar, fixed:NAME, hedgespec, ucbspec, ... \\[default: fixed:<generic drafter>].")] = None,
+    K: Annotated[int | None, typer.Option(
+        "-K", "--K", help=f"Draft length per round \\[default: profile, else {_D['K']}].")] = None,
+    temperature: Annotated[float | None, typer.Option(
+        help=f"0 = greedy \\[default: profile, else {_D['temperature']}].")] = None,
+    top_p: Annotated[float | None, typer.Option(
+        help=f"Nucleus sampling mass (T > 0) \\[default: profile, else {_D['top_p']}].")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(
+        help=f"Tokens to generate at most \\[default: profile, else {_D['max_new_tokens']}].")] = None,
     tree_top_k: Annotated[int | None, typer.Option(
-        help="Draft trees: children per node, depth K; 0 = chains."
-    )] = None,
+        help="Draft trees: children per node, depth K; 0 = chains"
+        f" \\[default: profile, else {_D['tree_top_k']}].")] = None,
     tree_tokens: Annotated[int | None, typer.Option(
-        help="Draft trees: nodes kept per tree \\[default: 60]."
-    )] = None,
+        help=f"Draft trees: nodes kept per tree \\[default: profile, else {_D['tree_tokens']}].")] = None,
     seed: Annotated[int, typer.Option(help="Seed for sampling and randomised selectors.")] = 0,
     device: Annotated[str | None, typer.Option(help="cpu, cuda or auto.")] = None,
     dtype: Annotated[str | None, typer.Option(help="float32, float16 or bfloat16.")] = None,

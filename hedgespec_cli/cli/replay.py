@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
 def live_audit(path: Path, data, seed: int) -> dict | None:
     """A bench run directory's own live methods against their replay (selection/audit.py); None for a bare trace."""
     from hedgespec_cli.selection.audit import audit
-    from hedgespec_cli.selection.base import SelectorSpec
+    from hedgespec_cli.selection.base import SelectorSpec, registration
 
     run = path if path.is_dir() else path.parent
     queries = run / "queries.jsonl"
@@ -59,7 +59,7 @@ def live_audit(path: Path, data, seed: int) -> dict | None:
     rounds = run / "rounds.jsonl"
     if rounds.is_file():
         for r in read_jsonl(rounds):
-            if r.get("repeat") == 0 and r.get("method") != "ar":
+            if r.get("repeat") == 0 and registration(r["method"]).selects:
                 arms.setdefault((SelectorSpec.parse(r["method"]).label, r["query_id"]), []).append(r["drafter"])
     return audit(data, lines, seed=seed, live_arms=arms)
 

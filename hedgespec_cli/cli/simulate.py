@@ -8,7 +8,11 @@ from typing import Annotated
 
 import typer
 
-DEFAULT_METHODS = "hedgespec,ucbspec,exp3spec,random,oracle"  # metasd-ucb is not replayable
+from hedgespec_cli.decoding.settings import knob_defaults
+from hedgespec_cli.selection.simulate import default_methods
+
+DEFAULT_METHODS = ",".join(default_methods())  # a query over the registry (selection/simulate.py)
+_D = knob_defaults()  # K and tokens per prompt as the live commands default them
 
 
 def _ints(text: str, option: str) -> list[int]:
@@ -30,9 +34,9 @@ def register(app: typer.Typer) -> None:
         n_drafters: Annotated[str, typer.Option("--n-drafters", "-N", help="N, or a sweep: 2,4,8,16,32.")] = "8",
         methods: Annotated[str, typer.Option("--methods", "-m", help="Methods, comma separated.")] = DEFAULT_METHODS,
         seeds: Annotated[int, typer.Option(help="Seeds to average over (0..S-1).")] = 3,
-        draft_length: Annotated[int, typer.Option("-K", "--draft-length", help="Draft length K.")] = 5,
+        draft_length: Annotated[int, typer.Option("-K", "--draft-length", help="Draft length K.")] = _D["K"],
         prompts: Annotated[int, typer.Option(help="Prompts per seed.")] = 24,
-        tokens: Annotated[int, typer.Option(help="Generated tokens per prompt.")] = 128,
+        tokens: Annotated[int, typer.Option(help="Generated tokens per prompt.")] = _D["max_new_tokens"],
         schedule: Annotated[str, typer.Option(help="Domain schedule: mixed or shift.")] = "mixed",
         domains: Annotated[int | None, typer.Option(help="one-good: number of domains (default 1).")] = None,
         good: Annotated[float | None, typer.Option(help="Acceptance of the good drafter / expert.")] = None,

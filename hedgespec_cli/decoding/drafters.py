@@ -57,6 +57,7 @@ class Prefix:
 
 class DrafterGroup(Protocol):
     members: tuple[int, ...]  # pool indices of the group's drafters, in order
+    needs_target_features: bool  # True: drafts from the target's hidden states (EAGLE-3), so the engine keeps them
 
     def new_state(self, capacity: int) -> Any: ...
 
@@ -132,6 +133,7 @@ class LMGroup:
     """One independent causal LM on the transformers path (any architecture)."""
 
     counterfactual = "positional"  # q at a position depends on the committed prefix alone
+    needs_target_features = False
 
     def __init__(self, index: int, lm: CausalLM) -> None:
         self.members, self.lm = (index,), lm
@@ -190,6 +192,7 @@ class StackedGroup:
     """Plain-Llama drafters of one shape: one batched forward evaluates them all."""
 
     counterfactual = "positional"
+    needs_target_features = False
 
     def __init__(self, indices: list[int], lms: list[CausalLM]) -> None:
         self.members = tuple(indices)

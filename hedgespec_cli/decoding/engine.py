@@ -16,7 +16,6 @@ choose) catches up in the same forward as its first draft step.
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -25,9 +24,9 @@ import numpy as np
 import torch
 
 from hedgespec_cli.decoding.drafters import Prefix, group_drafters
+from hedgespec_cli.decoding.settings import DecodeSettings
 from hedgespec_cli.decoding.tree import (
     DraftTree,
-    TreeShape,
     gamma_tree_greedy,
     gamma_tree_sampling,
     tree_attention,
@@ -49,62 +48,17 @@ from hedgespec_cli.selection.feedback import BanditFeedback, Decision, FullFeedb
 from hedgespec_cli.telemetry.timers import PhaseTimer
 
 PHASES = ("prefill", "draft", "verify", "evaluate", "learn", "other")
-# Sampling below this temperature is refused (0 means greedy). Probabilities are computed in
-# float32: at T < 0.01 every token whose logit trails the top one by more than ~1.04 gets
-# exp(-gap / T) < 2**-149, exactly zero, so sampling is greedy in all but name; and once
-# |logit| / T passes float32's 3.4e38 (T ~ 1e-37 for realistic logits, or T itself below
-# float32's smallest positive value) the probabilities are NaN and sampling crashes.
-MIN_TEMPERATURE = 0.01
-# How full-information feedback scores an EAGLE-3 head (DESIGN.md section 5); plain LMs are exact in any.
-COUNTERFACTUAL_MODES = ("exact", "depth1", "aligned")
-# The default (DESIGN.md section 5): the most faithful mode whose evaluation costs at most twice `aligned`'s.
-DEFAULT_COUNTERFACTUAL = "depth1"
-
-
-@dataclass(frozen=True)
-class DecodeSettings:
-    """Decoding knobs, validated once. tree None drafts chains of K tokens, else trees of depth K."""
-
-    K: int = 5
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_new_tokens: int = 128
-    stop_at_eos: bool = True
-    tree: TreeShape | None = None
-    counterfactual: str = DEFAULT_COUNTERFACTUAL  # EAGLE-3 heads' full-information scoring (COUNTERFACTUAL_MODES)
-
-    def __post_init__(self) -> None:
-        if self.counterfactual not in COUNTERFACTUAL_MODES:
-            raise ConfigError(f"counterfactual must be one of {', '.join(COUNTERFACTUAL_MODES)} "
-                              f"(got {self.counterfactual!r})")
-        if self.K < 1:
-            raise ConfigError(f"K must be at least 1 (got {self.K}); pass -K 1 or more")
-        if not (self.temperature >= 0 and math.isfinite(self.temperature)):  # NaN fails both
-            raise ConfigError(f"temperature must be a finite number >= 0 (got {self.temperature}); 0 means greedy")
-        if 0 < self.temperature < MIN_TEMPERATURE:
-            raise ConfigError(
-                f"temperature {self.temperature:g} is too small to sample at (below {MIN_TEMPERATURE:g} float32 "
-                "probabilities are one-hot or overflow); use --temperature 0 for greedy decoding, "
-                f"or {MIN_TEMPERATURE:g} or more"
-            )
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"top_p must be in (0, 1] (got {self.top_p})")
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens must be at least 1 (got {self.max_new_tokens})")
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
 
 
 class Chooser(Protocol):
     """What the loop needs from a selector: a choice per round, feedback after it.
 
-    An optional attribute `needs_block_reward = True` asks for MetaSD's block
-    divergence in BanditFeedback (left None otherwise: it is not free).
+    needs_block_reward: True asks for MetaSD's block divergence in
+    BanditFeedback (left None otherwise: it is not free).
     """
 
     needs_full_feedback: bool
+    needs_block_reward: bool
 
     def choose(self, position: int) -> Decision: ...
 
@@ -193,7 +147,7 @@ class Engine:
         self.counterfactual = tuple(self.groups[self._where[j][0]].counterfactual for j in range(len(pool.drafters)))
         # EAGLE-3 heads read the target's hidden states at three layers (DESIGN.md section 4).
         self._fused, self._feat_width = None, 0
-        if any(getattr(g, "needs_target_features", False) for g in self.groups):
+        if any(g.needs_target_features for g in self.groups):
             config = pool.target.model.config
             self._fused = feature_layers(pool, config.num_hidden_layers)
             self._feat_width = 3 * config.hidden_size
@@ -433,7 +387,7 @@ class Engine:
     ) -> FullFeedback | BanditFeedback:
         if chooser.needs_full_feedback:
             return FullFeedback(gamma, arm, self.settings.K, depth)
-        reward = self._block_reward(q_logits, p_logits, k) if getattr(chooser, "needs_block_reward", False) else None
+        reward = self._block_reward(q_logits, p_logits, k) if chooser.needs_block_reward else None
         return BanditFeedback(arm, n, k, self.settings.K, reward)
 
     def _block_reward(self, q_logits: torch.Tensor | None, p_logits: torch.Tensor, k: int) -> float:

@@ -35,37 +35,8 @@ from dataclasses import dataclass
 
 import torch
 
+from hedgespec_cli.decoding.settings import TreeShape
 from hedgespec_cli.decoding.verify import argmax
-from hedgespec_cli.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class TreeShape:
-    """EAGLE's dynamic-tree knobs; the depth is the round's K."""
-
-    top_k: int = 10
-    total_tokens: int = 60
-
-    def __post_init__(self) -> None:
-        if self.top_k < 1:
-            raise ConfigError(f"tree top_k must be at least 1 (got {self.top_k}); pass --tree-top-k 1 or more")
-        if self.total_tokens < 1:
-            raise ConfigError(f"tree total tokens must be at least 1 (got {self.total_tokens}); "
-                              "pass --tree-tokens 1 or more")
-
-    @classmethod
-    def from_options(cls, top_k: int | None, total_tokens: int | None) -> TreeShape | None:
-        """CLI/profile knobs -> a shape, or None for chain drafting (top_k unset or 0)."""
-        if not top_k:
-            return None
-        return cls(top_k=top_k, total_tokens=total_tokens if total_tokens is not None else cls.total_tokens)
-
-    def to_dict(self) -> dict[str, int]:
-        return {"top_k": self.top_k, "total_tokens": self.total_tokens}
-
-    def fed_rows(self, depth: int) -> int:
-        """Drafter cache rows a tree of this depth appends while growing (for buffer sizing)."""
-        return self.top_k * max(depth - 1, 0)
 
 
 @dataclass(frozen=True)

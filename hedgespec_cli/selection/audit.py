@@ -26,11 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from hedgespec_cli.selection.base import REGISTRY, SelectorSpec
+from hedgespec_cli.selection.base import SelectorSpec, registration
 from hedgespec_cli.selection.replay import fidelity, replay
 from hedgespec_cli.selection.trace import Trace
-
-AR = "ar"
 
 
 def mean_ci(values: Sequence[float], *, seed: int = 0, n_boot: int = 2000, level: float = 0.95) -> dict[str, float]:
@@ -46,7 +44,7 @@ def live_by_query(lines: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Map
     """queries.jsonl lines -> {method label: {query id: line}}, timed lines of repeat 0, `ar` left out."""
     out: dict[str, dict[str, Mapping[str, Any]]] = {}
     for q in lines:
-        if q["warmup"] or q["repeat"] != 0 or q["method"] == AR:
+        if q["warmup"] or q["repeat"] != 0 or not registration(q["method"]).selects:
             continue
         out.setdefault(SelectorSpec.parse(q["method"]).label, {})[q["query_id"]] = q
     return out
@@ -67,7 +65,7 @@ def audit(
     """
     live = live_by_query(lines)
     # metasd-ucb and router are refused by replay (their feedback is not in a trace): not audited.
-    labels = [m for m in live if (name := SelectorSpec.parse(m).name) in REGISTRY and not REGISTRY[name].not_replayable]
+    labels = [m for m in live if not registration(m).not_replayable]
     if not labels:
         return {"methods": {}, "exact_claims_hold": None, "draws": 0}
     seed = trace.seed if seed is None else seed

@@ -13,7 +13,11 @@ engine (and `replay`) drive every selector the same way, per query:
 
 Methods are chosen by name through `REGISTRY`, never an if/elif chain. Each
 selector module registers its classes with `@register(...)`; importing the
-`hedgespec_cli.selection` package imports them all.
+`hedgespec_cli.selection` package imports them all. `ar` (plain decoding) is
+registered here too, as the one method that builds no selector. A method
+declares its traits in its registration, and every list of methods is a
+query over REGISTRY (`default_bench`, `adaptive_methods`, replay's and
+simulate's defaults): adding a selector touches its module and its test.
 
 Method strings: `NAME[:ITEM,ITEM...]`, an ITEM being `key=value` or, for a
 method with a positional parameter (`fixed`), a bare value:
@@ -26,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -42,10 +46,16 @@ class Selector(Protocol):
     needs_full_feedback: True -> `update` takes `FullFeedback` (every drafter's
         gamma); False -> it takes `BanditFeedback` and raises
         `FeedbackTypeError` on `FullFeedback`.
+    needs_block_reward: True -> the engine fills `BanditFeedback.block_reward`
+        (MetaSD's block divergence; not free, so computed only when declared).
+
+    Both are declared on every selector class (the engine drives an instance);
+    the registry reads them from the class, so they are written once.
     """
 
     name: str
     needs_full_feedback: bool
+    needs_block_reward: bool
 
     def begin_query(self, ctx: QueryContext) -> None:
         """Start a query (reset per-query state)."""
@@ -130,35 +140,86 @@ class SelectorSetup:
     rng: np.random.Generator
 
 
-@dataclass(frozen=True)
-class Registration:
-    """A registered method: its factory and what it accepts. Calling it builds a selector.
+KINDS = ("plain", "fixed", "online", "reference")  # also the default bench's column order
 
-    kind: "online" (a real serving policy), "reference" (needs hindsight gamma:
-        oracles), or "fixed".
+
+@dataclass(frozen=True, kw_only=True)
+class Registration:
+    """A registered method: what it is and what it needs, declared once. Calling it builds a selector.
+
+    Every list of methods (the default bench, the adaptive ones shown with their
+    selection table, replay's and simulate's defaults) is a query over these
+    fields; nothing asks a selector what it can do.
+
+    kind: "plain" (`ar`: the target alone, no selector), "fixed" (one drafter
+        throughout), "online" (a serving policy) or "reference" (reads the
+        query's hindsight gamma: the oracles).
+    factory: the selector class; None for plain decoding, which builds none.
+    adaptive: learns from its feedback (the bench shows where it went).
+    in_default_bench: run by `hedgespec bench` when --methods is not given.
+    reads_true_domain: reads the prompt's true domain label (a closed-world
+        peek: in `simulate` the label names the best drafter by construction).
     not_replayable: None when `replay` (and `simulate`) can run the method on a
         gamma trace; otherwise why not (what the method reads that a trace lacks).
+    needs_prompt_classifier: reads `QueryContext.routed_domain`, which needs
+        the profile's prompt classifier (`router:`).
+    needs_full_feedback, needs_block_reward: the feedback its selector takes,
+        read from the class that declares them (see `Selector`).
     describe: params -> what runs under these hyperparameters (the report's
         legend), where the summary alone would name the wrong thing; None: the summary.
-    needs_prompt_classifier: True -> the method reads `QueryContext.routed_domain`,
-        which needs the profile's prompt classifier (`router:`).
     """
 
     name: str
-    factory: Callable[..., Selector]
-    params: Mapping[str, Param]
+    factory: Callable[..., Selector] | None
     kind: str
     summary: str
+    params: Mapping[str, Param] = field(default_factory=lambda: MappingProxyType({}))
     positional: str | None = None  # parameter a bare ITEM sets (fixed:NAME -> drafter)
+    adaptive: bool = False
+    in_default_bench: bool = False
+    reads_true_domain: bool = False
     not_replayable: str | None = None
-    describe: Callable[[Mapping[str, Any]], str] | None = None
     needs_prompt_classifier: bool = False
+    needs_full_feedback: bool = False
+    needs_block_reward: bool = False
+    describe: Callable[[Mapping[str, Any]], str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise RuntimeError(f"method {self.name!r}: kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        if (self.kind == "plain") != (self.factory is None):
+            raise RuntimeError(f"method {self.name!r}: a selector factory is required unless kind is plain")
+
+    @property
+    def selects(self) -> bool:
+        """True when the method chooses drafters (everything but plain decoding)."""
+        return self.factory is not None
+
+    @property
+    def hindsight(self) -> bool:
+        """True for the references, which need the query's gamma before it is decoded."""
+        return self.kind == "reference"
 
     def __call__(self, setup: SelectorSetup, **params: Any) -> Selector:
+        if self.factory is None:
+            raise ConfigError(f"{self.name} decodes with the target alone and chooses no drafter; "
+                              "it runs in bench and generate, not as a selector")
         return self.factory(setup, **params)
 
 
 REGISTRY: dict[str, Registration] = {}
+AR = "ar"
+REGISTRY[AR] = Registration(
+    name=AR,
+    factory=None,
+    kind="plain",
+    summary="target only (plain autoregressive decoding)",
+    in_default_bench=True,
+    not_replayable="it drafts nothing, so a trace of drafter acceptance holds nothing for it; "
+    "measure it live with `hedgespec bench`",
+)
+
+SelectorClass = TypeVar("SelectorClass", bound=type[Selector])
 
 
 def register(
@@ -168,20 +229,33 @@ def register(
     summary: str,
     params: Mapping[str, Param] | None = None,
     positional: str | None = None,
+    adaptive: bool = False,
+    in_default_bench: bool = False,
+    reads_true_domain: bool = False,
     not_replayable: str | None = None,
-    describe: Callable[[Mapping[str, Any]], str] | None = None,
     needs_prompt_classifier: bool = False,
-) -> Callable[[Callable[..., Selector]], Callable[..., Selector]]:
-    """Class decorator adding a selector factory to REGISTRY under `name`."""
+    describe: Callable[[Mapping[str, Any]], str] | None = None,
+) -> Callable[[SelectorClass], SelectorClass]:
+    """Class decorator adding a selector class to REGISTRY under `name` (see `Registration`).
 
-    def add(factory: Callable[..., Selector]) -> Callable[..., Selector]:
+    Adding a method touches one file and its test: write the class in a module
+    of this package (or a new one imported in `selection/__init__.py`), declare
+    `needs_full_feedback` / `needs_block_reward` on it, and decorate it with
+    `@register(name, kind=..., summary=..., params=..., <traits>)`. The bench,
+    replay, simulate, the report's legend and `--help` read it from here.
+    """
+
+    def add(cls: SelectorClass) -> SelectorClass:
         if name in REGISTRY:
             raise RuntimeError(f"selector {name!r} registered twice")
         REGISTRY[name] = Registration(
-            name, factory, MappingProxyType(dict(params or {})), kind, summary, positional, not_replayable,
-            describe, needs_prompt_classifier,
+            name=name, factory=cls, kind=kind, summary=summary, params=MappingProxyType(dict(params or {})),
+            positional=positional, adaptive=adaptive, in_default_bench=in_default_bench,
+            reads_true_domain=reads_true_domain, not_replayable=not_replayable,
+            needs_prompt_classifier=needs_prompt_classifier, needs_full_feedback=cls.needs_full_feedback,
+            needs_block_reward=cls.needs_block_reward, describe=describe,
         )
-        return factory
+        return cls
 
     return add
 
@@ -189,10 +263,34 @@ def register(
 def _registered(name: str) -> Registration:
     if name not in REGISTRY:
         known = ", ".join("fixed:NAME" if n == "fixed" else n for n in sorted(REGISTRY))
-        raise ConfigError(
-            f"unknown method {name!r}; valid methods: {known} (and ar, plain decoding, in bench and generate)"
-        )
+        raise ConfigError(f"unknown method {name!r}; valid methods: {known}")
     return REGISTRY[name]
+
+
+def registration(method: str) -> Registration:
+    """The registration of a method string (`hedgespec:loss=tap` -> hedgespec's)."""
+    return _registered(method.strip().partition(":")[0].strip())
+
+
+# -- queries over the registry: every list of methods ------------------------------
+
+
+def default_bench(generic: str, *, classifier: bool = True) -> tuple[str, ...]:
+    """`hedgespec bench` without --methods: every method registered `in_default_bench`.
+
+    Columns go by kind (plain, fixed, online, reference), bandit and static
+    policies before full-information learners (the methods under study next to
+    the reference they are measured against); `fixed` runs the profile's generic
+    drafter; a method that reads a prompt classifier only where there is one.
+    """
+    regs = [r for r in REGISTRY.values() if r.in_default_bench and (classifier or not r.needs_prompt_classifier)]
+    regs.sort(key=lambda r: (KINDS.index(r.kind), r.needs_full_feedback))  # stable: registry order within
+    return tuple(f"{r.name}:{generic}" if r.kind == "fixed" else r.name for r in regs)
+
+
+def adaptive_methods() -> tuple[str, ...]:
+    """The methods that learn from feedback, in registry order."""
+    return tuple(n for n, r in REGISTRY.items() if r.adaptive)
 
 
 # -- the spec -------------------------------------------------------------------

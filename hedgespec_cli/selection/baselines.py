@@ -33,6 +33,7 @@ class _Bandit:
     """Shared state: per-arm pulls and reward sums, the last decision, reset per query."""
 
     needs_full_feedback = False
+    needs_block_reward = False
 
     def __init__(self, setup: SelectorSetup, *, reset: str = "query") -> None:
         self.name = setup.name
@@ -83,6 +84,8 @@ class _Bandit:
 @register(
     "ucbspec",
     kind="online",
+    adaptive=True,
+    in_default_bench=True,
     summary="UCBSpec (BanditSpec Alg. 4): UCB on accepted tokens n, radius eq. 6",
     params={
         "delta": Param(
@@ -138,6 +141,8 @@ class UCBSpec(_Bandit):
 @register(
     "exp3spec",
     kind="online",
+    adaptive=True,
+    in_default_bench=True,
     summary="EXP3Spec (BanditSpec): exponential weights on importance-weighted losses",
     params={"reset": RESET},
 )
@@ -173,6 +178,8 @@ class EXP3Spec(_Bandit):
 @register(
     "metasd-ucb",
     kind="online",
+    adaptive=True,
+    in_default_bench=True,
     summary="MetaSD-UCB: UCB1 on the block-divergence reward",
     not_replayable=(
         "its reward, 1 - TV(p, q) averaged over the positions the drafter drafts, needs the "
@@ -224,6 +231,7 @@ class _Static:
     """A rule that learns nothing; it still refuses full-information feedback."""
 
     needs_full_feedback = False
+    needs_block_reward = False
 
     def __init__(self, setup: SelectorSetup) -> None:
         self.name = setup.name
@@ -252,6 +260,7 @@ def resolve_drafter(value: str, names: tuple[str, ...], who: str) -> int:
 @register(
     "fixed",
     kind="fixed",
+    in_default_bench=True,
     summary="always the same drafter (fixed:NAME; fixed:generic is the EAGLE-3 baseline)",
     params={"drafter": Param(str, help="the drafter's name")},
     positional="drafter",
@@ -265,7 +274,7 @@ class Fixed(_Static):
         return Decision(self.arm, one_hot(self.arm, self.n))
 
 
-@register("random", kind="online", summary="a uniformly random drafter each round")
+@register("random", kind="online", summary="a uniformly random drafter each round", in_default_bench=True)
 class Random(_Static):
     def choose(self, position: int) -> Decision:
         return sample_decision(np.full(self.n, 1.0 / self.n), self.rng)
@@ -299,6 +308,7 @@ class _Route(_Static):
 @register(
     "router",
     kind="online",
+    in_default_bench=True,
     summary="offline router: the drafter of the domain a prompt classifier predicts (naive Bayes on "
     "token counts, trained on the zoo's training split)",
     needs_prompt_classifier=True,
@@ -320,6 +330,8 @@ class Router(_Route):
 @register(
     "router-label",
     kind="online",
+    in_default_bench=True,
+    reads_true_domain=True,
     summary="the drafter labelled with the prompt's true domain (a closed-world upper bound on router)",
 )
 class RouterLabel(_Route):

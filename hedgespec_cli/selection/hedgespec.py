@@ -55,6 +55,8 @@ FTL_UNDER_ARGMAX = ("normalhedge", "hedge")
 @register(
     "hedgespec",
     kind="online",
+    adaptive=True,
+    in_default_bench=True,
     summary="HedgeSpec: full-information experts learner on delayed TAP/EAL losses",
     describe=_describe,
     params={
@@ -72,6 +74,7 @@ class HedgeSpec:
     """The delayed full-information learner. Decisions per round, learning per token."""
 
     needs_full_feedback = True
+    needs_block_reward = False
 
     def __init__(
         self, setup: SelectorSetup, *, loss: str, learner: str, reset: str, play: str

@@ -110,6 +110,7 @@ def block_oracle(accept: Sequence[np.ndarray], domains: Sequence[str | None], K:
 
 class _Hindsight:
     needs_full_feedback = False
+    needs_block_reward = False
 
     def __init__(self, setup: SelectorSetup) -> None:
         self.name = setup.name
@@ -137,7 +138,8 @@ class _Hindsight:
         self._table = None
 
 
-@register("oracle", kind="reference", summary="best fixed drafter per query in hindsight (needs a trace)")
+@register("oracle", kind="reference", summary="best fixed drafter per query in hindsight (needs a trace)",
+          in_default_bench=True)
 class Oracle(_Hindsight):
     def begin_query(self, ctx: QueryContext) -> None:
         super().begin_query(ctx)

@@ -14,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-AR = "ar"
-
 
 def query_seed(seed: int, repeat: int, index: int) -> int:
     """The seed of one query of a run: its sampling generator and its selector start from it."""
@@ -33,13 +31,13 @@ class SelectorBank:
     def persistent(method: str) -> bool:
         from hedgespec_cli.selection.base import SelectorSpec
 
-        return method != AR and SelectorSpec.parse(method).params.get("reset") == "never"
+        return SelectorSpec.parse(method).params.get("reset") == "never"
 
     def get(self, method: str, index: int):
-        """The selector for prompt `index` (None for `ar`)."""
-        from hedgespec_cli.selection.base import make_selector
+        """The selector for prompt `index` (None for `ar`, which builds none)."""
+        from hedgespec_cli.selection.base import make_selector, registration
 
-        if method == AR:
+        if not registration(method).selects:
             return None
         if self.persistent(method):
             if method not in self._kept:

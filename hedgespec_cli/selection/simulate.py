@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hedgespec_cli.errors import ConfigError
+from hedgespec_cli.selection.base import REGISTRY
 from hedgespec_cli.selection.oracles import domain_blocks
 from hedgespec_cli.selection.replay import MethodRun, ReplayResult, method_metrics, regret_curve, replay
 from hedgespec_cli.selection.trace import Trace, TraceQuery
@@ -54,6 +55,14 @@ class SimEnv:
 
     def best(self, d: int) -> int:
         return int(np.argmax(self.accept[d]))
+
+
+def default_methods() -> list[str]:
+    """`simulate` without --methods: every replayable online method but those that read the prompt's
+    true domain (a synthetic pool's label names the best drafter by construction), then the
+    reference of the default bench."""
+    online = [n for n, r in REGISTRY.items() if r.kind == "online" and not r.not_replayable and not r.reads_true_domain]
+    return online + [n for n, r in REGISTRY.items() if r.hindsight and r.in_default_bench]
 
 
 def _prob(name: str, value: float) -> float:
