@@ -1,15 +1,14 @@
-"""`hedgespec bench`: every method on the same prompts, measured and saved as it goes.
+"""`hedgespec bench`'s settings: what a run depends on, resolved and checked before any model loads.
 
-Models are loaded once and shared by all methods. Prompts are served in the
-workload's order; for each prompt every method runs before the next prompt
-starts, so slow drift of the machine hits all methods alike. Results are
-appended per query and `results.json` is rewritten atomically after each
-prompt, so an interruption loses nothing that finished (`--resume DIR`).
+`resolve_settings` merges flags over a `--config` file, `resolve_run` fills the
+rest from the workload, the profile and the dataclasses' defaults
+(decoding/settings.py), `settings_of_run` reads a run directory's back for
+`--resume`. The run itself is bench_loop.py, which imports this module and
+never the other way round.
 """
 
 from __future__ import annotations
 
-import signal
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -108,14 +107,6 @@ class Progress(Protocol):
         """One query finished; `query` is its queries.jsonl record."""
 
 
-class _Silent:
-    def start(self, methods: list[str], total: int) -> None:
-        pass
-
-    def advance(self, method: str, query: dict) -> None:
-        pass
-
-
 class BenchInterrupted(HedgespecError):
     """Ctrl-C or SIGTERM: the partial results are saved and resumable."""
 
@@ -141,35 +132,7 @@ def resolve_settings(flags: dict[str, Any], config_file: Path | None) -> BenchSe
     return BenchSettings(**merged)
 
 
-def run_bench(settings: BenchSettings, *, progress: Progress | None = None, resume: Path | None = None) -> dict:
-    """Run (or continue) a benchmark; returns the results payload. The run dir is payload['run_dir']."""
-    from hedgespec_cli.bench_loop import BenchRun
-
-    if resume is not None:
-        settings = _settings_of(resume)
-    run = BenchRun.open(settings, resume)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        run.execute(progress or _Silent())
-    except KeyboardInterrupt:
-        run.finish(complete=False)
-        raise BenchInterrupted(
-            f"interrupted after {run.done_queries} timed queries; partial results in {run.dir.path} "
-            f"(complete: false); continue with: hedgespec bench --resume {run.dir.path}"
-        ) from None
-    except Exception:
-        run.finish(complete=False)  # what was measured before the failure stays on disk
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    return run.finish(complete=True)
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def _settings_of(run_dir: Path) -> BenchSettings:
+def settings_of_run(run_dir: Path) -> BenchSettings:
     from hedgespec_cli.errors import RunDirError
 
     cfg = Path(run_dir) / "config.yaml"

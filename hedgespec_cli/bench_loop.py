@@ -1,15 +1,31 @@
-"""The body of a `hedgespec bench` run: load once, loop prompts x methods, save as it goes."""
+"""The body of a `hedgespec bench` run: load once, loop prompts x methods, save as it goes.
+
+Models are loaded once and shared by all methods. Prompts are served in the
+workload's order; for each prompt every method runs before the next prompt
+starts, so slow drift of the machine hits all methods alike. Results are
+appended per query and `results.json` is rewritten atomically after each
+prompt, so an interruption loses nothing that finished (`--resume DIR`).
+"""
 
 from __future__ import annotations
 
 import shutil
+import signal
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from hedgespec_cli.bench import SCHEMA, BenchSettings, Progress, resolve_run, settings_dict
+from hedgespec_cli.bench import (
+    SCHEMA,
+    BenchInterrupted,
+    BenchSettings,
+    Progress,
+    resolve_run,
+    settings_dict,
+    settings_of_run,
+)
 from hedgespec_cli.config import Profile
 from hedgespec_cli.decoding.engine import Engine
 from hedgespec_cli.decoding.settings import DecodeSettings
@@ -309,6 +325,40 @@ class BenchRun:
         self.dir.close()
         payload["run_dir"] = str(self.dir.path)
         return payload
+
+
+class _Silent:
+    def start(self, methods: list[str], total: int) -> None:
+        pass
+
+    def advance(self, method: str, query: dict) -> None:
+        pass
+
+
+def run_bench(settings: BenchSettings, *, progress: Progress | None = None, resume: Path | None = None) -> dict:
+    """Run (or continue) a benchmark; returns the results payload. The run dir is payload['run_dir']."""
+    if resume is not None:
+        settings = settings_of_run(resume)
+    run = BenchRun.open(settings, resume)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        run.execute(progress or _Silent())
+    except KeyboardInterrupt:
+        run.finish(complete=False)
+        raise BenchInterrupted(
+            f"interrupted after {run.done_queries} timed queries; partial results in {run.dir.path} "
+            f"(complete: false); continue with: hedgespec bench --resume {run.dir.path}"
+        ) from None
+    except Exception:
+        run.finish(complete=False)  # what was measured before the failure stays on disk
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return run.finish(complete=True)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _cuda_uuids(devices: list) -> list[str] | None:

@@ -289,7 +289,8 @@ def test_resume_refuses_a_folder_that_is_not_a_bench_run(tiny_bench, tmp_path, r
 
 @pytest.fixture(scope="module")
 def a_run(tiny_bench, tmp_path_factory) -> Path:
-    from hedgespec_cli.bench import resolve_settings, run_bench
+    from hedgespec_cli.bench import resolve_settings
+    from hedgespec_cli.bench_loop import run_bench
 
     out = tmp_path_factory.mktemp("a-run")
     s = resolve_settings({"profile": tiny_bench["profile"], "workload": tiny_bench["workload"],

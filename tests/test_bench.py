@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from hedgespec_cli.bench import BenchInterrupted, resolve_settings, run_bench
+from hedgespec_cli.bench import BenchInterrupted, resolve_settings
+from hedgespec_cli.bench_loop import run_bench
 from hedgespec_cli.cli.app import app, main
 from hedgespec_cli.rundir import load_results, read_jsonl
 

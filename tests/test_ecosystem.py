@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from hedgespec_cli.bench import resolve_settings, run_bench
+from hedgespec_cli.bench import resolve_settings
+from hedgespec_cli.bench_loop import run_bench
 from hedgespec_cli.cli.app import app
 from hedgespec_cli.decoding.engine import QueryRecord, RoundRecord
 from hedgespec_cli.errors import ConfigError

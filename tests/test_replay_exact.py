@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from hedgespec_cli.bench import resolve_settings, run_bench
+from hedgespec_cli.bench import resolve_settings
+from hedgespec_cli.bench_loop import run_bench
 from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.rundir import read_jsonl
 from hedgespec_cli.selection import REGISTRY, SelectorSpec

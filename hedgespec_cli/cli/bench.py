@@ -80,7 +80,8 @@ def bench(
         help="Pool sizes, e.g. 2,4,8,16: MAT and tokens/s per method per N.")] = None,
 ) -> None:
     """Run every method on the same prompts and report tokens/s, MAT, overhead and validity."""
-    from hedgespec_cli.bench import resolve_settings, run_bench
+    from hedgespec_cli.bench import resolve_settings
+    from hedgespec_cli.bench_loop import run_bench
     from hedgespec_cli.errors import ConfigError
 
     flags = dict(
