@@ -112,7 +112,7 @@ class HedgeSpec:
             self.learner.begin_segment()
         self.K = ctx.K
         self._gamma = np.zeros((64, self.n))
-        self._depth: np.ndarray | None = None  # (verified, K, N) when the feedback carries gamma by depth
+        self._depth: np.ndarray | None = None  # (capacity, K, N) when the feedback carries gamma by depth
         self._verified = self._released = 0
 
     def choose(self, position: int) -> Decision:
@@ -138,22 +138,27 @@ class HedgeSpec:
         if rows.ndim != 2 or rows.shape[1] != self.n or rows.shape[0] < 1:
             raise ValueError(f"{self.name}: gamma must be (n >= 1, {self.n}), got {rows.shape}")
         check_finite(rows, "gamma")
+        depth = None
         if feedback.depth is not None:  # EAGLE-3 exact counterfactual: EAL reads gamma by depth
-            d = np.clip(np.asarray(feedback.depth, dtype=np.float64), 0.0, 1.0)
-            self._depth = d if self._depth is None else np.concatenate([self._depth[: self._verified], d])
-        self._append(np.clip(rows, 0.0, 1.0))  # sum min(p, q) may overshoot 1 by rounding
+            depth = np.clip(np.asarray(feedback.depth, dtype=np.float64), 0.0, 1.0)
+            if depth.shape[0] != rows.shape[0]:
+                raise ValueError(f"{self.name}: gamma by depth has {depth.shape[0]} rows for {rows.shape[0]} positions")
+        self._append(np.clip(rows, 0.0, 1.0), depth)  # sum min(p, q) may overshoot 1 by rounding
         self._release(close=False)
 
     def end_query(self) -> None:
         self._release(close=True)
 
-    def _append(self, rows: np.ndarray) -> None:
+    def _append(self, rows: np.ndarray, depth: np.ndarray | None) -> None:
+        """Append a round's rows (and gamma by depth) to buffers that double when full: amortised O(1)."""
         need = self._verified + rows.shape[0]
-        if need > self._gamma.shape[0]:
-            grown = np.zeros((max(need, 2 * self._gamma.shape[0]), self.n))
-            grown[: self._verified] = self._gamma[: self._verified]
-            self._gamma = grown
+        self._gamma = _grown(self._gamma, self._verified, need)
         self._gamma[self._verified : need] = rows
+        if depth is not None:
+            if self._depth is None:
+                self._depth = np.zeros((self._gamma.shape[0], *depth.shape[1:]))
+            self._depth = _grown(self._depth, self._verified, need)
+            self._depth[self._verified : need] = depth
         self._verified = need
 
     def _release(self, *, close: bool) -> None:
@@ -168,3 +173,12 @@ class HedgeSpec:
         if losses.shape[0]:  # learning is token-level: one step per position, in order
             self.learner.update_many(losses)
         self._released = start + losses.shape[0]
+
+
+def _grown(buf: np.ndarray, used: int, need: int) -> np.ndarray:
+    """buf with room for `need` rows along axis 0 (doubling), its first `used` rows kept."""
+    if need <= buf.shape[0]:
+        return buf
+    out = np.zeros((max(need, 2 * buf.shape[0]), *buf.shape[1:]))
+    out[:used] = buf[:used]
+    return out
