@@ -355,11 +355,19 @@ def test_a_calibrated_band_is_used_and_recorded(tmp_path, run_cli):
     assert code == 0  # without the calibration: within the default band
 
 
-def test_few_calibration_runs_give_a_wide_band():
-    """Student's t pays for a spread estimated from three runs: the same spread, a wider band."""
-    from hedgespec_cli.report.compare import _T975
+def test_few_calibration_runs_give_a_wide_band(tmp_path):
+    """Student's t pays for a spread estimated from few runs: the same spread, three runs, a wider band."""
+    from hedgespec_cli.report.compare import calibrate_noise
 
-    assert _T975[1] == 4.303 and _T975[6] == 2.365  # k = 3 and k = 8 runs
+    scales = (1.0, 0.98, 1.02)
+    three = [make_run(tmp_path / f"a{i}", scale=s) for i, s in enumerate(scales)]
+    six = [make_run(tmp_path / f"b{i}", scale=s) for i, s in enumerate(scales * 2)]
+    b3 = calibrate_noise(three)["band"]["tokens_per_s"]["ar"]
+    b6 = calibrate_noise(six)["band"]["tokens_per_s"]["ar"]
+    # Same sample sd up to the (k - 1) normaliser: the bands' log ratio is that of t(0.975, k - 1).
+    s3, s6 = np.std(np.log(scales), ddof=1), np.std(np.log(scales * 2), ddof=1)
+    assert np.log1p(b3) / np.log1p(b6) == pytest.approx((4.303 * s3) / (2.571 * s6), rel=1e-6)
+    assert b3 > b6
 
 
 @pytest.mark.parametrize(
