@@ -45,7 +45,7 @@ from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.selection.base import REGISTRY, Selector, SelectorSpec, make_selector
 from hedgespec_cli.selection.estimators import round_lengths
 from hedgespec_cli.selection.feedback import BanditFeedback, FullFeedback, QueryContext
-from hedgespec_cli.selection.seeding import query_seed
+from hedgespec_cli.selection.seeding import SelectorBank
 from hedgespec_cli.selection.trace import Trace, TraceError, TraceQuery, is_binary
 
 REFERENCES = tuple(n for n, r in REGISTRY.items() if r.hindsight)  # oracle, oracle-round: every replay reports them
@@ -112,19 +112,6 @@ class ReplayResult:
     requested: tuple[str, ...]
 
 
-def feedback_gap(selector: Selector, trace: Trace) -> str | None:
-    """Why replay cannot hand this selector the feedback the live engine would (None: it can).
-
-    The hook for a method whose live feedback the trace does not determine: a
-    selector that sets `replay_exact = False`. Methods whose feedback a trace
-    cannot hold at all (metasd-ucb's block divergence, router's prompt) are
-    registered `not_replayable` and refused before they get here.
-    """
-    if getattr(selector, "replay_exact", True) is False:
-        return f"{selector.name} declares that replay cannot reproduce its live feedback"
-    return None
-
-
 def drafters_used(spec: SelectorSpec, trace: Trace) -> set[int] | None:
     """The drafters a method can choose: fixed:NAME's one, else all (None)."""
     if REGISTRY[spec.name].kind == "fixed":
@@ -132,7 +119,7 @@ def drafters_used(spec: SelectorSpec, trace: Trace) -> set[int] | None:
     return None
 
 
-def fidelity(trace: Trace, spec: SelectorSpec, selector: Selector | None = None, seed: int | None = None) -> Fidelity:
+def fidelity(trace: Trace, spec: SelectorSpec, seed: int | None = None) -> Fidelity:
     """Whether replaying `spec` on `trace` reproduces the live run exactly (module docstring).
 
     seed: the seed replay used (None: the trace's own). An online method may
@@ -140,7 +127,6 @@ def fidelity(trace: Trace, spec: SelectorSpec, selector: Selector | None = None,
     when seeded as the live run was, i.e. with the run seed the trace records
     and each query's recorded index.
     """
-    selector = selector or make_selector(spec, trace.N, trace.drafters)
     if trace.tree is not None:
         return Fidelity("upper bound", "draft-tree trace: gamma counts the target's token among a drafter's "
                         "top_k as if no node had been pruned")
@@ -148,15 +134,12 @@ def fidelity(trace: Trace, spec: SelectorSpec, selector: Selector | None = None,
         return Fidelity("approximate", f"T = {trace.temperature}: acceptance drawn as Bernoulli(gamma)")
     if trace.counterfactual is None:
         return Fidelity("approximate", "the trace does not record how its gamma was scored (an older trace)")
-    if not trace.exact_counterfactual(drafters_used(spec, trace)):
-        used = drafters_used(spec, trace)
+    used = drafters_used(spec, trace)
+    if not trace.exact_counterfactual(used):
         modes = sorted({trace.counterfactual[j] for j in (used if used is not None else range(trace.N))}
                        - {"positional"})
         return Fidelity("approximate", f"gamma scored in counterfactual mode {', '.join(modes)}, "
                         "not the exact counterfactual of a round started at each position")
-    gap = feedback_gap(selector, trace)
-    if gap is not None:
-        return Fidelity("approximate", gap)
     if REGISTRY[spec.name].kind == "online":
         if trace.seed is None or any(q.index is None for q in trace.queries):
             return Fidelity("approximate", "the trace does not record the live run's seed and query order, "
@@ -262,15 +245,12 @@ def replay(
     runs = {}
     for spec in specs:
         kind = REGISTRY[spec.name].kind
-        kept = make_selector(spec, trace.N, trace.drafters, seed=seed)
-        persistent = spec.params.get("reset") == "never"
+        bank = SelectorBank(trace.drafters, seed, 0)  # seeded as the live bench seeds its selectors
         queries = []
         for i, (q, a) in enumerate(zip(trace.queries, accepts)):
-            index = q.index if q.index is not None else i
-            selector = kept if persistent else make_selector(spec, trace.N, trace.drafters,
-                                                             seed=query_seed(seed, 0, index))
+            selector = bank.get(spec.label, q.index if q.index is not None else i)
             queries.append(replay_query(selector, trace, q, a, hindsight=kind == "reference"))
-        runs[spec.label] = MethodRun(spec.label, kind, tuple(queries), fidelity(trace, spec, kept, seed))
+        runs[spec.label] = MethodRun(spec.label, kind, tuple(queries), fidelity(trace, spec, seed))
     exact = all(runs[label].fidelity.exact for label in labels)
     return ReplayResult(trace, seed, exact, runs, tuple(labels))
 
