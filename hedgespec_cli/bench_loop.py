@@ -47,7 +47,7 @@ from hedgespec_cli.runner import (
 from hedgespec_cli.selection import REGISTRY, SelectorSpec
 from hedgespec_cli.selection.audit import audit
 from hedgespec_cli.selection.base import registration
-from hedgespec_cli.selection.trace import Trace, TraceQuery, read_trace, write_trace
+from hedgespec_cli.selection.trace import COUNTERFACTUALS, Trace, TraceQuery, read_trace, write_trace
 from hedgespec_cli.telemetry import TelemetrySampler
 from hedgespec_cli.workloads import Workload
 
@@ -196,7 +196,7 @@ class BenchRun:
         if hindsight is None and needs_hindsight(method):
             reseed()
             probe = hindsight_pass(self.engine, ids, prompt.domain)
-            hindsight = probe.gamma if probe.gamma_depth is None else probe.gamma_depth
+            hindsight = probe.acceptance
             if keep_trace:
                 self.trace[key] = TraceQuery(prompt.id, prompt.domain, probe.output_ids, probe.gamma, index,
                                              f"probe:fixed:{self.pool.names[0]}", probe.gamma_depth)
@@ -300,7 +300,7 @@ class BenchRun:
             return None
         by_id = {q.id: q for q in self._trace_queries()}
         served = [by_id[p.id] for p in self.workload.prompts if p.id in by_id]  # serving order
-        exact = all(m in ("positional", "exact") for m in self.engine.counterfactual)
+        exact = all(COUNTERFACTUALS[m] for m in self.engine.counterfactual)
         return S.block_oracle_summary(served, list(self.pool.names), self.settings.K, exact=exact)
 
     def _trace_queries(self) -> list[TraceQuery]:

@@ -137,7 +137,7 @@ def run_query(
         selector = make_selector(spec, len(pool.drafters), pool.names)
     if hindsight is None and reg.hindsight:
         probe = hindsight_pass(engine, prompt_ids, domain)
-        hindsight = probe.gamma if probe.gamma_depth is None else probe.gamma_depth
+        hindsight = probe.acceptance
     if pool.router is None and reg.needs_prompt_classifier:
         raise ConfigError(f"{method} needs a prompt classifier and this profile has none: build one with "
                           "`hedgespec zoo router --zoo DIR` and add `router: DIR/router.npz` to the profile, "

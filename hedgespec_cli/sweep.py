@@ -23,7 +23,7 @@ from hedgespec_cli.decoding.engine import Engine
 from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.models import CausalLM, Pool
 from hedgespec_cli.report import summary as S
-from hedgespec_cli.rundir import RunDir, env_fingerprint
+from hedgespec_cli.rundir import SWEEP_SCHEMA, RunDir, env_fingerprint
 from hedgespec_cli.runner import (
     SelectorBank,
     check_methods,
@@ -103,7 +103,7 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
 
     def write(by_n: dict, complete: bool) -> dict:
         payload = {
-            "schema": "hedgespec.sweep/1",
+            "schema": SWEEP_SCHEMA,
             "complete": complete,
             "config": {"profile": profile.to_dict(), "workload": workload.to_dict(), "bench": settings_dict(settings)},
             "sizes": sizes,

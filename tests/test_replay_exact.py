@@ -140,6 +140,6 @@ def test_the_per_block_oracle_reads_gamma_by_depth_and_says_when_it_is_approxima
     results = run_bench(resolve_settings(flags, None))
     ob = results["oracle_block"]
     assert ob["exact"] is (mode == "exact")
-    # Its per-query figure is the per-query oracle's hindsight, computed from the same trace.
-    assert ob["mat_per_query_oracle"] == pytest.approx(results["methods"]["oracle"]["mat"]) or mode != "exact"
+    if mode == "exact":  # its per-query figure is then what the live per-query oracle played
+        assert ob["mat_per_query_oracle"] == pytest.approx(results["methods"]["oracle"]["mat"])
     assert ob["mat"] <= ob["mat_per_query_oracle"] + 1e-12  # a block's one drafter never beats each query's best

@@ -111,6 +111,11 @@ class QueryRecord:
         return count_new_tokens(self.rounds)
 
     @property
+    def acceptance(self) -> np.ndarray | None:
+        """What the estimators read: gamma by depth when recorded, else gamma (as TraceQuery.acceptance)."""
+        return self.gamma if self.gamma_depth is None else self.gamma_depth
+
+    @property
     def mat(self) -> float:
         """Mean accepted tokens per round, bonus included (MAT; 1.0 for plain decoding)."""
         return self.new_tokens / len(self.rounds)

@@ -158,7 +158,7 @@ def block_oracle_lines(payload: dict[str, Any]) -> Text | None:
     out = Text()
     out.append(
         f"per-block oracle (best fixed drafter per block of one domain, in hindsight; "
-        f"{'exact' if ob.get('exact', True) else 'APPROXIMATE: EAGLE-3 gamma not scored in exact mode'}): "
+        f"{'exact' if ob.get('exact') else 'APPROXIMATE: gamma is not the exact counterfactual for every drafter'}): "
         f"MAT {ob['mat']:.2f} over {ob['rounds']} rounds (per-query oracle {ob['mat_per_query_oracle']:.2f})",
         style="bold",
     )

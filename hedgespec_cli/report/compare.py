@@ -43,6 +43,7 @@ import numpy as np
 from hedgespec_cli.errors import ConfigError, RunDirError
 from hedgespec_cli.report import stats
 from hedgespec_cli.rundir import SCHEMA, load_results, read_jsonl
+from hedgespec_cli.selection.base import AR
 
 
 def _get(obj: Any, *keys: str) -> Any:
@@ -105,7 +106,6 @@ ENV_KEYS = ("python", "torch", "transformers", "device_names")
 DETERMINISTIC_AT_T0 = frozenset({"mat", "acceptance_rate"})
 MIN_PAIRS = 2  # a bootstrap over one prompt has zero width: never "significant"
 ALPHA = 0.05
-AR = "ar"
 # Without a calibration, timing changes within these bands are drift: about the
 # largest change between identical runs seen on the project's 2-core CI machine
 # (tokens/s 14% between back-to-back runs on a shared machine; hedgespec's

@@ -47,8 +47,7 @@ def _estimator(record: Any, K: int) -> dict[str, Any] | None:
     the query's gamma, or for draft trees, whose gamma scores top-k children, not a chain)."""
     if record.gamma is None or any(r.tree_nodes for r in record.rounds):
         return None
-    g = record.gamma if getattr(record, "gamma_depth", None) is None else record.gamma_depth
-    n_hat = expected_round_lengths(g, K)  # (L, N)
+    n_hat = expected_round_lengths(record.acceptance, K)  # (L, N)
     s, estimated, actual, rounds = 0, 0.0, 0, 0
     for r in record.rounds:
         if r.drafter is not None and r.drafted:

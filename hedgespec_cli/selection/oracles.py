@@ -38,6 +38,7 @@ from hedgespec_cli.selection.base import (
 )
 from hedgespec_cli.selection.estimators import expected_round_lengths, round_lengths
 from hedgespec_cli.selection.feedback import Decision, Feedback, QueryContext
+from hedgespec_cli.selection.trace import is_binary
 
 
 def fixed_rounds(n_table: np.ndarray) -> np.ndarray:
@@ -95,7 +96,7 @@ def block_oracle(accept: Sequence[np.ndarray], domains: Sequence[str | None], K:
     per_query = []  # (Q, N) rounds of each fixed drafter on each query
     for g in accept:
         g = np.asarray(g, dtype=np.float64)
-        if g.ndim not in (2, 3) or not np.isin(g, (0.0, 1.0)).all():
+        if g.ndim not in (2, 3) or not is_binary(g):
             raise ValueError("block_oracle needs 0/1 acceptance, (L, N) or (L, K, N) per query (gamma at T = 0)")
         per_query.append(fixed_rounds(round_lengths(g, K)))
     table = np.array(per_query)
