@@ -132,8 +132,9 @@ def resolve_specs(target: ModelSpec, drafters: list[ModelSpec]) -> tuple[ModelSp
 
 
 def _load_lm(spec: ModelSpec, target: CausalLM, dtype: torch.dtype, device: torch.device) -> CausalLM:
-    config = spec.path / "config.json"
-    if config.is_file() and "eagle3" in config.read_text(errors="replace").lower():
+    from hedgespec_cli.models.eagle3 import is_eagle3_checkpoint
+
+    if is_eagle3_checkpoint(spec.path):  # a head under kind: lm that resolve_specs did not see
         raise ConfigError(
             f"drafter {spec.name!r} in {spec.path} is an EAGLE-3 head; give it `kind: eagle3` in the profile"
         )
@@ -207,9 +208,11 @@ def check_compatible(target: CausalLM, tokenizer: PreTrainedTokenizerBase, draft
 
 def _load_model(spec: ModelSpec, dtype: torch.dtype, placement: dict):
     _require_checkpoint_dir(spec.path, spec.name)
-    if spec.gguf_file:
-        return _load_gguf(spec, dtype, placement)
-    if not (spec.path / "config.json").is_file():
+    extra = {}
+    if spec.gguf_file:  # de-quantised by transformers: the model decoded is exactly that de-quantised one
+        _check_gguf(spec)
+        extra["gguf_file"] = spec.gguf_file
+    elif not (spec.path / "config.json").is_file():
         raise CheckpointError(
             f"{spec.name!r}: {spec.path} is not a checkpoint (no config.json); "
             "point the profile at a directory written by save_pretrained"
@@ -218,7 +221,7 @@ def _load_model(spec: ModelSpec, dtype: torch.dtype, placement: dict):
     try:
         with _held_hf_logs() as held:
             model = AutoModelForCausalLM.from_pretrained(
-                str(spec.path), dtype=dtype, local_files_only=True, device_map=device_map
+                str(spec.path), dtype=dtype, local_files_only=True, device_map=device_map, **extra
             )
     # RuntimeError: weights of another shape; SafetensorError: a truncated, empty or corrupted file.
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
@@ -281,11 +284,8 @@ def _first_mismatch(records: list[logging.LogRecord]) -> str | None:
     return None
 
 
-def _load_gguf(spec: ModelSpec, dtype: torch.dtype, placement: dict):
-    """A GGUF checkpoint, de-quantised by transformers (needs the `gguf` package: extra `smollm2`).
-
-    The weights are the GGUF's quantised values expanded to `dtype`: the model decoded is
-    exactly that de-quantised model, which is what the greedy reference is computed on too."""
+def _check_gguf(spec: ModelSpec) -> None:
+    """A GGUF checkpoint's file is there and transformers can read it (the `gguf` package: extra `smollm2`)."""
     file = spec.path / spec.gguf_file
     if not file.is_file():
         raise CheckpointError(f"{spec.name!r}: GGUF file {file} does not exist; fix gguf_file or the path")
@@ -293,12 +293,6 @@ def _load_gguf(spec: ModelSpec, dtype: torch.dtype, placement: dict):
         if importlib.util.find_spec(module) is None:
             raise ConfigError(f"{spec.name!r} is a GGUF checkpoint, which transformers reads with the {module!r} "
                               f"package; pip install 'hedgespec-cli[{extra}]'")
-    try:
-        model = AutoModelForCausalLM.from_pretrained(str(spec.path), gguf_file=spec.gguf_file, dtype=dtype,
-                                                     local_files_only=True)
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
-        raise CheckpointError(f"cannot load {spec.name!r} from {file}: {_first_line(err)}") from None
-    return model.to(placement["device"]) if placement.get("device") else model
 
 
 def _resolve_dtype(dtype: str) -> torch.dtype:
