@@ -45,8 +45,7 @@ from hedgespec_cli.runner import (
     run_query,
 )
 from hedgespec_cli.selection import REGISTRY, SelectorSpec
-from hedgespec_cli.selection.audit import audit
-from hedgespec_cli.selection.base import registration
+from hedgespec_cli.selection.audit import audit, live_arms
 from hedgespec_cli.selection.trace import COUNTERFACTUALS, Trace, TraceQuery, read_trace, write_trace
 from hedgespec_cli.telemetry import TelemetrySampler
 from hedgespec_cli.workloads import Workload
@@ -87,7 +86,6 @@ class BenchRun:
         self.dir = run_dir
         self.lines = lines
         self.trace = trace  # (query_id, repeat) -> TraceQuery
-        self.arms: dict[tuple[str, str, int], list[int]] = {}  # (method label, query, repeat) -> drafter per round
         self.pool = open_pool(self.profile, device=settings.device, dtype=settings.dtype,
                               drafter_dtype=settings.drafter_dtype)
         # Record what was loaded: Hub ids with their cached paths, auto-detected EAGLE-3 kinds.
@@ -211,8 +209,6 @@ class BenchRun:
         if keep_trace and record.gamma is not None and key not in self.trace:
             self.trace[key] = TraceQuery(prompt.id, prompt.domain, record.output_ids, record.gamma, index, method,
                                          record.gamma_depth)
-        if keep_trace and record.rounds and registration(method).selects:
-            self.arms[(SelectorSpec.parse(method).label, prompt.id, repeat)] = [r.drafter for r in record.rounds]
         return record, energy_j
 
     def _trace(self, queries: list[TraceQuery]) -> Trace:
@@ -226,7 +222,8 @@ class BenchRun:
         queries = self._trace_queries()
         if not queries:
             return None
-        arms = {(m, q): a for (m, q, r), a in self.arms.items() if r == 0}
+        # rounds.jsonl, not memory: a resumed run's earlier queries are checked round by round too.
+        arms = live_arms(self.dir.read_jsonl(FILES["rounds"]) if self.dir.file(FILES["rounds"]).exists() else [])
         return audit(self._trace(queries), self.lines, seed=self.settings.seed, live_arms=arms)
 
     def payload(self, complete: bool, audit: bool = True) -> dict[str, Any]:

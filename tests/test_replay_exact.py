@@ -18,7 +18,7 @@ from hedgespec_cli.bench_loop import run_bench
 from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.rundir import read_jsonl
 from hedgespec_cli.selection import REGISTRY, SelectorSpec
-from hedgespec_cli.selection.audit import audit
+from hedgespec_cli.selection.audit import audit, live_arms
 from hedgespec_cli.selection.learners import LEARNERS
 from hedgespec_cli.selection.replay import replay
 from hedgespec_cli.selection.trace import read_trace
@@ -59,14 +59,6 @@ def eagle_run(tmp_path_factory) -> Path:
     return live_run("tiny-eagle3", tmp_path_factory.mktemp("eagle"), counterfactual="exact")
 
 
-def live_arms(run: Path) -> dict[tuple[str, str], list[int]]:
-    arms: dict[tuple[str, str], list[int]] = {}
-    for r in read_jsonl(run / "rounds.jsonl"):
-        if r["method"] != "ar":
-            arms.setdefault((SelectorSpec.parse(r["method"]).label, r["query_id"]), []).append(r["drafter"])
-    return arms
-
-
 def check_replay(run: Path, expect_exact) -> dict:
     """Replay every live method; exact ones must reproduce every round; returns the fidelity labels."""
     trace = read_trace(run)
@@ -80,7 +72,7 @@ def check_replay(run: Path, expect_exact) -> dict:
             replay(trace, [m])
     methods = [m for m in ran if m not in refused]
     result = replay(trace, methods)  # seeded from the trace's run seed, as the live bench was
-    arms = live_arms(run)
+    arms = live_arms(read_jsonl(run / "rounds.jsonl"))
     labels = {}
     for method in methods:
         label = SelectorSpec.parse(method).label

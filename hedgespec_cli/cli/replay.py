@@ -45,8 +45,7 @@ def register(app: typer.Typer) -> None:
 
 def live_audit(path: Path, data, seed: int) -> dict | None:
     """A bench run directory's own live methods against their replay (selection/audit.py); None for a bare trace."""
-    from hedgespec_cli.selection.audit import audit
-    from hedgespec_cli.selection.base import SelectorSpec, registration
+    from hedgespec_cli.selection.audit import audit, live_arms
 
     run = path if path.is_dir() else path.parent
     queries = run / "queries.jsonl"
@@ -55,12 +54,8 @@ def live_audit(path: Path, data, seed: int) -> dict | None:
     from hedgespec_cli.rundir import read_jsonl  # tolerates the torn last line of an interrupted run
 
     lines = read_jsonl(queries)
-    arms: dict = {}
     rounds = run / "rounds.jsonl"
-    if rounds.is_file():
-        for r in read_jsonl(rounds):
-            if r.get("repeat") == 0 and registration(r["method"]).selects:
-                arms.setdefault((SelectorSpec.parse(r["method"]).label, r["query_id"]), []).append(r["drafter"])
+    arms = live_arms(read_jsonl(rounds)) if rounds.is_file() else {}
     return audit(data, lines, seed=seed, live_arms=arms)
 
 

@@ -50,6 +50,15 @@ def live_by_query(lines: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Map
     return out
 
 
+def live_arms(rounds: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], list[int]]:
+    """{(method label, query id): drafter per round} of the first repeat, from rounds.jsonl lines."""
+    arms: dict[tuple[str, str], list[int]] = {}
+    for r in rounds:
+        if r.get("repeat", 0) == 0 and registration(r["method"]).selects:
+            arms.setdefault((SelectorSpec.parse(r["method"]).label, r["query_id"]), []).append(r["drafter"])
+    return arms
+
+
 def audit(
     trace: Trace,
     lines: Iterable[Mapping[str, Any]],
