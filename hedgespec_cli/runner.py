@@ -138,10 +138,8 @@ def run_query(
     if hindsight is None and reg.hindsight:
         probe = hindsight_pass(engine, prompt_ids, domain)
         hindsight = probe.acceptance
-    if pool.router is None and reg.needs_prompt_classifier:
-        raise ConfigError(f"{method} needs a prompt classifier and this profile has none: build one with "
-                          "`hedgespec zoo router --zoo DIR` and add `router: DIR/router.npz` to the profile, "
-                          "or use router-label (the prompt's true domain)")
+    if pool.router is None and reg.needs_prompt_classifier:  # callers check first (check_router)
+        raise ConfigError(f"{method} needs a prompt classifier and this pool has none")
     selector.begin_query(context_for(pool, engine.settings.K, domain, hindsight, prompt_ids))
     record = engine.decode(prompt_ids, selector, record_gamma=record_gamma)
     selector.end_query()
@@ -182,6 +180,7 @@ def generate_once(
              "tree_top_k": tree_top_k, "tree_tokens": tree_tokens}
     settings = DecodeSettings.of(resolve_knobs(flags, prof.decoding))  # flag > profile > default
     method = method or f"fixed:{prof.generic().name}"
+    check_router([method], prof)  # before any model loads
     pool = open_pool(prof, device=device, dtype=dtype)
     engine = Engine(pool, settings, seed=seed)
     ids = pool.tokenizer(prompt, verbose=False)["input_ids"]  # the context check says it better
