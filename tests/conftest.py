@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,37 @@ def tiny_bench(tiny_models, tmp_path_factory) -> dict[str, str]:
         "sources: [{path: alpha.jsonl}, {path: beta.jsonl}]\n"
     )
     return {"profile": str(root / "profile.yaml"), "workload": str(root / "workload.yaml"), "root": str(root)}
+
+
+@pytest.fixture
+def run_main(capsys, monkeypatch):
+    """`hedgespec ARGS` through the real entry point -> (exit code, stderr).
+
+    transformers' log handler writes to the stderr of its import time (pytest's, not capsys's),
+    so what reaches its handlers is added to the stderr returned: in a shell it lands there too."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    logged: list[str] = []
+
+    class Record(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logged.append(record.getMessage() + "\n")
+
+    root = hf_logging.get_logger()
+    monkeypatch.setattr(root, "handlers", [*root.handlers, Record()])
+
+    def run(*args: str) -> tuple[int, str]:
+        logged.clear()
+        monkeypatch.setattr(sys, "argv", ["hedgespec", *args])
+        try:
+            from hedgespec_cli.cli.app import main
+
+            main()
+            code = 0
+        except SystemExit as stop:
+            code = stop.code
+        return code, "".join(logged) + capsys.readouterr().err
+
+    return run

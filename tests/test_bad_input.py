@@ -18,40 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hedgespec_cli.cli.app import main
 from hedgespec_cli.rundir import read_jsonl
-
-
-@pytest.fixture
-def run_main(capsys, monkeypatch):
-    """`hedgespec ARGS` through the real entry point -> (exit code, stderr).
-
-    transformers' log handler writes to the stderr of its import time (pytest's, not capsys's),
-    so what reaches its handlers is added to the stderr returned: in a shell it lands there too."""
-    import logging
-
-    from transformers.utils import logging as hf_logging
-
-    logged: list[str] = []
-
-    class Record(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            logged.append(record.getMessage() + "\n")
-
-    root = hf_logging.get_logger()
-    monkeypatch.setattr(root, "handlers", [*root.handlers, Record()])
-
-    def run(*args: str) -> tuple[int, str]:
-        logged.clear()
-        monkeypatch.setattr(sys, "argv", ["hedgespec", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as stop:
-            code = stop.code
-        return code, "".join(logged) + capsys.readouterr().err
-
-    return run
 
 
 @pytest.fixture
