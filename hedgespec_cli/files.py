@@ -20,6 +20,14 @@ def _umask() -> int:
     return mask
 
 
+def write_output(path: Path, text: str) -> None:
+    """A user-named output file (`--output`), written atomically; an unwritable path is one ConfigError."""
+    try:
+        atomic_write_text(path, text)
+    except OSError as err:
+        raise ConfigError(f"cannot write {path}: {err.strerror or err}; pass --output a writable path") from err
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Replace path with text: a reader sees the old file or the new one, never a mix.
     The file gets the usual permissions (0666 less the umask), not mkstemp's 0600."""

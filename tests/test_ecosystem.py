@@ -187,6 +187,9 @@ def test_tiny_bench_results_reproduce_from_the_run_dir_and_exports_agree(tiny_be
     assert rec["request_latency"]["p99"] == near["distributions"]["query_latency_ms"]["p99"]
     res = CliRunner().invoke(app, ["report", str(run), "--format", "vllm", "--json"])
     assert isinstance(res.exception, ConfigError) and "--json is --format json" in str(res.exception)
+    (tmp_path / "a-file").write_text("")  # an --output under a file: one ConfigError, checked up front
+    res = CliRunner().invoke(app, ["report", str(run), "--format", "vllm", "--output", str(tmp_path / "a-file" / "x")])
+    assert isinstance(res.exception, ConfigError) and "cannot write --output" in str(res.exception)
 
 
 def test_the_readme_documents_every_mapped_key():

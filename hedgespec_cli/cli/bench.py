@@ -218,9 +218,9 @@ def _emit(payload: dict, *, fmt: str, output: Path | None, quiet: bool, plots: P
         if output is None:
             typer.echo(text)
         else:
-            from hedgespec_cli.files import atomic_write_text
+            from hedgespec_cli.files import write_output
 
-            atomic_write_text(output, text + "\n")
+            write_output(output, text + "\n")
             Console(stderr=True).print(f"{fmt}: {output}")
     elif not quiet:
         render_run(payload, Console(), adaptive=adaptive_methods())

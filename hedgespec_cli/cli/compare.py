@@ -36,13 +36,10 @@ NOISE_HELP = (
 
 
 def _write(output: Path, data: Any) -> None:
-    from hedgespec_cli.errors import ConfigError
-    from hedgespec_cli.rundir import atomic_write_text, dumps_json
+    from hedgespec_cli.files import write_output
+    from hedgespec_cli.rundir import dumps_json
 
-    try:
-        atomic_write_text(output, dumps_json(data, indent=2) + "\n")
-    except OSError as err:
-        raise ConfigError(f"cannot write {output}: {err.strerror or err}; pass --output a writable path") from err
+    write_output(output, dumps_json(data, indent=2) + "\n")
     print(f"wrote {output}", file=sys.stderr)
 
 
