@@ -66,10 +66,20 @@ def paired_geomean_ratio(
     b, c = _positive("base", base), _positive("cand", cand)
     if b.shape != c.shape:
         raise ValueError(f"base and cand must pair up: {b.size} vs {c.size} values")
+    mean, (lo, hi) = bootstrap_mean_ci(np.log(c) - np.log(b), n_boot=n_boot, seed=seed, level=level)
+    return float(np.exp(mean)), (float(np.exp(lo)), float(np.exp(hi)))
+
+
+def bootstrap_mean_ci(
+    x: ArrayLike, n_boot: int = 2000, seed: int = 0, *, level: float = 0.95
+) -> tuple[float, tuple[float, float]]:
+    """Mean of x and its seeded percentile-bootstrap CI (resample x with replacement n_boot times)."""
+    v = np.asarray(x, dtype=np.float64).ravel()
+    if v.size == 0 or not np.all(np.isfinite(v)):
+        raise ValueError("the bootstrap needs at least one finite value")
     if n_boot < 1 or not 0 < level < 1:
         raise ValueError(f"need n_boot >= 1 and 0 < level < 1 (got {n_boot}, {level})")
-    log_r = np.log(c) - np.log(b)  # (n,)
-    n = log_r.size
+    n = v.size
     rng = np.random.default_rng(seed)
     means = np.empty(n_boot)
     # Chunks keep the (chunk, n) index matrix small for workloads of many prompts.
@@ -77,10 +87,10 @@ def paired_geomean_ratio(
     for start in range(0, n_boot, chunk):
         m = min(chunk, n_boot - start)
         idx = rng.integers(0, n, size=(m, n))  # (m, n)
-        means[start : start + m] = log_r[idx].mean(axis=1)
+        means[start : start + m] = v[idx].mean(axis=1)
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(np.exp(log_r.mean())), (float(np.exp(lo)), float(np.exp(hi)))
+    return float(v.mean()), (float(lo), float(hi))
 
 
 def _average_ranks(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

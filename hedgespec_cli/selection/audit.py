@@ -33,11 +33,10 @@ from hedgespec_cli.selection.trace import Trace
 
 def mean_ci(values: Sequence[float], *, seed: int = 0, n_boot: int = 2000, level: float = 0.95) -> dict[str, float]:
     """Mean and its percentile-bootstrap CI over the values (queries); one value: a zero-width interval."""
-    v = np.asarray(values, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return {"mean": float(v.mean()), "ci95": [float(lo), float(hi)]}
+    from hedgespec_cli.report.stats import bootstrap_mean_ci
+
+    mean, (lo, hi) = bootstrap_mean_ci(values, n_boot=n_boot, seed=seed, level=level)
+    return {"mean": mean, "ci95": [lo, hi]}
 
 
 def live_by_query(lines: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Mapping[str, Any]]]:
