@@ -14,7 +14,7 @@ from hedgespec_cli.errors import CheckpointError, WorkloadError
 from hedgespec_cli.models import load_pool
 
 from conftest import make_llama, make_tokenizer
-from test_engine import PROMPTS, Fixed, reference_greedy
+from test_engine import PROMPTS, Fixed, assert_lazy_matches_eager, reference_greedy
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +93,12 @@ def test_depth1_scores_every_position_from_target_features(eagle_pool):
         out[mode] = engine.decode(ids, Fixed(1, 3))
     assert out["depth1"].output_ids == out["exact"].output_ids
     np.testing.assert_array_equal(out["depth1"].gamma, out["exact"].gamma_depth[:, 0])
+
+
+@pytest.mark.parametrize("mode", ["depth1", "aligned", "exact"])
+def test_lazy_evaluation_scores_heads_as_evaluating_every_round_does(eagle_pool, mode):
+    engine = Engine(eagle_pool, DecodeSettings(K=4, max_new_tokens=24, stop_at_eos=False, counterfactual=mode))
+    assert_lazy_matches_eager(engine, eagle_pool, every=3, steps=24, min_prompt=2)
 
 
 def test_mismatched_heads_fail_clearly(eagle_pool, tmp_path):

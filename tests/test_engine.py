@@ -34,6 +34,9 @@ class Fixed:
     def update(self, feedback) -> None:
         self.seen.append(feedback)
 
+    def wants_feedback(self, waiting: int) -> bool:
+        return True
+
 
 class Cycle(Fixed):
     """Switches drafter every round, to exercise caches that fall behind."""
@@ -41,6 +44,37 @@ class Cycle(Fixed):
     def choose(self, position: int) -> Decision:
         self.arm = (self.arm + 1) % self.n
         return super().choose(position)
+
+
+class Lazy(Cycle):
+    """Switches drafter every round and lets `every` rounds wait for each evaluation."""
+
+    def __init__(self, arm: int, n: int, every: int) -> None:
+        super().__init__(arm, n)
+        self.every = every
+
+    def wants_feedback(self, waiting: int) -> bool:
+        return waiting >= self.every
+
+
+def assert_lazy_matches_eager(engine, pool, every: int, steps: int = 30, min_prompt: int = 1) -> None:
+    """Rounds that wait for a later evaluation call are scored as an evaluation after every round
+    scores them (same gamma, by depth too), the output is the target's greedy output, and the
+    feedback arrives in blocks of `every` rounds that cover every position once."""
+    for prompt in PROMPTS:
+        ids = pool.tokenizer(prompt)["input_ids"]
+        if len(ids) < min_prompt:
+            continue
+        eager = engine.decode(ids, Cycle(0, engine.n_drafters))
+        chooser = Lazy(0, engine.n_drafters, every)
+        lazy = engine.decode(ids, chooser)
+        assert lazy.output_ids == eager.output_ids == reference_greedy(pool.target.model, ids, steps, None)
+        assert [r.drafter for r in lazy.rounds] == [r.drafter for r in eager.rounds]
+        np.testing.assert_array_equal(lazy.gamma, eager.gamma)
+        if eager.gamma_depth is not None:
+            np.testing.assert_array_equal(lazy.gamma_depth, eager.gamma_depth)
+        assert len(chooser.seen) == -(-len(lazy.rounds) // every), prompt
+        assert sum(fb.gamma.shape[0] for fb in chooser.seen) == len(lazy.output_ids)
 
 
 def reference_greedy(model, prompt_ids: list[int], steps: int, eos: int | None) -> list[int]:
@@ -162,6 +196,13 @@ def test_evaluation_call_also_gives_the_next_first_draft_row(tiny_pool, stack, m
         rounds = len(rec.rounds)
         first = 1  # only round 1's first row needs a catch-up call (no evaluation has run yet)
         assert sum(calls.values()) == len(engine.groups) * (1 + rounds) + drafting + first, chooser
+
+
+@pytest.mark.parametrize("stack", [False, True])
+@pytest.mark.parametrize("every", [2, 5])
+def test_lazy_evaluation_scores_every_position_as_evaluating_every_round_does(tiny_pool, stack, every):
+    engine = Engine(tiny_pool, DecodeSettings(K=3, max_new_tokens=30, stop_at_eos=False), stack_drafters=stack)
+    assert_lazy_matches_eager(engine, tiny_pool, every)
 
 
 def test_feedback_types_follow_the_chooser(tiny_pool):

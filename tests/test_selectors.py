@@ -56,6 +56,7 @@ class Recorder:
         self.inner, self.decisions = inner, []
         self.name, self.needs_full_feedback = inner.name, inner.needs_full_feedback
         self.needs_block_reward = inner.needs_block_reward
+        self.wants_feedback = inner.wants_feedback
 
     def begin_query(self, c):
         self.inner.begin_query(c)
@@ -189,7 +190,7 @@ def test_reset_never_carries_the_learner_across_queries():
 
 def test_spec_parsing_and_labels():
     spec = SelectorSpec.parse("hedgespec:learner=hedge,loss=tap")
-    assert spec.params == {"loss": "tap", "learner": "hedge", "reset": "query", "play": "sample"}
+    assert spec.params == {"loss": "tap", "learner": "hedge", "reset": "query", "every": 8, "confident": 0.99, "play": "sample"}
     assert spec.label == "hedgespec:loss=tap,learner=hedge"
     assert SelectorSpec.parse("ucbspec:delta=0.1").params["delta"] == 0.1
     assert SelectorSpec.parse("fixed:generic").label == "fixed:generic"
@@ -206,7 +207,7 @@ def test_spec_parsing_and_labels():
     ("text", "needle"),
     [
         ("nope", "valid methods: ar, exp3spec, fixed:NAME, hedgespec"),
-        ("hedgespec:eta=1", "valid parameters: loss, learner, reset, play"),
+        ("hedgespec:eta=1", "valid parameters: loss, learner, reset, every, confident, play"),
         ("hedgespec:learner=sgd", "choose one of normalhedge, hedge, adanormalhedge, adanormalhedge-sleeping, tracking"),
         ("ucbspec:delta=2", "in (0, 1)"),
         ("ucbspec:delta=abc", "not a valid float"),

@@ -120,6 +120,15 @@ class _LMState:
         """The member's q at position L if `observe` left it and its cache holds x[:L] exactly."""
         return self.ahead[member] if self.ahead_at == L and length == L else None
 
+    def evaluation_start(self, length: int, L: int, n: int) -> int:
+        """Where a call must start to give q at the n positions L-n..L-1 from a cache of `length`:
+        the cache's end, unless the cache (a member chosen since the last evaluation, which
+        caught up while drafting) has passed L-n; then L-n when `ahead` holds q there, else L-n-1."""
+        c = min(length, L - 1)
+        if c >= L - n:
+            c = L - n if self.ahead_at == L - n else L - n - 1
+        return c
+
     def evaluated(self, rows: torch.Tensor, start: int, L: int) -> torch.Tensor:
         """rows (members, T, V): q at positions start+1..L from a call over x[start:L] -> q at the
         positions before L (from `start` on when `ahead` holds that one); keeps q at L as `ahead`."""
@@ -176,13 +185,15 @@ class LMGroup:
         # which also feeds x[L-1] and so leaves q at L for the next round.
         cache = state.cache
         self.settle(state, 0, L)
-        c = cache.length
-        fresh = self.lm.forward(ctx.x[c:L], cache).logits.unsqueeze(0)  # (1, L - c, V): positions c+1..L
         if chosen is not None and drafted is not None:  # its draft rows: positions L-n..c
+            c = cache.length
+            fresh = self.lm.forward(ctx.x[c:L], cache).logits.unsqueeze(0)  # (1, L - c, V): positions c+1..L
             rows = torch.cat([drafted[: c - (L - n) + 1].unsqueeze(0), fresh], dim=1)
             state.ahead, state.ahead_at = rows[:, -1], L
             return rows[:, :-1]  # (1, n, V)
-        return state.evaluated(fresh, c, L)[:, -n:]  # (1, n, V)
+        c = state.evaluation_start(cache.length, L, n)
+        cache.crop(c)
+        return state.evaluated(self.lm.forward(ctx.x[c:L], cache).logits.unsqueeze(0), c, L)[:, -n:]  # (1, n, V)
 
     def settle(self, state: _LMState, member: int, L: int) -> None:
         state.cache.crop(min(state.cache.length, L - 1))
@@ -235,7 +246,7 @@ class StackedGroup:
         # Align every member at the shortest cache (the chosen one is rolled
         # back and recomputed with the others: one call instead of two).
         cache = state.cache
-        m = min(min(cache.lengths), L - 1)
+        m = state.evaluation_start(min(cache.lengths), L, n)
         cache.lengths[:] = [m] * len(cache.lengths)
         return state.evaluated(self.stack.forward(ctx.x[m:L], cache), m, L)[:, -n:]  # (members, n, V)
 

@@ -55,6 +55,9 @@ class Chooser(Protocol):
 
     needs_block_reward: True asks for MetaSD's block divergence in
     BanditFeedback (left None otherwise: it is not free).
+    wants_feedback: with full feedback, whether to evaluate the drafters after
+    this round (else the round waits for a later evaluation, and the chosen
+    drafter catches up when it drafts next); always after the query's last.
     """
 
     needs_full_feedback: bool
@@ -63,6 +66,8 @@ class Chooser(Protocol):
     def choose(self, position: int) -> Decision: ...
 
     def update(self, feedback: FullFeedback | BanditFeedback) -> None: ...
+
+    def wants_feedback(self, waiting: int) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,18 @@ class QueryRecord:
     def tokens_per_s(self) -> float:
         """New tokens over the whole query's wall time, prefill included."""
         return self.new_tokens / (self.wall_ns / 1e9)
+
+
+@dataclass(frozen=True)
+class _Verified:
+    """A round awaiting evaluation: its drafter, the committed length after it (L) and its
+    n tokens, the drafter's q logits at the drafted positions and the target's p at the n."""
+
+    arm: int
+    L: int
+    n: int
+    q_logits: torch.Tensor | None
+    p_logits: torch.Tensor
 
 
 def count_new_tokens(rounds: list[RoundRecord]) -> int:
@@ -201,6 +218,11 @@ class Engine:
         t0 = now()  # end of the previous step: `other` is the gap since then
         phase["prefill"] = t0 - t_start
 
+        # Full information: rounds verified since the drafters were last evaluated. When the
+        # chooser lets them wait, one evaluation call scores them all. A bandit's trace
+        # (record_gamma) is scored once, after the query's last round.
+        asks = spec and chooser.needs_full_feedback
+        pending: list[_Verified] = []
         L, rounds, gammas, depths, stop = P, [], [], [], "length"
         while L - P < s.max_new_tokens:
             k = min(s.K, s.max_new_tokens - (L - P) - 1) if spec else 0
@@ -219,14 +241,21 @@ class Engine:
             t3 = now()
             gamma = depth = None
             if full:
-                gamma, depth = self._evaluate(arm, states, ctx, q_logits, p_logits[:n], L, n, P)
-                gammas.append(gamma)
-                depths.append(depth)
+                pending.append(_Verified(arm, L, n, q_logits, p_logits[:n]))
+                last = stop == "eos" or L - P >= s.max_new_tokens
+                if last or (asks and chooser.wants_feedback(len(pending))):
+                    gamma, depth = self._evaluate(pending, states, ctx, P)
+                    gammas.append(gamma)
+                    depths.append(depth)
+                    pending = []
+                else:  # the chosen drafter alone is rolled back; it catches up when it drafts
+                    gi, member = self._where[arm]
+                    self.groups[gi].settle(states[gi], member, L)
             elif spec:
                 gi, member = self._where[arm]
                 self.groups[gi].settle(states[gi], member, L)
             t4 = now()
-            if spec:
+            if spec and (gamma is not None or not chooser.needs_full_feedback):
                 chooser.update(self._feedback(chooser, arm, gamma, depth, n, k, q_logits, p_logits))
             t5 = now()
             nodes = draft.size if isinstance(draft, DraftTree) else 0
@@ -326,38 +355,42 @@ class Engine:
         return tokens[:remaining], "length"
 
     def _evaluate(
-        self,
-        chosen: int,
-        states: list,
-        ctx: Prefix,
-        q_logits: torch.Tensor | None,
-        p_logits: torch.Tensor,
-        L: int,
-        n: int,
-        P: int,
+        self, pending: list[_Verified], states: list, ctx: Prefix, P: int
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Bring every drafter up to date with the n verified tokens -> gamma (n, N) and, when a
-        group scores by depth (EAGLE-3 exact mode), gamma by depth (n, K, N), else None.
+        """Bring every drafter up to date with the rounds in `pending` (n tokens in all, committed
+        length now L) -> gamma (n, N) and, when a group scores by depth (EAGLE-3 exact mode),
+        gamma by depth (n, K, N), else None.
 
-        The chosen drafter reuses the q rows it computed while drafting. By depth,
-        entry [i, d] is position L-n+i drafted at depth d+1, by a round starting
-        at L-n+i-d; entries whose start precedes the first new token P are 0
-        (no round starts there; the estimators never read them).
+        A group whose q at a position depends on the committed prefix alone
+        (plain LMs; EAGLE-3 heads in depth1 mode) scores all n positions in
+        one call; a round-aligned one (aligned, exact) scores the rounds one
+        by one, as its counterfactual starts at each round. A chosen drafter
+        reuses the q rows it computed while drafting when the evaluation
+        covers its round alone. By depth, entry [i, d] is position L-n+i
+        drafted at depth d+1, by a round starting at L-n+i-d; entries whose
+        start precedes the first new token P are 0 (no round starts there;
+        the estimators never read them).
         """
         s = self.settings
         tree = s.tree
-        # The target's side once per round; each group's q rows are scored as they come.
+        L, n = pending[-1].L, sum(r.n for r in pending)
+        # The target's side once per evaluation; each group's q rows are scored as they come.
+        p_logits = pending[0].p_logits if len(pending) == 1 else torch.cat([r.p_logits for r in pending])
         if s.greedy:
             p_side = p_logits  # only trees read it: a chain's argmax of p is the committed tokens
         else:
             p_side = process_logits(p_logits, s.temperature, s.top_p)
         K = s.K
         gamma = torch.empty(self.n_drafters, n, K, dtype=torch.float64, device=self.device)  # where the drafters are
-        g_chosen, m_chosen = self._where[chosen]
+        one = pending[0] if len(pending) == 1 else None  # a lone round: its drafter's rows can be reused
+        g_chosen, m_chosen = self._where[one.arm] if one is not None else (-1, None)
         tokens = ctx.x[L - n : L]
         for gi, (g, state) in enumerate(zip(self.groups, states)):
             mine = gi == g_chosen
-            q = g.observe(state, ctx, L, n, m_chosen if mine else None, q_logits if mine else None)  # (m, n[, K], V)
+            if one is not None or g.counterfactual in ("positional", "depth1"):
+                q = g.observe(state, ctx, L, n, m_chosen if mine else None, one.q_logits if mine else None)
+            else:  # round-aligned counterfactuals: one round at a time
+                q = torch.cat([g.observe(state, ctx, r.L, r.n, None, None) for r in pending], dim=1)
             by_depth = q.dim() == 4  # (m, n, K, V): one row per position and drafting depth
             if by_depth:
                 q = q.reshape(q.shape[0], n * K, -1)
@@ -366,7 +399,7 @@ class Engine:
                 gamma_tree = gamma_tree_greedy if s.greedy else gamma_tree_sampling
                 prim = gamma_tree(p_side, q, tree.top_k)
             elif s.greedy:
-                prim = gamma_greedy_at(tokens.repeat_interleave(reps), q)
+                prim = gamma_greedy_at(tokens.repeat_interleave(reps) if by_depth else tokens, q)
             else:
                 prim = gamma_sampling(p_side.repeat_interleave(reps, dim=0).unsqueeze(0),
                                       process_logits(q, s.temperature, s.top_p))

@@ -66,7 +66,14 @@ class Selector(Protocol):
         ...
 
     def update(self, feedback: Feedback) -> None:
-        """Learn from the round just verified."""
+        """Learn from the round just verified (full information: the rounds since the last evaluation)."""
+        ...
+
+    def wants_feedback(self, waiting: int) -> bool:
+        """Full-information selectors: evaluate every drafter now, `waiting` rounds after the
+        last evaluation? The engine (and `replay`, at the same rounds) asks after each round
+        and evaluates anyway after a query's last one; one FullFeedback then covers the
+        waiting rounds. True every time is the paper's schedule; bandits are never asked."""
         ...
 
     def end_query(self) -> None:

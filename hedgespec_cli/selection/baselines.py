@@ -57,6 +57,9 @@ class _Bandit:
     def end_query(self) -> None:
         self._last = None
 
+    def wants_feedback(self, waiting: int) -> bool:
+        return True  # takes no full feedback: the engine never asks
+
     def choose(self, position: int) -> Decision:
         self._last = self._decide()
         return self._last
@@ -246,6 +249,9 @@ class _Static:
 
     def end_query(self) -> None:
         pass
+
+    def wants_feedback(self, waiting: int) -> bool:
+        return True  # takes no full feedback: the engine never asks
 
 
 def resolve_drafter(value: str, names: tuple[str, ...], who: str) -> int:

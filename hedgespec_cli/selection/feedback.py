@@ -16,13 +16,15 @@ import numpy as np
 
 @dataclass(frozen=True)
 class FullFeedback:
-    """Full information for the `n` positions verified in one round.
+    """Full information for the `n` positions verified since the drafters were last
+    evaluated: one round, or several when the selector let evaluation wait
+    (`wants_feedback`, see selection/base.py `Selector`).
 
     gamma: (n, N) float64, `gamma[s, j]` = drafter j's acceptance probability
         at the s-th newly verified position (DESIGN.md section 5): the argmax
         indicator at T = 0, `sum min(p, q_j)` at T > 0.
-    chosen: the drafter that drafted this round.
-    K: draft length of the round.
+    chosen: the drafter of the last round covered.
+    K: the run's draft length.
     depth: (n, K, N) gamma by the depth a position is drafted at (EAGLE-3 heads
         in the `exact` counterfactual mode, estimators.py), None otherwise.
     """

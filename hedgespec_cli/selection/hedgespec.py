@@ -38,13 +38,22 @@ from hedgespec_cli.selection.learners import LEARNERS
 def _describe(params) -> str:
     """The legend line: with argmax play, NormalHedge and Hedge reduce to follow-the-leader."""
     learner, loss = params["learner"], params["loss"].upper()
+    if params["every"] == 1:
+        schedule = "every drafter evaluated after every round"
+    else:
+        schedule = (f"lazy evaluation: up to {params['every']} rounds share one evaluation while "
+                    f"the top weight is >= {params['confident']:g}")
     if params["play"] == "sample":
-        return f"HedgeSpec: {learner} on delayed {loss} losses, drafter drawn from its weights"
+        return f"HedgeSpec: {learner} on delayed {loss} losses, drafter drawn from its weights; {schedule}"
     if learner in FTL_UNDER_ARGMAX:
         return (f"HedgeSpec with argmax play = follow-the-leader on delayed {loss} losses "
-                f"(the top {learner} weight is the least cumulative loss, so {learner} never changes a decision)")
-    return f"HedgeSpec: {learner} on delayed {loss} losses, top weight played"
+                f"(the top {learner} weight is the least cumulative loss, so {learner} never changes a "
+                f"decision); {schedule}")
+    return f"HedgeSpec: {learner} on delayed {loss} losses, top weight played; {schedule}"
 
+
+EVERY = 8  # lazy evaluation's longest wait, in rounds (`wants_feedback`)
+CONFIDENT = 0.99  # ... while the learner's top weight is at least this
 
 # NormalHedge's weight ([R]_+ / c) exp([R]_+^2 / 2c) and Hedge's exp(-eta L) are increasing in
 # R_i = sum <w, l> - L_i, i.e. decreasing in the cumulative loss L_i: their argmax is the
@@ -63,6 +72,17 @@ FTL_UNDER_ARGMAX = ("normalhedge", "hedge")
         "loss": Param(str, "eal", ("eal", "tap"), help="token loss: expected acceptance length or TAP"),
         "learner": Param(str, "normalhedge", tuple(LEARNERS), help="experts algorithm"),
         "reset": RESET,
+        "every": Param(
+            int, EVERY, check=lambda m: m >= 1, rule="an integer >= 1",
+            help="lazy evaluation: while the learner is confident, evaluate every drafter only after "
+            "every m-th round (and at the query's end), in one call over the rounds since; 1: after "
+            "every round, as the paper does",
+        ),
+        "confident": Param(
+            float, CONFIDENT, check=lambda c: 0.0 < c <= 1.0, rule="in (0, 1]",
+            help="the learner is confident while its top weight is at least this; below it, every "
+            "round is evaluated",
+        ),
         "play": Param(
             str, "sample", ("sample", "argmax"),
             help="draw the drafter from the weights (the learner's regret guarantee) or play the top "
@@ -77,12 +97,14 @@ class HedgeSpec:
     needs_block_reward = False
 
     def __init__(
-        self, setup: SelectorSetup, *, loss: str, learner: str, reset: str, play: str
+        self, setup: SelectorSetup, *, loss: str, learner: str, reset: str, every: int, confident: float,
+        play: str,
     ) -> None:
         self.name = setup.name
         self.n = setup.n_drafters
         self.rng = setup.rng
         self.loss, self.reset, self.play = loss, reset, play
+        self.every, self.confident = every, confident
         self.learner = LEARNERS[learner](self.n)
         self.K: int | None = None
         self._gamma = np.zeros((0, self.n))  # (verified, N) this query's gamma rows
@@ -116,10 +138,10 @@ class HedgeSpec:
         self._verified = self._released = 0
 
     def choose(self, position: int) -> Decision:
-        if position != self._verified:
+        if position < self._verified or (self.every == 1 and position != self._verified):
             raise ValueError(
                 f"{self.name}: choose({position}) but {self._verified} positions were verified; "
-                "call begin_query first and update after every round"
+                "call begin_query first, and update after every round the selector wants_feedback"
             )
         p = self.learner.probs()
         # Sampling i_t ~ w_t is the play the experts' regret bounds are about (the expected loss
@@ -145,6 +167,18 @@ class HedgeSpec:
                 raise ValueError(f"{self.name}: gamma by depth has {depth.shape[0]} rows for {rows.shape[0]} positions")
         self._append(np.clip(rows, 0.0, 1.0), depth)  # sum min(p, q) may overshoot 1 by rounding
         self._release(close=False)
+
+    def wants_feedback(self, waiting: int) -> bool:
+        """Lazy evaluation: full information costs one call over every drafter, and while the
+        learner's top weight is at least `confident` its play barely moves with a few more
+        losses, so rounds may wait, up to `every`, and share one call. The delay is then at
+        most every - 1 rounds: Joulani, Gyorgy & Szepesvari 2013 ("Online learning under
+        delayed feedback") turn a max delay d into a regret factor of about sqrt(d + 1), and
+        Quanrud & Khashabi 2015 ("Online learning with adversarial delays") show
+        O(sqrt((T + D) ln N)) for Hedge run on delayed losses as they come, D <= (every - 1) T
+        the total delay. No such bound is proven for NormalHedge; README "Lazy evaluation"
+        gives the measured cost in MAT."""
+        return waiting >= self.every or float(self.learner.probs().max()) < self.confident
 
     def end_query(self) -> None:
         self._release(close=True)

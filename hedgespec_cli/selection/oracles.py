@@ -138,6 +138,9 @@ class _Hindsight:
     def end_query(self) -> None:
         self._table = None
 
+    def wants_feedback(self, waiting: int) -> bool:
+        return True  # takes no full feedback: the engine never asks
+
 
 @register("oracle", kind="reference", summary="best fixed drafter per query in hindsight (needs a trace)",
           in_default_bench=True)

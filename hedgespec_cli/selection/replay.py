@@ -8,7 +8,8 @@ Per query with L generated tokens, rounds start at s = 0. Each round:
   4. n = min(a + 1, L - s) tokens are appended (the end of the text cuts the
      round as EOS / the length cap does live);
   5. feedback: FullFeedback(gamma[s : s+n], gamma_depth[s : s+n]) to full-information
-     selectors;
+     selectors, at the rounds the engine evaluates (after the rounds where the
+     selector `wants_feedback`, and the last), over the rounds since the last;
      BanditFeedback(j, n, k, K) to the others. A method whose registration
      says `not_replayable` (metasd-ucb: its block-divergence reward needs
      distributions along the drafts, which a trace does not hold) is refused
@@ -190,7 +191,7 @@ def replay_query(
     )
     starts, arms, ns, drafted, accepted = [], [], [], [], []
     selector.begin_query(ctx)
-    s = 0
+    s = done = waiting = 0  # full feedback: positions delivered, rounds since (the engine's evaluations)
     while s < L:
         j = selector.choose(s).arm
         if not 0 <= j < N:
@@ -198,13 +199,16 @@ def replay_query(
         k = min(K, trace.max_new_tokens - s - 1)
         a = run_length(accept, s, k, j)
         n = min(a + 1, L - s)
-        if selector.needs_full_feedback:
-            depth = None if query.gamma_depth is None else query.gamma_depth[s : s + n]
-            selector.update(FullFeedback(gamma[s : s + n], j, K, depth))
-        else:
-            selector.update(BanditFeedback(j, n, k, K, None))
         starts.append(s), arms.append(j), ns.append(n), drafted.append(k), accepted.append(min(a, n))
         s += n
+        if not selector.needs_full_feedback:
+            selector.update(BanditFeedback(j, n, k, K, None))
+            continue
+        waiting += 1
+        if s >= L or selector.wants_feedback(waiting):
+            depth = None if query.gamma_depth is None else query.gamma_depth[done:s]
+            selector.update(FullFeedback(gamma[done:s], j, K, depth))
+            done, waiting = s, 0
     selector.end_query()
     idx = np.asarray(starts, dtype=np.int64)
     return QueryRun(
