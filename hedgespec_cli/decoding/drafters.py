@@ -129,13 +129,16 @@ class _LMState:
             c = L - n if self.ahead_at == L - n else L - n - 1
         return c
 
-    def evaluated(self, rows: torch.Tensor, start: int, L: int) -> torch.Tensor:
-        """rows (members, T, V): q at positions start+1..L from a call over x[start:L] -> q at the
-        positions before L (from `start` on when `ahead` holds that one); keeps q at L as `ahead`."""
-        if self.ahead_at == start:
+    def evaluated(self, rows: torch.Tensor, start: int, L: int, n: int) -> torch.Tensor:
+        """rows (members, T, V): q at the last T of the positions start+1..L, from a call over
+        x[start:L] -> q at the n positions L-n..L-1 (`ahead` supplies the first when the call
+        started there, T = n); keeps q at L as `ahead`."""
+        if rows.shape[1] <= n:
+            if self.ahead_at != start or rows.shape[1] < n:
+                raise RuntimeError(f"q at {n} positions needs the row ahead at {start}; it is at {self.ahead_at}")
             rows = torch.cat([self.ahead.unsqueeze(1), rows], dim=1)
         self.ahead, self.ahead_at = rows[:, -1], L
-        return rows[:, :-1]
+        return rows[:, -n - 1 : -1]
 
 
 class LMGroup:
@@ -152,13 +155,13 @@ class LMGroup:
 
     def prefill(self, state: _LMState, ctx: Prefix, L: int) -> None:
         if L > 1:
-            self.lm.forward(ctx.x[: L - 1], state.cache)
+            self.lm.forward(ctx.x[: L - 1], state.cache, last=0)
 
     def _root(self, state: _LMState, ctx: Prefix, L: int) -> torch.Tensor:
         """(V,) q at position L: the row `observe` left, or one catch-up call."""
         cache = state.cache
         first = state.first_row(0, L, cache.length)
-        return first if first is not None else self.lm.forward(ctx.x[cache.length : L], cache).logits[-1]
+        return first if first is not None else self.lm.forward(ctx.x[cache.length : L], cache, last=1).logits[-1]
 
     def draft(self, state: _LMState, member: int, ctx: Prefix, L: int, k: int, pick: Pick):
         cache = state.cache
@@ -193,7 +196,8 @@ class LMGroup:
             return rows[:, :-1]  # (1, n, V)
         c = state.evaluation_start(cache.length, L, n)
         cache.crop(c)
-        return state.evaluated(self.lm.forward(ctx.x[c:L], cache).logits.unsqueeze(0), c, L)[:, -n:]  # (1, n, V)
+        rows = self.lm.forward(ctx.x[c:L], cache, last=n + 1).logits.unsqueeze(0)  # q at the last n + 1 positions
+        return state.evaluated(rows, c, L, n)  # (1, n, V)
 
     def settle(self, state: _LMState, member: int, L: int) -> None:
         state.cache.crop(min(state.cache.length, L - 1))
@@ -214,14 +218,14 @@ class StackedGroup:
 
     def prefill(self, state: _LMState, ctx: Prefix, L: int) -> None:
         if L > 1:
-            self.stack.forward(ctx.x[: L - 1], state.cache)
+            self.stack.forward(ctx.x[: L - 1], state.cache, last=0)
 
     def _root(self, state: _LMState, member: int, ctx: Prefix, L: int) -> torch.Tensor:
         cache = state.cache
         first = state.first_row(member, L, cache.lengths[member])
         if first is not None:
             return first
-        return self.stack.forward(ctx.x[cache.lengths[member] : L], cache, member)[0, -1]
+        return self.stack.forward(ctx.x[cache.lengths[member] : L], cache, member, last=1)[0, -1]
 
     def draft(self, state: _LMState, member: int, ctx: Prefix, L: int, k: int, pick: Pick):
         cache = state.cache
@@ -248,7 +252,8 @@ class StackedGroup:
         cache = state.cache
         m = state.evaluation_start(min(cache.lengths), L, n)
         cache.lengths[:] = [m] * len(cache.lengths)
-        return state.evaluated(self.stack.forward(ctx.x[m:L], cache), m, L)[:, -n:]  # (members, n, V)
+        rows = self.stack.forward(ctx.x[m:L], cache, last=n + 1)  # q at the last n + 1 positions
+        return state.evaluated(rows, m, L, n)  # (members, n, V)
 
     def settle(self, state: _LMState, member: int, L: int) -> None:
         state.cache.lengths[member] = min(state.cache.lengths[member], L - 1)

@@ -206,7 +206,7 @@ class Engine:
         t_start = now()
         t_cache = pool.target.new_cache()
         if P > 1:
-            self._target(ctx, 0, P - 1, t_cache)
+            self._target(ctx, 0, P - 1, t_cache, last=0)
         extra = s.tree.fed_rows(s.K) if s.tree else 0  # drafter rows a growing tree occupies
         if self._by_depth:  # the exact counterfactual's chains: at most 2K rows per depth, K depths
             extra = max(extra, 2 * s.K * s.K)
@@ -315,13 +315,14 @@ class Engine:
             ctx.feats[L - 1 : L - 1 + len(rows)] = torch.cat([out.hidden[i][rows] for i in self._fused], dim=-1).float()
         return verdict.tokens, verdict.accepted, out.logits[rows], tree.path_q(verdict.path)
 
-    def _target(self, ctx: Prefix, a: int, b: int, cache) -> torch.Tensor:
-        """Target forward over x[a:b] -> logits (b - a, V); stores EAGLE-3 features when needed.
+    def _target(self, ctx: Prefix, a: int, b: int, cache, last: int | None = None) -> torch.Tensor:
+        """Target forward over x[a:b] -> logits (b - a, V) (the last `last` rows only when given);
+        stores EAGLE-3 features when needed.
 
         The fused features come from the same pass (hidden states at the heads'
         layers, by default 2, L/2 and L-3): no extra target call.
         """
-        out = self.pool.target.forward(ctx.x[a:b], cache, hidden=self._fused is not None)
+        out = self.pool.target.forward(ctx.x[a:b], cache, hidden=self._fused is not None, last=last)
         if self._fused is not None:
             ctx.feats[a:b] = torch.cat([out.hidden[i] for i in self._fused], dim=-1).float()
         return out.logits

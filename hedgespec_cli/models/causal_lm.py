@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
@@ -86,14 +87,18 @@ class CausalLM:
         hidden: bool = False,
         positions: torch.Tensor | None = None,
         visible: torch.Tensor | None = None,
+        last: int | None = None,
     ) -> ForwardOut:
         """Feed `ids` (T,) after the `cache.length` tokens already in `cache`.
 
         Draft trees pass `positions` (T,) and `visible` (T, cache.length + T)
         bool, which cached or new token each new one attends to; by default
-        the positions follow the cache and attention is causal.
+        the positions follow the cache and attention is causal. last: logits
+        of the last `last` rows only (at least one: transformers reads 0 as all).
         """
-        extra = {}
+        extra: dict[str, Any] = {}
+        if last is not None:
+            extra["logits_to_keep"] = max(last, 1)
         if positions is not None:
             extra["position_ids"] = positions.view(1, -1).to(self.device)
         if visible is not None:

@@ -128,12 +128,15 @@ class StackedLlama:
         *,
         positions: torch.Tensor | None = None,
         visible: torch.Tensor | None = None,
+        last: int | None = None,
     ) -> torch.Tensor:
         """Feed ids (T,) to every drafter (member None) or to one -> logits (B, T, V).
 
         Every fed drafter must hold the same number of cached tokens; the new
         tokens take the positions after them and attend causally, unless a
         draft tree passes `positions` (T,) and `visible` (T, length + T) bool.
+        last: logits of the last `last` rows only, (B, min(last, T), V) (0: none, a prefill):
+        the vocabulary projection is most of a small drafter's cost.
         """
         b = _block(cache, member, ids.numel(), positions, visible, self.inv_freq, self.dtype)
         sel, start, end, B, T = b.sel, b.start, b.end, b.B, b.T
@@ -157,7 +160,9 @@ class StackedLlama:
             x = x + (F.silu(h @ w["gate_proj"][sel]) * (h @ w["up_proj"][sel])) @ w["down_proj"][sel]
         for j in range(self.n)[sel]:
             cache.lengths[j] = end
-        return (_rms(x, self.norm[sel], self.eps) @ self.lm_head[sel]).float()  # (B, T, V)
+        if last is not None:
+            x = x[:, T - min(last, T) :]
+        return (_rms(x, self.norm[sel], self.eps) @ self.lm_head[sel]).float()  # (B, T or last, V)
 
 
 @dataclass(frozen=True)
