@@ -12,6 +12,8 @@ from __future__ import annotations
 import shutil
 import signal
 import time
+from collections.abc import Callable, Container, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +29,7 @@ from hedgespec_cli.bench import (
     settings_of_run,
 )
 from hedgespec_cli.config import Profile
-from hedgespec_cli.decoding.engine import Engine
+from hedgespec_cli.decoding.engine import Engine, QueryRecord
 from hedgespec_cli.decoding.settings import DecodeSettings
 from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.report import summary as S
@@ -48,7 +50,7 @@ from hedgespec_cli.selection import REGISTRY, SelectorSpec
 from hedgespec_cli.selection.audit import audit, live_arms
 from hedgespec_cli.selection.trace import COUNTERFACTUALS, Trace, TraceQuery, read_trace, write_trace
 from hedgespec_cli.telemetry import TelemetrySampler
-from hedgespec_cli.workloads import Workload
+from hedgespec_cli.workloads import Prompt, Workload
 
 FILES = {
     "config": "config.yaml",
@@ -80,12 +82,12 @@ class Plan:
 class BenchRun:
     """State of one run directory; `execute` fills it, `finish` summarises it."""
 
-    def __init__(self, plan: Plan, run_dir: RunDir, lines: list[dict], trace: dict) -> None:
+    def __init__(self, plan: Plan, run_dir: RunDir, lines: list[dict],
+                 trace: dict[tuple[str, int], TraceQuery]) -> None:
         settings = self.settings = plan.settings
         self.profile, self.workload = plan.profile, plan.workload
         self.dir = run_dir
         self.lines = lines
-        self.trace = trace  # (query_id, repeat) -> TraceQuery
         self.pool = open_pool(self.profile, device=settings.device, dtype=settings.dtype,
                               drafter_dtype=settings.drafter_dtype)
         # Record what was loaded: Hub ids with their cached paths, auto-detected EAGLE-3 kinds.
@@ -100,6 +102,7 @@ class BenchRun:
         # NVML samples the run's own GPUs (by UUID), not every GPU of the machine.
         self.sampler = TelemetrySampler(settings.sample_interval, sink=run_dir.file(FILES["telemetry"]),
                                         uuids=_cuda_uuids(self.pool.cuda_devices()))
+        self.step = QueryStep(self.engine, settings.seed, trace=trace, energy_mj=self.sampler.energy_mj)
         self.env = env_fingerprint()
         self.started = time.monotonic()
         self.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -150,8 +153,6 @@ class BenchRun:
     def execute(self, progress: Progress) -> None:
         s, prompts = self.settings, self.workload.prompts
         done = {(q["method"], q["query_id"], q["repeat"]) for q in self.lines}
-        # References need the query's gamma, which a full-information method produces first.
-        order = sorted(s.methods, key=needs_hindsight)
         for m in filter(SelectorBank.persistent, s.methods):  # its learning cannot restart mid-pass
             for r in range(s.repeats):
                 n = sum((m, p.id, r) in done for p in prompts)
@@ -160,56 +161,22 @@ class BenchRun:
                         f"cannot resume {self.dir.path} exactly: {m} learns across queries (reset=never) and "
                         f"stopped after {n} of {len(prompts)} prompts of repeat {r}; rerun the benchmark"
                     )
-        ids = self.ids
         self.sampler.start()
-        for i, p in enumerate(prompts[: s.warmup]):  # untimed: first-call costs, allocator, caches
-            for m in order:
-                self._decode(m, ids[i], p, 0, i, selector=None, keep_trace=False)
+        warm_up(self.step, s.methods, prompts, self.ids, s.warmup)
         progress.start(list(s.methods), len(prompts) * s.repeats)
         for q in self.lines:
             progress.advance(q["method"], q)
+
+        def keep(method: str, line: dict, record: QueryRecord) -> None:
+            self.dir.extend_jsonl(FILES["rounds"], S.round_lines(method, line["query_id"], line["repeat"], record),
+                                  fsync=False)
+            self.dir.append_jsonl(FILES["queries"], line)
+            self.lines.append(line)
+            progress.advance(method, line)
+
         for r in range(s.repeats):
-            selectors = SelectorBank(self.pool.names, s.seed, r)
-            for i, p in enumerate(prompts):
-                for m in order:
-                    if (m, p.id, r) in done:
-                        continue
-                    record, energy_j = self._decode(m, ids[i], p, r, i, selectors.get(m, i))
-                    line = S.query_line(m, p.id, p.domain, r, False, record, s.K, energy_j=energy_j)
-                    self.dir.extend_jsonl(FILES["rounds"], S.round_lines(m, p.id, r, record), fsync=False)
-                    self.dir.append_jsonl(FILES["queries"], line)
-                    self.lines.append(line)
-                    progress.advance(m, line)
-                self.write_results(complete=False, audit=False)
-
-    def _decode(self, method: str, ids: list[int], prompt, repeat: int, index: int, selector, keep_trace=True):
-        """(QueryRecord, J the GPUs drew during the query or None without an NVML energy counter)."""
-        # Common random numbers: every method (and a hindsight probe) starts a prompt
-        # from the same sampling seed.
-        def reseed():
-            self.engine.generator.manual_seed(query_seed(self.settings.seed, repeat, index))
-
-        key = (prompt.id, repeat)
-        hindsight = self.trace[key].acceptance if key in self.trace else None
-        if hindsight is None and needs_hindsight(method):
-            reseed()
-            probe = hindsight_pass(self.engine, ids, prompt.domain)
-            hindsight = probe.acceptance
-            if keep_trace:
-                self.trace[key] = TraceQuery(prompt.id, prompt.domain, probe.output_ids, probe.gamma, index,
-                                             f"probe:fixed:{self.pool.names[0]}", probe.gamma_depth)
-        reseed()
-        e0 = self.sampler.energy_mj()  # around the measured query only, not the hindsight probe
-        record = run_query(
-            self.engine, ids, method, domain=prompt.domain, seed=self.settings.seed,
-            selector=selector, hindsight=hindsight,
-        )
-        e1 = self.sampler.energy_mj()
-        energy_j = (e1 - e0) / 1e3 if e0 is not None and e1 is not None and e1 >= e0 else None
-        if keep_trace and record.gamma is not None and key not in self.trace:
-            self.trace[key] = TraceQuery(prompt.id, prompt.domain, record.output_ids, record.gamma, index, method,
-                                         record.gamma_depth)
-        return record, energy_j
+            run_pass(self.step, s.methods, prompts, self.ids, r, done=done, on_query=keep,
+                     on_prompt=lambda: self.write_results(complete=False, audit=False))
 
     def _trace(self, queries: list[TraceQuery]) -> Trace:
         s = self.settings
@@ -301,7 +268,7 @@ class BenchRun:
         return S.block_oracle_summary(served, list(self.pool.names), self.settings.K, exact=exact)
 
     def _trace_queries(self) -> list[TraceQuery]:
-        return [q for (_, r), q in self.trace.items() if r == 0]
+        return [q for (_, r), q in self.step.trace.items() if r == 0]
 
     def write_results(self, complete: bool, audit: bool = True) -> dict[str, Any]:
         """Rewrite trace.jsonl and results.json; after each prompt without the replay audit, whose
@@ -337,21 +304,107 @@ def run_bench(settings: BenchSettings, *, progress: Progress | None = None, resu
     if resume is not None:
         settings = settings_of_run(resume)
     run = BenchRun.open(settings, resume)
+    with saved_on_interrupt(
+        lambda: run.finish(complete=False),
+        lambda: (f"interrupted after {run.done_queries} timed queries; partial results in {run.dir.path} "
+                 f"(complete: false); continue with: hedgespec bench --resume {run.dir.path}"),
+    ):
+        run.execute(progress or _Silent())
+    return run.finish(complete=True)
+
+
+# -- the loop bench and --sweep-drafters share ------------------------------------
+
+
+class QueryStep:
+    """One query of a run: reseed, hindsight for the references, decode.
+
+    Common random numbers: every method (and a hindsight probe) starts a prompt
+    from the same sampling seed. `trace` maps (query_id, repeat) to the query's
+    gamma, recorded by the first full-information method that ran it (or by an
+    untimed probe): the hindsight of `oracle` and `oracle-round`, and the run's trace.
+    """
+
+    def __init__(self, engine: Engine, seed: int, *, trace: dict[tuple[str, int], TraceQuery] | None = None,
+                 energy_mj: Callable[[], float | None] = lambda: None) -> None:
+        self.engine, self.seed = engine, seed
+        self.trace = trace if trace is not None else {}
+        self.energy_mj = energy_mj  # a cumulative energy counter (mJ), None without one
+
+    def __call__(self, method: str, ids: list[int], prompt: Prompt, repeat: int, index: int, selector: Any,
+                 keep_trace: bool = True) -> tuple[QueryRecord, float | None]:
+        """(QueryRecord, J the GPUs drew during the query or None without an energy counter)."""
+        def reseed() -> None:
+            self.engine.generator.manual_seed(query_seed(self.seed, repeat, index))
+
+        key = (prompt.id, repeat)
+        hindsight = self.trace[key].acceptance if key in self.trace else None
+        if hindsight is None and needs_hindsight(method):
+            reseed()
+            probe = hindsight_pass(self.engine, ids, prompt.domain)
+            hindsight = probe.acceptance
+            if keep_trace:
+                self.trace[key] = TraceQuery(prompt.id, prompt.domain, probe.output_ids, probe.gamma, index,
+                                             f"probe:fixed:{self.engine.pool.names[0]}", probe.gamma_depth)
+        reseed()
+        e0 = self.energy_mj()  # around the measured query only, not the hindsight probe
+        record = run_query(self.engine, ids, method, domain=prompt.domain, seed=self.seed,
+                           selector=selector, hindsight=hindsight)
+        e1 = self.energy_mj()
+        energy_j = (e1 - e0) / 1e3 if e0 is not None and e1 is not None and e1 >= e0 else None
+        if keep_trace and record.gamma is not None and key not in self.trace:
+            self.trace[key] = TraceQuery(prompt.id, prompt.domain, record.output_ids, record.gamma, index, method,
+                                         record.gamma_depth)
+        return record, energy_j
+
+
+def _in_order(methods: Sequence[str]) -> list[str]:
+    """References need the query's gamma, which a full-information method produces first."""
+    return sorted(methods, key=needs_hindsight)
+
+
+def warm_up(step: QueryStep, methods: Sequence[str], prompts: Sequence[Prompt], ids: list[list[int]],
+            n: int) -> None:
+    """Untimed queries (first-call costs, allocator, caches) on the first n prompts; nothing is kept."""
+    for i, p in enumerate(prompts[:n]):
+        for m in _in_order(methods):
+            step(m, ids[i], p, 0, i, selector=None, keep_trace=False)
+
+
+def run_pass(step: QueryStep, methods: Sequence[str], prompts: Sequence[Prompt], ids: list[list[int]], repeat: int,
+             *, on_query: Callable[[str, dict, QueryRecord], None], on_prompt: Callable[[], None] | None = None,
+             done: Container[tuple[str, str, int]] = frozenset()) -> None:
+    """One pass (repeat) over the prompts in the workload's order, every method on a prompt before the
+    next prompt starts (slow drift of the machine hits all methods alike). `on_query(method, line,
+    record)` gets each query's queries.jsonl line as soon as it is measured; `done` are
+    (method, query_id, repeat) already measured (a resumed run)."""
+    selectors = SelectorBank(step.engine.pool.names, step.seed, repeat)  # `reset: never` methods learn across prompts
+    K = step.engine.settings.K
+    for i, p in enumerate(prompts):
+        for m in _in_order(methods):
+            if (m, p.id, repeat) in done:
+                continue
+            record, energy_j = step(m, ids[i], p, repeat, i, selectors.get(m, i))
+            on_query(m, S.query_line(m, p.id, p.domain, repeat, False, record, K, energy_j=energy_j), record)
+        if on_prompt is not None:
+            on_prompt()
+
+
+@contextmanager
+def saved_on_interrupt(save: Callable[[], object], interrupted: Callable[[], str]) -> Iterator[None]:
+    """SIGTERM counts as Ctrl-C; on either, or on any failure, `save()` keeps what was measured on disk.
+    An interruption becomes BenchInterrupted(interrupted()), one line and exit 130."""
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        run.execute(progress or _Silent())
+        yield
     except KeyboardInterrupt:
-        run.finish(complete=False)
-        raise BenchInterrupted(
-            f"interrupted after {run.done_queries} timed queries; partial results in {run.dir.path} "
-            f"(complete: false); continue with: hedgespec bench --resume {run.dir.path}"
-        ) from None
-    except Exception:
-        run.finish(complete=False)  # what was measured before the failure stays on disk
+        save()
+        raise BenchInterrupted(interrupted()) from None
+    except Exception:  # what was measured before the failure stays on disk
+        save()
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return run.finish(complete=True)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

@@ -180,6 +180,23 @@ def test_an_interrupted_sweep_keeps_the_finished_pool_sizes(tiny_bench, tmp_path
     assert [q["n_drafters"] for q in queries] == [None] * 2 + [1] * 4 + [5] * 2
 
 
+def test_a_sweep_pool_size_is_a_bench_pass(tiny_bench, tmp_path):
+    """The sweep decodes through bench's per-query step: at the full pool size (generic first, as the
+    profile lists it) every query matches bench's token for token and decision for decision, at T > 0
+    too (common random numbers around the oracle's hindsight probe) and with a learner kept across prompts."""
+    from hedgespec_cli.sweep import run_sweep
+
+    s = settings(tiny_bench, tmp_path / "b", methods="ar,hedgespec,hedgespec:reset=never,oracle", temperature=0.8,
+                 seed=3, prompts=3)
+    bench = read_jsonl(Path(run_bench(s)["run_dir"]) / "queries.jsonl")
+    sweep = read_jsonl(Path(run_sweep(replace(s, out=str(tmp_path / "s")), [3])["run_dir"]) / "queries.jsonl")
+
+    def decoded(lines):
+        return {(q["method"], q["query_id"]): (q["output_ids"], q["selections"], q["rounds"]) for q in lines}
+
+    assert len(sweep) == len(bench) == 4 * 3 and decoded(sweep) == decoded(bench)
+
+
 def test_a_fixed_drafter_missing_from_the_pool_fails_before_the_run_dir(tiny_bench, tmp_path):
     from hedgespec_cli.errors import ConfigError
     from hedgespec_cli.sweep import run_sweep
