@@ -1,56 +1,37 @@
-"""The body of a `hedgespec bench` run: load once, loop prompts x methods, save as it goes.
+"""A `hedgespec bench` run: load once, `repeats` passes over prompts x methods, save as it goes.
 
-Models are loaded once and shared by all methods. Prompts are served in the
-workload's order; for each prompt every method runs before the next prompt
-starts, so slow drift of the machine hits all methods alike. Results are
-appended per query and `results.json` is rewritten atomically after each
-prompt, so an interruption loses nothing that finished (`--resume DIR`).
+Models are loaded once and shared by all methods; the passes are loop.py's,
+shared with `--sweep-drafters`. Results are appended per query and
+`results.json` is rewritten atomically after each prompt, so an interruption
+loses nothing that finished (`--resume DIR`).
 """
 
 from __future__ import annotations
 
 import shutil
-import signal
 import time
-from collections.abc import Callable, Container, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from hedgespec_cli.bench import (
-    SCHEMA,
-    BenchInterrupted,
-    BenchSettings,
-    Progress,
-    resolve_run,
-    settings_dict,
-    settings_of_run,
-)
+from hedgespec_cli.bench.loop import Progress, SilentProgress, run_pass, saved_on_interrupt, warm_up
+from hedgespec_cli.bench.query import QueryStep
+from hedgespec_cli.bench.rundir import SCHEMA, RunDir, env_fingerprint
+from hedgespec_cli.bench.settings import BenchSettings, resolve_run, settings_dict, settings_of_run
 from hedgespec_cli.config import Profile
 from hedgespec_cli.decoding.engine import Engine, QueryRecord
 from hedgespec_cli.decoding.settings import DecodeSettings
 from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.report import summary as S
 from hedgespec_cli.report.ecosystem import definitions
-from hedgespec_cli.rundir import RunDir, env_fingerprint
-from hedgespec_cli.runner import (
-    SelectorBank,
-    check_methods,
-    check_router,
-    checked_prompt_ids,
-    hindsight_pass,
-    needs_hindsight,
-    open_pool,
-    query_seed,
-    run_query,
-)
+from hedgespec_cli.runner import check_methods, check_router, checked_prompt_ids, open_pool
 from hedgespec_cli.selection import REGISTRY, SelectorSpec
 from hedgespec_cli.selection.audit import audit, live_arms
+from hedgespec_cli.selection.seeding import SelectorBank
 from hedgespec_cli.selection.trace import COUNTERFACTUALS, Trace, TraceQuery, read_trace, write_trace
 from hedgespec_cli.telemetry import TelemetrySampler
-from hedgespec_cli.workloads import Prompt, Workload
+from hedgespec_cli.workloads import Workload
 
 FILES = {
     "config": "config.yaml",
@@ -291,14 +272,6 @@ class BenchRun:
         return payload
 
 
-class _Silent:
-    def start(self, methods: list[str], total: int) -> None:
-        pass
-
-    def advance(self, method: str, query: dict) -> None:
-        pass
-
-
 def run_bench(settings: BenchSettings, *, progress: Progress | None = None, resume: Path | None = None) -> dict:
     """Run (or continue) a benchmark; returns the results payload. The run dir is payload['run_dir']."""
     if resume is not None:
@@ -309,106 +282,8 @@ def run_bench(settings: BenchSettings, *, progress: Progress | None = None, resu
         lambda: (f"interrupted after {run.done_queries} timed queries; partial results in {run.dir.path} "
                  f"(complete: false); continue with: hedgespec bench --resume {run.dir.path}"),
     ):
-        run.execute(progress or _Silent())
+        run.execute(progress or SilentProgress())
     return run.finish(complete=True)
-
-
-# -- the loop bench and --sweep-drafters share ------------------------------------
-
-
-class QueryStep:
-    """One query of a run: reseed, hindsight for the references, decode.
-
-    Common random numbers: every method (and a hindsight probe) starts a prompt
-    from the same sampling seed. `trace` maps (query_id, repeat) to the query's
-    gamma, recorded by the first full-information method that ran it (or by an
-    untimed probe): the hindsight of `oracle` and `oracle-round`, and the run's trace.
-    """
-
-    def __init__(self, engine: Engine, seed: int, *, trace: dict[tuple[str, int], TraceQuery] | None = None,
-                 energy_mj: Callable[[], float | None] = lambda: None) -> None:
-        self.engine, self.seed = engine, seed
-        self.trace = trace if trace is not None else {}
-        self.energy_mj = energy_mj  # a cumulative energy counter (mJ), None without one
-
-    def __call__(self, method: str, ids: list[int], prompt: Prompt, repeat: int, index: int, selector: Any,
-                 keep_trace: bool = True) -> tuple[QueryRecord, float | None]:
-        """(QueryRecord, J the GPUs drew during the query or None without an energy counter)."""
-        def reseed() -> None:
-            self.engine.generator.manual_seed(query_seed(self.seed, repeat, index))
-
-        key = (prompt.id, repeat)
-        hindsight = self.trace[key].acceptance if key in self.trace else None
-        if hindsight is None and needs_hindsight(method):
-            reseed()
-            probe = hindsight_pass(self.engine, ids, prompt.domain)
-            hindsight = probe.acceptance
-            if keep_trace:
-                self.trace[key] = TraceQuery(prompt.id, prompt.domain, probe.output_ids, probe.gamma, index,
-                                             f"probe:fixed:{self.engine.pool.names[0]}", probe.gamma_depth)
-        reseed()
-        e0 = self.energy_mj()  # around the measured query only, not the hindsight probe
-        record = run_query(self.engine, ids, method, domain=prompt.domain, seed=self.seed,
-                           selector=selector, hindsight=hindsight)
-        e1 = self.energy_mj()
-        energy_j = (e1 - e0) / 1e3 if e0 is not None and e1 is not None and e1 >= e0 else None
-        if keep_trace and record.gamma is not None and key not in self.trace:
-            self.trace[key] = TraceQuery(prompt.id, prompt.domain, record.output_ids, record.gamma, index, method,
-                                         record.gamma_depth)
-        return record, energy_j
-
-
-def _in_order(methods: Sequence[str]) -> list[str]:
-    """References need the query's gamma, which a full-information method produces first."""
-    return sorted(methods, key=needs_hindsight)
-
-
-def warm_up(step: QueryStep, methods: Sequence[str], prompts: Sequence[Prompt], ids: list[list[int]],
-            n: int) -> None:
-    """Untimed queries (first-call costs, allocator, caches) on the first n prompts; nothing is kept."""
-    for i, p in enumerate(prompts[:n]):
-        for m in _in_order(methods):
-            step(m, ids[i], p, 0, i, selector=None, keep_trace=False)
-
-
-def run_pass(step: QueryStep, methods: Sequence[str], prompts: Sequence[Prompt], ids: list[list[int]], repeat: int,
-             *, on_query: Callable[[str, dict, QueryRecord], None], on_prompt: Callable[[], None] | None = None,
-             done: Container[tuple[str, str, int]] = frozenset()) -> None:
-    """One pass (repeat) over the prompts in the workload's order, every method on a prompt before the
-    next prompt starts (slow drift of the machine hits all methods alike). `on_query(method, line,
-    record)` gets each query's queries.jsonl line as soon as it is measured; `done` are
-    (method, query_id, repeat) already measured (a resumed run)."""
-    selectors = SelectorBank(step.engine.pool.names, step.seed, repeat)  # `reset: never` methods learn across prompts
-    K = step.engine.settings.K
-    for i, p in enumerate(prompts):
-        for m in _in_order(methods):
-            if (m, p.id, repeat) in done:
-                continue
-            record, energy_j = step(m, ids[i], p, repeat, i, selectors.get(m, i))
-            on_query(m, S.query_line(m, p.id, p.domain, repeat, False, record, K, energy_j=energy_j), record)
-        if on_prompt is not None:
-            on_prompt()
-
-
-@contextmanager
-def saved_on_interrupt(save: Callable[[], object], interrupted: Callable[[], str]) -> Iterator[None]:
-    """SIGTERM counts as Ctrl-C; on either, or on any failure, `save()` keeps what was measured on disk.
-    An interruption becomes BenchInterrupted(interrupted()), one line and exit 130."""
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        yield
-    except KeyboardInterrupt:
-        save()
-        raise BenchInterrupted(interrupted()) from None
-    except Exception:  # what was measured before the failure stays on disk
-        save()
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def _cuda_uuids(devices: list) -> list[str] | None:

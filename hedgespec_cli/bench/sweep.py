@@ -17,14 +17,15 @@ from typing import Any
 
 import torch
 
-from hedgespec_cli.bench import BenchSettings, Progress, resolve_run, settings_dict
-from hedgespec_cli.bench_loop import QueryStep, run_pass, saved_on_interrupt, warm_up
+from hedgespec_cli.bench.loop import Progress, run_pass, saved_on_interrupt, warm_up
+from hedgespec_cli.bench.query import QueryStep
+from hedgespec_cli.bench.rundir import SWEEP_SCHEMA, RunDir, env_fingerprint
+from hedgespec_cli.bench.settings import BenchSettings, resolve_run, settings_dict
 from hedgespec_cli.config import ModelSpec
 from hedgespec_cli.decoding.engine import Engine
 from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.models import CausalLM, Pool
 from hedgespec_cli.report import summary as S
-from hedgespec_cli.rundir import SWEEP_SCHEMA, RunDir, env_fingerprint
 from hedgespec_cli.runner import check_methods, check_router, checked_prompt_ids, open_pool
 from hedgespec_cli.selection.base import registration
 
@@ -64,7 +65,7 @@ def padded_pool(pool: Pool, generic: str, n: int, seed: int) -> Pool:
 def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress | None = None) -> dict[str, Any]:
     """Run every method at every pool size; returns the sweep payload (also saved as sweep.json).
 
-    Each pool size is one bench pass (bench_loop.run_pass, the same per-query step as `bench`)
+    Each pool size is one bench pass (loop.run_pass, the same per-query step as `bench`)
     over the prompts; `ar` runs one pass with the full pool. No repeats, no resume.
     """
     if not sizes or min(sizes) < 1:
