@@ -139,7 +139,7 @@ def _sweep(settings, sizes_text: str, progress, *, json_out: bool, quiet: bool) 
 def _emit_sweep(payload: dict, *, json_out: bool, quiet: bool) -> None:
     from rich.console import Console
 
-    from hedgespec_cli.bench.rundir import dumps_json
+    from hedgespec_cli.files import dumps_json
     from hedgespec_cli.report.bench_tables import sweep_phase_table, sweep_table
 
     if json_out:
@@ -206,7 +206,8 @@ def _checked_format(fmt: str | None, json_out: bool, output: Path | None, *, swe
 def _emit(payload: dict, *, fmt: str, output: Path | None, quiet: bool, plots: Path | None) -> None:
     from rich.console import Console
 
-    from hedgespec_cli.bench.rundir import dumps_json, read_jsonl
+    from hedgespec_cli.bench.rundir import read_jsonl
+    from hedgespec_cli.files import dumps_json
     from hedgespec_cli.report.bench_tables import render_run
     from hedgespec_cli.report.export import export
     from hedgespec_cli.selection.base import adaptive_methods
@@ -214,13 +215,13 @@ def _emit(payload: dict, *, fmt: str, output: Path | None, quiet: bool, plots: P
     if fmt != "table":
         queries = Path(payload["run_dir"]) / payload.get("artifacts", {}).get("queries", "queries.jsonl")
         lines = read_jsonl(queries) if fmt != "json" and queries.is_file() else None  # json: results.json as is
-        text = dumps_json(export(payload, fmt, lines), indent=2)
+        data = export(payload, fmt, lines)
         if output is None:
-            typer.echo(text)
+            typer.echo(dumps_json(data, indent=2))
         else:
             from hedgespec_cli.files import write_output
 
-            write_output(output, text + "\n")
+            write_output(output, data)
             Console(stderr=True).print(f"{fmt}: {output}")
     elif not quiet:
         render_run(payload, Console(), adaptive=adaptive_methods())

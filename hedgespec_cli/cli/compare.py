@@ -36,10 +36,9 @@ NOISE_HELP = (
 
 
 def _write(output: Path, data: Any) -> None:
-    from hedgespec_cli.bench.rundir import dumps_json
     from hedgespec_cli.files import write_output
 
-    write_output(output, dumps_json(data, indent=2) + "\n")
+    write_output(output, data)
     print(f"wrote {output}", file=sys.stderr)
 
 
@@ -78,8 +77,8 @@ def compare(
     ] = None,
 ) -> None:
     """Compare benchmark runs against a base run, with paired per-prompt significance tests."""
-    from hedgespec_cli.bench.rundir import dumps_json
     from hedgespec_cli.errors import RegressionError
+    from hedgespec_cli.files import dumps_json
     from hedgespec_cli.report.compare import (
         DEFAULT_NOISE,
         FailRule,
@@ -142,7 +141,7 @@ def calibrate(
     ] = None,
 ) -> None:
     """Measure how far identical runs' tokens/s drift on this machine: a noise file for `compare --noise`."""
-    from hedgespec_cli.bench.rundir import dumps_json
+    from hedgespec_cli.files import dumps_json
     from hedgespec_cli.report.compare import calibrate_noise
     from hedgespec_cli.report.render import noise_table
 
