@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import sys
 
+from hedgespec_cli.bench.query import run_query
 from hedgespec_cli.config import load_profile
 from hedgespec_cli.decoding import drafters
 from hedgespec_cli.decoding.engine import Engine
 from hedgespec_cli.decoding.settings import COUNTERFACTUAL_MODES, DecodeSettings
 from hedgespec_cli.models.stacked import StackedEagle3
-from hedgespec_cli.runner import open_pool, run_query
+from hedgespec_cli.runner import open_pool
 from hedgespec_cli.workloads import load_workload
 
 

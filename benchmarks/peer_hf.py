@@ -16,9 +16,10 @@ import statistics
 
 import torch
 
+from hedgespec_cli.bench.query import run_query
 from hedgespec_cli.config import load_profile
 from hedgespec_cli.decoding.engine import DecodeSettings, Engine
-from hedgespec_cli.runner import open_pool, run_query
+from hedgespec_cli.runner import open_pool
 from hedgespec_cli.telemetry.timers import PhaseTimer
 from hedgespec_cli.workloads import load_workload
 

@@ -43,3 +43,9 @@ class RegressionError(HedgespecError):
     """
 
     exit_code = 1
+
+
+class BenchInterrupted(HedgespecError):
+    """Ctrl-C or SIGTERM: what was measured is saved (a bench run continues with --resume)."""
+
+    exit_code = 130

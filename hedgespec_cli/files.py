@@ -1,15 +1,21 @@
-"""Files the toolkit writes for the user: atomic replacement, and output paths checked up front.
+"""Files the toolkit writes: atomic replacement, the one JSON writer, output paths checked up front.
 
-A path the user names for output (a trace, a plots folder, a comparison) is
-checked before any work starts, so a typo costs one line on stderr instead of
-a finished run's result.
+Every JSON file (results, manifests, checkpoints' config.json, --output
+exports) goes through `write_json`: strict JSON with None for NaN/inf,
+replaced atomically. A path the user names for output (a trace, a plots
+folder, a comparison) is checked before any work starts, so a typo costs one
+line on stderr instead of a finished run's result.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from hedgespec_cli.errors import ConfigError
 
@@ -20,10 +26,44 @@ def _umask() -> int:
     return mask
 
 
-def write_output(path: Path, text: str) -> None:
-    """A user-named output file (`--output`), written atomically; an unwritable path is one ConfigError."""
+def to_json_safe(obj: Any) -> Any:
+    """A copy of obj that `json.dumps(allow_nan=False)` accepts.
+
+    Non-finite floats become None (JSON has no NaN; DESIGN.md habit 9), numpy
+    scalars/arrays become Python numbers/lists, tuples and sets become lists,
+    paths become strings.
+    """
+    if obj is None or isinstance(obj, (bool, str, int)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): to_json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_json_safe(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist"):  # numpy scalars and arrays, without importing numpy
+        return to_json_safe(obj.tolist())
+    raise TypeError(f"cannot store {type(obj).__name__} in JSON: {obj!r}")
+
+
+def dumps_json(obj: Any, *, indent: int | None = None) -> str:
+    """Strict JSON text of obj after `to_json_safe`."""
+    return json.dumps(to_json_safe(obj), allow_nan=False, indent=indent, ensure_ascii=False)
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """The one way a JSON file is written: obj as indented strict JSON (`dumps_json`), atomically."""
+    path = Path(path)
+    atomic_write_text(path, dumps_json(obj, indent=2) + "\n")
+    return path
+
+
+def write_output(path: Path, obj: Any) -> None:
+    """A user-named JSON output file (`--output`), by `write_json`; an unwritable path is one ConfigError."""
     try:
-        atomic_write_text(path, text)
+        write_json(path, obj)
     except OSError as err:
         raise ConfigError(f"cannot write {path}: {err.strerror or err}; pass --output a writable path") from err
 

@@ -1,18 +1,16 @@
-"""Glue between a profile, the engine and a method: shared by `generate` and `bench`."""
+"""Loading and checking before a run: profile -> pool, methods and prompts checked before anything is
+measured; and `generate`, one query (the query step itself is bench/query.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
+from hedgespec_cli.bench.query import run_query
 from hedgespec_cli.config import ModelSpec, Profile
-from hedgespec_cli.decoding.engine import Engine, QueryRecord
+from hedgespec_cli.decoding.engine import Engine
 from hedgespec_cli.errors import ConfigError, WorkloadError
 from hedgespec_cli.models import Pool, load_pool
 from hedgespec_cli.selection.base import SelectorSpec, make_selector, registration
-from hedgespec_cli.selection.feedback import QueryContext
-from hedgespec_cli.selection.seeding import SelectorBank, query_seed  # noqa: F401 (re-exported)
 
 
 def open_pool(
@@ -59,14 +57,6 @@ def model_ref(name: str, ref: str) -> ModelSpec:
     return ModelSpec(name, Path(ref))
 
 
-def context_for(
-    pool: Pool, K: int, domain: str | None, hindsight: np.ndarray | None = None, prompt_ids: list[int] | None = None
-) -> QueryContext:
-    """What a selector may know before a query; the classifier's guess only where the pool has one."""
-    routed = pool.router.predict(prompt_ids) if pool.router is not None and prompt_ids is not None else None
-    return QueryContext(domain, pool.names, pool.domains, K, hindsight, routed)
-
-
 def check_router(methods, profile: Profile) -> None:
     """A method that reads the prompt classifier's guess (`router`) needs the profile to ship one."""
     for m in methods:
@@ -76,11 +66,6 @@ def check_router(methods, profile: Profile) -> None:
                 "`hedgespec zoo router --zoo DIR` and add `router: DIR/router.npz` to the profile, "
                 "or use router-label (the prompt's true domain)"
             )
-
-
-def needs_hindsight(method: str) -> bool:
-    """True for the hindsight references (`oracle`, `oracle-round`), which need the query's gamma."""
-    return registration(method).hindsight
 
 
 def check_methods(methods, drafter_names: list[str]) -> None:
@@ -103,47 +88,6 @@ def checked_prompt_ids(engine: Engine, prompts) -> list[list[int]]:
         except WorkloadError as err:
             raise WorkloadError(f"prompt {p.id!r}: {err}") from None
     return ids
-
-
-def hindsight_pass(engine: Engine, prompt_ids: list[int], domain: str | None) -> QueryRecord:
-    """An untimed full-information pass (first drafter chosen): its gamma is the query's hindsight."""
-    return run_query(engine, prompt_ids, "fixed:" + engine.pool.names[0], domain=domain, record_gamma=True)
-
-
-def run_query(
-    engine: Engine,
-    prompt_ids: list[int],
-    method: str,
-    *,
-    domain: str | None = None,
-    seed: int = 0,
-    selector=None,
-    hindsight: np.ndarray | None = None,
-    record_gamma: bool = False,
-) -> QueryRecord:
-    """Decode one prompt with one method: `ar` or any registered selector.
-
-    A persistent selector (reset: never) is passed in by the caller so it
-    keeps its state across queries; otherwise one is built here. Hindsight
-    references (`oracle`, `oracle-round`) need the query's gamma: when the
-    caller has none, an untimed full-information pass produces it first.
-    """
-    reg = registration(method)
-    if not reg.selects:
-        return engine.decode(prompt_ids, record_gamma=False)
-    spec = SelectorSpec.parse(method, seed=seed)
-    pool = engine.pool
-    if selector is None:
-        selector = make_selector(spec, len(pool.drafters), pool.names)
-    if hindsight is None and reg.hindsight:
-        probe = hindsight_pass(engine, prompt_ids, domain)
-        hindsight = probe.acceptance
-    if pool.router is None and reg.needs_prompt_classifier:  # callers check first (check_router)
-        raise ConfigError(f"{method} needs a prompt classifier and this pool has none")
-    selector.begin_query(context_for(pool, engine.settings.K, domain, hindsight, prompt_ids))
-    record = engine.decode(prompt_ids, selector, record_gamma=record_gamma)
-    selector.end_query()
-    return record
 
 
 def generate_once(

@@ -18,23 +18,23 @@ from pathlib import Path
 
 import pytest
 
-from hedgespec_cli.rundir import read_jsonl
+from hedgespec_cli.bench.rundir import read_jsonl
 
 
 @pytest.fixture
 def loads(monkeypatch) -> list[str]:
     """Names of the pools the run loads: the real loader, counted."""
-    import hedgespec_cli.bench_loop as bench_loop
-    import hedgespec_cli.sweep as sweep
+    import hedgespec_cli.bench.run as bench_run
+    import hedgespec_cli.bench.sweep as sweep
 
     calls: list[str] = []
-    real = bench_loop.open_pool
+    real = bench_run.open_pool
 
     def counted(profile, **kw):
         calls.append(profile.name)
         return real(profile, **kw)
 
-    monkeypatch.setattr(bench_loop, "open_pool", counted)
+    monkeypatch.setattr(bench_run, "open_pool", counted)
     monkeypatch.setattr(sweep, "open_pool", counted)
     return calls
 
@@ -256,8 +256,8 @@ def test_resume_refuses_a_folder_that_is_not_a_bench_run(tiny_bench, tmp_path, r
 
 @pytest.fixture(scope="module")
 def a_run(tiny_bench, tmp_path_factory) -> Path:
-    from hedgespec_cli.bench import resolve_settings
-    from hedgespec_cli.bench_loop import run_bench
+    from hedgespec_cli.bench.run import run_bench
+    from hedgespec_cli.bench.settings import resolve_settings
 
     out = tmp_path_factory.mktemp("a-run")
     s = resolve_settings({"profile": tiny_bench["profile"], "workload": tiny_bench["workload"],

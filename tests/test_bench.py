@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from hedgespec_cli.bench import BenchInterrupted, resolve_settings
-from hedgespec_cli.bench_loop import run_bench
+from hedgespec_cli.bench.run import run_bench
+from hedgespec_cli.bench.rundir import load_results, read_jsonl
+from hedgespec_cli.bench.settings import resolve_settings
 from hedgespec_cli.cli.app import app, main
-from hedgespec_cli.rundir import load_results, read_jsonl
+from hedgespec_cli.errors import BenchInterrupted
 
 from conftest import make_llama, make_tokenizer
 
@@ -166,7 +167,7 @@ def test_oracle_decodes_with_the_same_random_numbers_as_fixed_runs(tiny_bench, t
 
 
 def test_an_interrupted_sweep_keeps_the_finished_pool_sizes(tiny_bench, tmp_path):
-    from hedgespec_cli.sweep import run_sweep
+    from hedgespec_cli.bench.sweep import run_sweep
 
     # Progress advances once per prompt: 2 for `ar`, 2 for N = 1, then Ctrl-C in N = 5.
     with pytest.raises(BenchInterrupted, match="after 1 of 2 pool sizes"):
@@ -180,9 +181,26 @@ def test_an_interrupted_sweep_keeps_the_finished_pool_sizes(tiny_bench, tmp_path
     assert [q["n_drafters"] for q in queries] == [None] * 2 + [1] * 4 + [5] * 2
 
 
+def test_a_sweep_pool_size_is_a_bench_pass(tiny_bench, tmp_path):
+    """The sweep decodes through bench's per-query step: at the full pool size (generic first, as the
+    profile lists it) every query matches bench's token for token and decision for decision, at T > 0
+    too (common random numbers around the oracle's hindsight probe) and with a learner kept across prompts."""
+    from hedgespec_cli.bench.sweep import run_sweep
+
+    s = settings(tiny_bench, tmp_path / "b", methods="ar,hedgespec,hedgespec:reset=never,oracle", temperature=0.8,
+                 seed=3, prompts=3)
+    bench = read_jsonl(Path(run_bench(s)["run_dir"]) / "queries.jsonl")
+    sweep = read_jsonl(Path(run_sweep(replace(s, out=str(tmp_path / "s")), [3])["run_dir"]) / "queries.jsonl")
+
+    def decoded(lines):
+        return {(q["method"], q["query_id"]): (q["output_ids"], q["selections"], q["rounds"]) for q in lines}
+
+    assert len(sweep) == len(bench) == 4 * 3 and decoded(sweep) == decoded(bench)
+
+
 def test_a_fixed_drafter_missing_from_the_pool_fails_before_the_run_dir(tiny_bench, tmp_path):
+    from hedgespec_cli.bench.sweep import run_sweep
     from hedgespec_cli.errors import ConfigError
-    from hedgespec_cli.sweep import run_sweep
 
     with pytest.raises(ConfigError, match="no drafter named 'nosuch'"):
         run_bench(settings(tiny_bench, tmp_path, methods="ar,fixed:nosuch"))
@@ -317,8 +335,8 @@ def test_compare_gates_on_an_artificial_slowdown(tiny_bench, tmp_path, capsys, m
     """A real run against itself is refused; against a copy whose queries took 30% longer it fails."""
     import shutil
 
+    from hedgespec_cli.bench.rundir import RunDir
     from hedgespec_cli.report.summary import summarize_methods
-    from hedgespec_cli.rundir import RunDir
 
     base = Path(run_bench(settings(tiny_bench, tmp_path / "a", methods="ar,hedgespec"))["run_dir"])
     slow = tmp_path / "slow"
@@ -346,7 +364,7 @@ def test_compare_gates_on_an_artificial_slowdown(tiny_bench, tmp_path, capsys, m
 
 
 def test_sweep_drafters_pads_the_pool_and_stays_lossless(tiny_bench, tmp_path):
-    from hedgespec_cli.sweep import run_sweep
+    from hedgespec_cli.bench.sweep import run_sweep
 
     payload = run_sweep(settings(tiny_bench, tmp_path, methods="ar,fixed:near,hedgespec,router", prompts=2), [1, 5])
     assert payload["by_n"]["1"]["drafters"] == ["near"]
@@ -406,10 +424,10 @@ def test_bench_with_draft_trees_records_the_tree_and_stays_lossless(tiny_bench, 
 
 def test_sampled_hedgespec_is_replayed_exactly_with_the_live_per_query_seeds(tiny_bench, tmp_path):
     # play=sample draws from the selector's generator; the bench seeds one selector per query
-    # (runner.SelectorBank, query_seed). A replay that seeds the same way makes the same rounds.
-    from hedgespec_cli.runner import query_seed
+    # (selection/seeding.py: SelectorBank, query_seed). A replay that seeds the same way makes the same rounds.
     from hedgespec_cli.selection import SelectorSpec, make_selector
     from hedgespec_cli.selection.replay import replay_query
+    from hedgespec_cli.selection.seeding import query_seed
     from hedgespec_cli.selection.trace import read_trace
 
     methods = ["hedgespec", "hedgespec:learner=hedge"]
@@ -431,7 +449,7 @@ def test_sampled_hedgespec_is_replayed_exactly_with_the_live_per_query_seeds(tin
 
 def test_another_target_drops_the_profiles_router(tiny_bench, tiny_models, tmp_path):
     """The classifier counts the profile tokenizer's ids: with another target it is not kept."""
-    from hedgespec_cli.bench import bench_profile
+    from hedgespec_cli.bench.settings import bench_profile
 
     kept = bench_profile(settings(tiny_bench, tmp_path))
     assert kept.router is not None

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hedgespec_cli.bench.rundir import SCHEMA
 from hedgespec_cli.errors import ConfigError, HedgespecError
 from hedgespec_cli.report.compare import (
     FailRule,
@@ -17,7 +18,6 @@ from hedgespec_cli.report.compare import (
     parse_fail_on,
     to_github_benchmark,
 )
-from hedgespec_cli.rundir import SCHEMA
 
 ENV = {"python": "3.11.9", "torch": "2.13.0+cpu", "transformers": "5.23.0", "device_names": ["cpu: test"]}
 METHODS = {"hedgespec": 3.2, "ar": 1.0}  # method -> MAT

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from hedgespec_cli.bench import resolve_settings
-from hedgespec_cli.bench_loop import run_bench
+from hedgespec_cli.bench.run import run_bench
+from hedgespec_cli.bench.rundir import load_results, read_jsonl
+from hedgespec_cli.bench.settings import resolve_settings
 from hedgespec_cli.cli.app import app
 from hedgespec_cli.decoding.engine import QueryRecord, RoundRecord
 from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.report import ecosystem
 from hedgespec_cli.report.export import export
 from hedgespec_cli.report.summary import query_line, summarize_methods
-from hedgespec_cli.rundir import load_results, read_jsonl
 from hedgespec_cli.telemetry import TelemetrySampler
 
 from test_telemetry import FakeNvml

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from hedgespec_cli.bench.query import context_for
 from hedgespec_cli.decoding.engine import DecodeSettings, Engine
-from hedgespec_cli.runner import context_for
 from hedgespec_cli.selection import SelectorSpec, make_selector
-from hedgespec_cli.selection.seeding import SelectorBank
 from hedgespec_cli.selection.replay import replay
+from hedgespec_cli.selection.seeding import SelectorBank
 from hedgespec_cli.selection.trace import Trace, TraceQuery
 
 PROMPTS = ["the cat sat on", "a, b. c", "zzz", "hello world and more"]

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import yaml
 
+from hedgespec_cli.bench.rundir import SCHEMA, RunDir, env_fingerprint, load_results, read_jsonl
 from hedgespec_cli.errors import RunDirError
-from hedgespec_cli.rundir import SCHEMA, RunDir, dumps_json, env_fingerprint, load_results, read_jsonl, to_json_safe
+from hedgespec_cli.files import dumps_json, to_json_safe
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 

@@ -224,7 +224,8 @@ def test_build_with_eagle_heads_gives_a_loadable_eagle3_profile(tmp_path_factory
 
     from hedgespec_cli.config import load_profile
     from hedgespec_cli.decoding.engine import DecodeSettings, Engine
-    from hedgespec_cli.runner import open_pool, run_query
+    from hedgespec_cli.bench.query import run_query
+    from hedgespec_cli.runner import open_pool
     from hedgespec_cli.zoo.build import build_zoo
 
     root = tmp_path_factory.mktemp("eagle_zoo")

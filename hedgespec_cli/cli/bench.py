@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from hedgespec_cli.bench import BENCH_DEFAULTS
+from hedgespec_cli.bench.settings import BENCH_DEFAULTS
 from hedgespec_cli.decoding.settings import knob_defaults
 
 FORMAT_HELP = ("table, json (results.json), vllm (`vllm bench serve` result keys) or aiperf (AIPerf metric "
@@ -80,8 +80,8 @@ def bench(
         help="Pool sizes, e.g. 2,4,8,16: MAT and tokens/s per method per N.")] = None,
 ) -> None:
     """Run every method on the same prompts and report tokens/s, MAT, overhead and validity."""
-    from hedgespec_cli.bench import resolve_settings
-    from hedgespec_cli.bench_loop import run_bench
+    from hedgespec_cli.bench.run import run_bench
+    from hedgespec_cli.bench.settings import resolve_settings
     from hedgespec_cli.errors import ConfigError
 
     flags = dict(
@@ -119,8 +119,8 @@ def bench(
 
 
 def _sweep(settings, sizes_text: str, progress, *, json_out: bool, quiet: bool) -> None:
+    from hedgespec_cli.bench.sweep import run_sweep
     from hedgespec_cli.errors import ConfigError
-    from hedgespec_cli.sweep import run_sweep
 
     try:
         sizes = [int(s) for s in sizes_text.split(",") if s.strip()]
@@ -139,8 +139,8 @@ def _sweep(settings, sizes_text: str, progress, *, json_out: bool, quiet: bool) 
 def _emit_sweep(payload: dict, *, json_out: bool, quiet: bool) -> None:
     from rich.console import Console
 
+    from hedgespec_cli.files import dumps_json
     from hedgespec_cli.report.bench_tables import sweep_phase_table, sweep_table
-    from hedgespec_cli.rundir import dumps_json
 
     if json_out:
         typer.echo(dumps_json(payload, indent=2))
@@ -163,9 +163,9 @@ def report(
     plots: Annotated[Path | None, typer.Option(help="Write PNG figures here (needs matplotlib).")] = None,
 ) -> None:
     """Re-render a saved run from its results.json (or a --sweep-drafters run from its sweep.json)."""
+    from hedgespec_cli.bench.rundir import check_report_fields, load_results, load_sweep
     from hedgespec_cli.errors import ConfigError
     from hedgespec_cli.files import output_dir
-    from hedgespec_cli.rundir import check_report_fields, load_results, load_sweep
 
     folder = run_dir.parent if run_dir.is_file() else run_dir  # the folder or a file in it
     sweep = (folder / "sweep.json").is_file() and not (folder / "results.json").exists()
@@ -206,21 +206,22 @@ def _checked_format(fmt: str | None, json_out: bool, output: Path | None, *, swe
 def _emit(payload: dict, *, fmt: str, output: Path | None, quiet: bool, plots: Path | None) -> None:
     from rich.console import Console
 
+    from hedgespec_cli.bench.rundir import read_jsonl
+    from hedgespec_cli.files import dumps_json
     from hedgespec_cli.report.bench_tables import render_run
     from hedgespec_cli.report.export import export
-    from hedgespec_cli.rundir import dumps_json, read_jsonl
     from hedgespec_cli.selection.base import adaptive_methods
 
     if fmt != "table":
         queries = Path(payload["run_dir"]) / payload.get("artifacts", {}).get("queries", "queries.jsonl")
         lines = read_jsonl(queries) if fmt != "json" and queries.is_file() else None  # json: results.json as is
-        text = dumps_json(export(payload, fmt, lines), indent=2)
+        data = export(payload, fmt, lines)
         if output is None:
-            typer.echo(text)
+            typer.echo(dumps_json(data, indent=2))
         else:
             from hedgespec_cli.files import write_output
 
-            write_output(output, text + "\n")
+            write_output(output, data)
             Console(stderr=True).print(f"{fmt}: {output}")
     elif not quiet:
         render_run(payload, Console(), adaptive=adaptive_methods())

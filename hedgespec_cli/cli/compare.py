@@ -37,9 +37,8 @@ NOISE_HELP = (
 
 def _write(output: Path, data: Any) -> None:
     from hedgespec_cli.files import write_output
-    from hedgespec_cli.rundir import dumps_json
 
-    write_output(output, dumps_json(data, indent=2) + "\n")
+    write_output(output, data)
     print(f"wrote {output}", file=sys.stderr)
 
 
@@ -79,6 +78,7 @@ def compare(
 ) -> None:
     """Compare benchmark runs against a base run, with paired per-prompt significance tests."""
     from hedgespec_cli.errors import RegressionError
+    from hedgespec_cli.files import dumps_json
     from hedgespec_cli.report.compare import (
         DEFAULT_NOISE,
         FailRule,
@@ -90,7 +90,6 @@ def compare(
         to_github_benchmark,
     )
     from hedgespec_cli.report.render import comparison_notes, comparison_table
-    from hedgespec_cli.rundir import dumps_json
 
     rules = [FailRule(*parse_fail_on(spec)) for spec in fail_on or ()]
     model = load_noise(noise) if noise is not None else DEFAULT_NOISE
@@ -142,9 +141,9 @@ def calibrate(
     ] = None,
 ) -> None:
     """Measure how far identical runs' tokens/s drift on this machine: a noise file for `compare --noise`."""
+    from hedgespec_cli.files import dumps_json
     from hedgespec_cli.report.compare import calibrate_noise
     from hedgespec_cli.report.render import noise_table
-    from hedgespec_cli.rundir import dumps_json
 
     payload = calibrate_noise(list(runs))
     if output is not None:

@@ -46,9 +46,7 @@ def generate(
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of text.")] = False,
 ) -> None:
     """Decode PROMPT and print the text, MAT and tokens/s."""
-    import json
-
-    from hedgespec_cli.files import output_file
+    from hedgespec_cli.files import dumps_json, output_file
     from hedgespec_cli.runner import generate_once
 
     if trace is not None:
@@ -60,7 +58,7 @@ def generate(
         device=device, dtype=dtype, domain=domain, trace=trace,
     )
     if json_out:
-        typer.echo(json.dumps(payload, indent=2))
+        typer.echo(dumps_json(payload, indent=2))
         return
     _render(payload)
 

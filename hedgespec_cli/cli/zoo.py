@@ -91,8 +91,9 @@ def build(
     json_out: Annotated[bool, typer.Option("--json", help="Print the build manifest as JSON on stdout.")] = False,
 ) -> None:
     """Fetch the corpora, train the tokenizer, pretrain the target and distil the drafters."""
-    import json
     import os
+
+    from hedgespec_cli.files import dumps_json
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -109,30 +110,13 @@ def build(
     with _RichProgress() as progress:
         manifest = build_zoo(spec, progress)
     if json_out:
-        typer.echo(json.dumps(manifest, indent=2))
+        typer.echo(dumps_json(manifest, indent=2))
     else:
-        _render_losses(manifest)
+        from rich.console import Console
 
+        from hedgespec_cli.report.zoo_tables import losses_table
 
-def _render_losses(manifest: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    domains = list(manifest["sources"])
-    table = Table(title=f"held-out loss (nats/token), built in {manifest['wall_s'] / 60:.1f} min",
-                  title_justify="left")
-    table.add_column("model")
-    for d in domains:
-        table.add_column(d, justify="right")
-    # Bold: the best drafter on each domain (the target is expected to beat them all).
-    best = {d: min(m["heldout_loss"][d] for n, m in manifest["models"].items() if n != "target")
-            for d in domains}
-    for name, entry in manifest["models"].items():
-        cells = [f"[bold]{entry['heldout_loss'][d]:.3f}[/]" if name != "target"
-                 and entry["heldout_loss"][d] == best[d] else f"{entry['heldout_loss'][d]:.3f}"
-                 for d in domains]
-        table.add_row(name, *cells)
-    Console(stderr=True).print(table)
+        Console(stderr=True).print(losses_table(manifest))
 
 
 @zoo_app.command("eagle")
@@ -175,8 +159,9 @@ def router(
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Train the `router` baseline's prompt classifier on the zoo's training split; writes <zoo>/router.npz."""
-    import json
     import os
+
+    from hedgespec_cli.files import dumps_json
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -184,7 +169,7 @@ def router(
 
     report = build_router(zoo, data_dir, prompts_dir)
     if json_out:
-        typer.echo(json.dumps(report, indent=2))
+        typer.echo(dumps_json(report, indent=2))
         return
     typer.echo(f"wrote {report['path']} ({report['bytes'] / 1024:.0f} KiB): naive Bayes over token counts, "
                f"{len(report['domains'])} domains, {sum(report['train_docs'].values())} training documents")
@@ -237,8 +222,9 @@ def matrix(
     json_out: Annotated[bool, typer.Option("--json", help="Print the payload as JSON.")] = False,
 ) -> None:
     """Domain x drafter acceptance: mean gamma and greedy acceptance length, measured by the engine."""
-    import json
     import os
+
+    from hedgespec_cli.files import dumps_json
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from rich.console import Console
@@ -251,7 +237,7 @@ def matrix(
                                 progress=lambda i, n: err.print(f"\rdecoded {i}/{n} prompts", end=""))
     err.print()
     if json_out:
-        typer.echo(json.dumps(payload, indent=2))
+        typer.echo(dumps_json(payload, indent=2))
         return
     out = Console()
     out.print(domain_by_drafter(f"{payload['profile']}: mean gamma (T=0 argmax agreement with the target)",
@@ -267,43 +253,18 @@ def info(
     json_out: Annotated[bool, typer.Option("--json", help="Print the payload as JSON.")] = False,
 ) -> None:
     """List the zoo's models: role, domain, parameters, dtype and size on disk."""
-    import json
-
+    from hedgespec_cli.files import dumps_json
     from hedgespec_cli.zoo.info import zoo_info
 
     payload = zoo_info(zoo_dir)
     if json_out:
-        typer.echo(json.dumps(payload, indent=2))
+        typer.echo(dumps_json(payload, indent=2))
         return
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title=f"zoo {payload['zoo']} ({payload['total_size_bytes'] / 2**20:.1f} MiB)",
-                  title_justify="left")
-    # Fits 80 columns: one shape column, and the dtype in the caption when every model shares it.
-    dtypes = sorted({row["dtype"] for row in payload["models"]})
-    one_dtype = len(dtypes) == 1
-    caption = [f"weights {dtypes[0]}"] if one_dtype else []
-    if payload["wall_s"] is not None:
-        caption.append(f"built on {payload['device']} with torch {payload['torch']} in "
-                       f"{payload['wall_s'] / 60:.1f} min, seed {payload['seed']}; tokens = training "
-                       "tokens (drafters: distillation)")
-    table.caption, table.caption_justify = "; ".join(caption), "left"
-    columns = [("model", "left"), ("role", "left"), ("domain", "left"), ("layers x hidden", "right"),
-               ("params", "right"), ("MiB", "right"), ("steps", "right"), ("tokens", "right")]
-    if not one_dtype:
-        columns.insert(5, ("dtype", "left"))
-    for col, justify in columns:
-        table.add_column(col, justify=justify)
-    for row in payload["models"]:
-        cells = [row["name"], row["role"], row["domain"] or "-", f"{row['layers']} x {row['hidden']}",
-                 f"{row['params'] / 1e6:.2f}M", f"{row['size_bytes'] / 2**20:.1f}",
-                 "-" if row["steps"] is None else str(row["steps"]),
-                 "-" if row["train_tokens"] is None else f"{row['train_tokens'] / 1e6:.1f}M"]
-        if not one_dtype:
-            cells.insert(5, row["dtype"])
-        table.add_row(*cells)
-    Console().print(table)
+    from hedgespec_cli.report.zoo_tables import zoo_table
+
+    Console().print(zoo_table(payload))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from safetensors import SafetensorError
 from torch import Tensor, nn
 
 from hedgespec_cli.errors import CheckpointError
+from hedgespec_cli.files import write_json
 
 # Names real EAGLE-3 Llama-head checkpoints put in `architectures` (EAGLE's releases,
 # SpecForge and SGLang write the first; vLLM also registers the second).
@@ -489,7 +490,7 @@ def save_eagle3(head: Eagle3Head, path: Path) -> None:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     config = {**head.config.to_dict(), "torch_dtype": str(head.fc.weight.dtype).removeprefix("torch.")}
-    (path / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    write_json(path / "config.json", config)
     state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
     save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from hedgespec_cli.rundir import dumps_json
+from hedgespec_cli.files import dumps_json
 from hedgespec_cli.telemetry.nvml import GpuReader, Record, as_text, decode_throttle_reasons, visible_indices
 
 Sink = Callable[[Record], None]

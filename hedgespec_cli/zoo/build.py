@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from hedgespec_cli.errors import ConfigError
+from hedgespec_cli.files import write_json
 from hedgespec_cli.zoo.corpora import DEFAULT_DOMAINS, DOMAINS, Corpus, load_corpus
 from hedgespec_cli.zoo.train import DRAFTER_SHAPE, TARGET_SHAPE, ModelShape
 
@@ -460,11 +461,10 @@ def build_zoo(spec: BuildSpec, progress: Progress | None = None) -> dict:
         "profile": profile.name,
         "models": models,
     }
-    text = json.dumps(manifest, indent=2) + "\n"
-    (spec.out_dir / "build.json").write_text(text)
+    write_json(spec.out_dir / "build.json", manifest)
     if spec.eagle_budget_s > 0:
         from hedgespec_cli.zoo.eagle import build_eagle_zoo
 
         build_eagle_zoo(spec.out_dir, spec.data_dir, seed=spec.seed, time_budget_s=spec.eagle_budget_s,
                         progress=progress, max_steps=spec.max_steps)
-    return json.loads(text)  # exactly what is on disk (tuples become lists)
+    return json.loads((spec.out_dir / "build.json").read_text(encoding="utf-8"))  # what is on disk (tuples: lists)

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from hedgespec_cli.errors import CheckpointError, ConfigError
+from hedgespec_cli.files import write_json
 from hedgespec_cli.models.eagle3 import ARCHITECTURES, Eagle3Config, Eagle3Head, fused_layers, save_eagle3
 from hedgespec_cli.zoo.build import Progress, SilentProgress
 from hedgespec_cli.zoo.train import StageBudget, lr_at
@@ -117,7 +118,7 @@ def train_eagle_heads(
         "heads": heads, "wall_s": round(time.perf_counter() - start, 1),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "eagle3.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    write_json(out_dir / "eagle3.json", manifest)
     return manifest
 
 

@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from hedgespec_cli.bench.query import run_query
 from hedgespec_cli.config import load_profile
 from hedgespec_cli.decoding.engine import DecodeSettings, Engine
 from hedgespec_cli.errors import ConfigError
-from hedgespec_cli.runner import open_pool, run_query
+from hedgespec_cli.runner import open_pool
 from hedgespec_cli.selection.replay import replay
 from hedgespec_cli.selection.trace import Trace, TraceQuery
 from hedgespec_cli.workloads import load_workload

@@ -1,51 +1,34 @@
-"""The body of a `hedgespec bench` run: load once, loop prompts x methods, save as it goes.
+"""A `hedgespec bench` run: load once, `repeats` passes over prompts x methods, save as it goes.
 
-Models are loaded once and shared by all methods. Prompts are served in the
-workload's order; for each prompt every method runs before the next prompt
-starts, so slow drift of the machine hits all methods alike. Results are
-appended per query and `results.json` is rewritten atomically after each
-prompt, so an interruption loses nothing that finished (`--resume DIR`).
+Models are loaded once and shared by all methods; the passes are loop.py's,
+shared with `--sweep-drafters`. Results are appended per query and
+`results.json` is rewritten atomically after each prompt, so an interruption
+loses nothing that finished (`--resume DIR`).
 """
 
 from __future__ import annotations
 
 import shutil
-import signal
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from hedgespec_cli.bench import (
-    SCHEMA,
-    BenchInterrupted,
-    BenchSettings,
-    Progress,
-    resolve_run,
-    settings_dict,
-    settings_of_run,
-)
+from hedgespec_cli.bench.loop import Progress, SilentProgress, run_pass, saved_on_interrupt, warm_up
+from hedgespec_cli.bench.query import QueryStep
+from hedgespec_cli.bench.rundir import SCHEMA, RunDir, env_fingerprint
+from hedgespec_cli.bench.settings import BenchSettings, resolve_run, settings_dict, settings_of_run
 from hedgespec_cli.config import Profile
-from hedgespec_cli.decoding.engine import Engine
+from hedgespec_cli.decoding.engine import Engine, QueryRecord
 from hedgespec_cli.decoding.settings import DecodeSettings
 from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.report import summary as S
 from hedgespec_cli.report.ecosystem import definitions
-from hedgespec_cli.rundir import RunDir, env_fingerprint
-from hedgespec_cli.runner import (
-    SelectorBank,
-    check_methods,
-    check_router,
-    checked_prompt_ids,
-    hindsight_pass,
-    needs_hindsight,
-    open_pool,
-    query_seed,
-    run_query,
-)
+from hedgespec_cli.runner import check_methods, check_router, checked_prompt_ids, open_pool
 from hedgespec_cli.selection import REGISTRY, SelectorSpec
 from hedgespec_cli.selection.audit import audit, live_arms
+from hedgespec_cli.selection.seeding import SelectorBank
 from hedgespec_cli.selection.trace import COUNTERFACTUALS, Trace, TraceQuery, read_trace, write_trace
 from hedgespec_cli.telemetry import TelemetrySampler
 from hedgespec_cli.workloads import Workload
@@ -80,12 +63,12 @@ class Plan:
 class BenchRun:
     """State of one run directory; `execute` fills it, `finish` summarises it."""
 
-    def __init__(self, plan: Plan, run_dir: RunDir, lines: list[dict], trace: dict) -> None:
+    def __init__(self, plan: Plan, run_dir: RunDir, lines: list[dict],
+                 trace: dict[tuple[str, int], TraceQuery]) -> None:
         settings = self.settings = plan.settings
         self.profile, self.workload = plan.profile, plan.workload
         self.dir = run_dir
         self.lines = lines
-        self.trace = trace  # (query_id, repeat) -> TraceQuery
         self.pool = open_pool(self.profile, device=settings.device, dtype=settings.dtype,
                               drafter_dtype=settings.drafter_dtype)
         # Record what was loaded: Hub ids with their cached paths, auto-detected EAGLE-3 kinds.
@@ -100,6 +83,7 @@ class BenchRun:
         # NVML samples the run's own GPUs (by UUID), not every GPU of the machine.
         self.sampler = TelemetrySampler(settings.sample_interval, sink=run_dir.file(FILES["telemetry"]),
                                         uuids=_cuda_uuids(self.pool.cuda_devices()))
+        self.step = QueryStep(self.engine, settings.seed, trace=trace, energy_mj=self.sampler.energy_mj)
         self.env = env_fingerprint()
         self.started = time.monotonic()
         self.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -150,8 +134,6 @@ class BenchRun:
     def execute(self, progress: Progress) -> None:
         s, prompts = self.settings, self.workload.prompts
         done = {(q["method"], q["query_id"], q["repeat"]) for q in self.lines}
-        # References need the query's gamma, which a full-information method produces first.
-        order = sorted(s.methods, key=needs_hindsight)
         for m in filter(SelectorBank.persistent, s.methods):  # its learning cannot restart mid-pass
             for r in range(s.repeats):
                 n = sum((m, p.id, r) in done for p in prompts)
@@ -160,56 +142,22 @@ class BenchRun:
                         f"cannot resume {self.dir.path} exactly: {m} learns across queries (reset=never) and "
                         f"stopped after {n} of {len(prompts)} prompts of repeat {r}; rerun the benchmark"
                     )
-        ids = self.ids
         self.sampler.start()
-        for i, p in enumerate(prompts[: s.warmup]):  # untimed: first-call costs, allocator, caches
-            for m in order:
-                self._decode(m, ids[i], p, 0, i, selector=None, keep_trace=False)
+        warm_up(self.step, s.methods, prompts, self.ids, s.warmup)
         progress.start(list(s.methods), len(prompts) * s.repeats)
         for q in self.lines:
             progress.advance(q["method"], q)
+
+        def keep(method: str, line: dict, record: QueryRecord) -> None:
+            self.dir.extend_jsonl(FILES["rounds"], S.round_lines(method, line["query_id"], line["repeat"], record),
+                                  fsync=False)
+            self.dir.append_jsonl(FILES["queries"], line)
+            self.lines.append(line)
+            progress.advance(method, line)
+
         for r in range(s.repeats):
-            selectors = SelectorBank(self.pool.names, s.seed, r)
-            for i, p in enumerate(prompts):
-                for m in order:
-                    if (m, p.id, r) in done:
-                        continue
-                    record, energy_j = self._decode(m, ids[i], p, r, i, selectors.get(m, i))
-                    line = S.query_line(m, p.id, p.domain, r, False, record, s.K, energy_j=energy_j)
-                    self.dir.extend_jsonl(FILES["rounds"], S.round_lines(m, p.id, r, record), fsync=False)
-                    self.dir.append_jsonl(FILES["queries"], line)
-                    self.lines.append(line)
-                    progress.advance(m, line)
-                self.write_results(complete=False, audit=False)
-
-    def _decode(self, method: str, ids: list[int], prompt, repeat: int, index: int, selector, keep_trace=True):
-        """(QueryRecord, J the GPUs drew during the query or None without an NVML energy counter)."""
-        # Common random numbers: every method (and a hindsight probe) starts a prompt
-        # from the same sampling seed.
-        def reseed():
-            self.engine.generator.manual_seed(query_seed(self.settings.seed, repeat, index))
-
-        key = (prompt.id, repeat)
-        hindsight = self.trace[key].acceptance if key in self.trace else None
-        if hindsight is None and needs_hindsight(method):
-            reseed()
-            probe = hindsight_pass(self.engine, ids, prompt.domain)
-            hindsight = probe.acceptance
-            if keep_trace:
-                self.trace[key] = TraceQuery(prompt.id, prompt.domain, probe.output_ids, probe.gamma, index,
-                                             f"probe:fixed:{self.pool.names[0]}", probe.gamma_depth)
-        reseed()
-        e0 = self.sampler.energy_mj()  # around the measured query only, not the hindsight probe
-        record = run_query(
-            self.engine, ids, method, domain=prompt.domain, seed=self.settings.seed,
-            selector=selector, hindsight=hindsight,
-        )
-        e1 = self.sampler.energy_mj()
-        energy_j = (e1 - e0) / 1e3 if e0 is not None and e1 is not None and e1 >= e0 else None
-        if keep_trace and record.gamma is not None and key not in self.trace:
-            self.trace[key] = TraceQuery(prompt.id, prompt.domain, record.output_ids, record.gamma, index, method,
-                                         record.gamma_depth)
-        return record, energy_j
+            run_pass(self.step, s.methods, prompts, self.ids, r, done=done, on_query=keep,
+                     on_prompt=lambda: self.write_results(complete=False, audit=False))
 
     def _trace(self, queries: list[TraceQuery]) -> Trace:
         s = self.settings
@@ -301,7 +249,7 @@ class BenchRun:
         return S.block_oracle_summary(served, list(self.pool.names), self.settings.K, exact=exact)
 
     def _trace_queries(self) -> list[TraceQuery]:
-        return [q for (_, r), q in self.trace.items() if r == 0]
+        return [q for (_, r), q in self.step.trace.items() if r == 0]
 
     def write_results(self, complete: bool, audit: bool = True) -> dict[str, Any]:
         """Rewrite trace.jsonl and results.json; after each prompt without the replay audit, whose
@@ -324,38 +272,18 @@ class BenchRun:
         return payload
 
 
-class _Silent:
-    def start(self, methods: list[str], total: int) -> None:
-        pass
-
-    def advance(self, method: str, query: dict) -> None:
-        pass
-
-
 def run_bench(settings: BenchSettings, *, progress: Progress | None = None, resume: Path | None = None) -> dict:
     """Run (or continue) a benchmark; returns the results payload. The run dir is payload['run_dir']."""
     if resume is not None:
         settings = settings_of_run(resume)
     run = BenchRun.open(settings, resume)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        run.execute(progress or _Silent())
-    except KeyboardInterrupt:
-        run.finish(complete=False)
-        raise BenchInterrupted(
-            f"interrupted after {run.done_queries} timed queries; partial results in {run.dir.path} "
-            f"(complete: false); continue with: hedgespec bench --resume {run.dir.path}"
-        ) from None
-    except Exception:
-        run.finish(complete=False)  # what was measured before the failure stays on disk
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with saved_on_interrupt(
+        lambda: run.finish(complete=False),
+        lambda: (f"interrupted after {run.done_queries} timed queries; partial results in {run.dir.path} "
+                 f"(complete: false); continue with: hedgespec bench --resume {run.dir.path}"),
+    ):
+        run.execute(progress or SilentProgress())
     return run.finish(complete=True)
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def _cuda_uuids(devices: list) -> list[str] | None:

@@ -17,22 +17,16 @@ from typing import Any
 
 import torch
 
-from hedgespec_cli.bench import BenchInterrupted, BenchSettings, Progress, resolve_run, settings_dict
+from hedgespec_cli.bench.loop import Progress, run_pass, saved_on_interrupt, warm_up
+from hedgespec_cli.bench.query import QueryStep
+from hedgespec_cli.bench.rundir import SWEEP_SCHEMA, RunDir, env_fingerprint
+from hedgespec_cli.bench.settings import BenchSettings, resolve_run, settings_dict
 from hedgespec_cli.config import ModelSpec
 from hedgespec_cli.decoding.engine import Engine
 from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.models import CausalLM, Pool
 from hedgespec_cli.report import summary as S
-from hedgespec_cli.rundir import SWEEP_SCHEMA, RunDir, env_fingerprint
-from hedgespec_cli.runner import (
-    SelectorBank,
-    check_methods,
-    check_router,
-    checked_prompt_ids,
-    open_pool,
-    query_seed,
-    run_query,
-)
+from hedgespec_cli.runner import check_methods, check_router, checked_prompt_ids, open_pool
 from hedgespec_cli.selection.base import registration
 
 PAD_NOISE = 0.5  # noise std relative to each weight tensor's std
@@ -69,7 +63,11 @@ def padded_pool(pool: Pool, generic: str, n: int, seed: int) -> Pool:
 
 
 def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress | None = None) -> dict[str, Any]:
-    """Run every method at every pool size; returns the sweep payload (also saved as sweep.json)."""
+    """Run every method at every pool size; returns the sweep payload (also saved as sweep.json).
+
+    Each pool size is one bench pass (loop.run_pass, the same per-query step as `bench`)
+    over the prompts; `ar` runs one pass with the full pool. No repeats, no resume.
+    """
     if not sizes or min(sizes) < 1:
         raise ConfigError(f"--sweep-drafters needs pool sizes >= 1 (got {sizes})")
     settings, profile, workload, decode = resolve_run(settings)  # K, T, top-p, tree: checked before any model loads
@@ -85,8 +83,8 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
     plain = [m for m in settings.methods if not registration(m).selects]  # `ar`: the same at every N, run once
     methods = [m for m in settings.methods if registration(m).selects]
     prompts = workload.prompts
-    engine = Engine(pool, decode, seed=settings.seed)  # the full pool: warm-up and `ar`
-    ids = checked_prompt_ids(engine, prompts)
+    full = QueryStep(Engine(pool, decode, seed=settings.seed), settings.seed)  # the full pool: warm-up and `ar`
+    ids = checked_prompt_ids(full.engine, prompts)
     run_dir = RunDir.create(settings.out, f"{profile.name}-sweep", workload.name)
     run_dir.write_yaml("config.yaml", {"bench": settings_dict(settings), "sweep_drafters": sizes})
     run_dir.write_json("env.json", env_fingerprint())
@@ -95,11 +93,7 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
     focus = "hedgespec" if "hedgespec" in methods else methods[-1]
     if progress:
         progress.start([f"N={n} {focus}" for n in sizes] + plain, len(prompts))
-    for m in settings.methods[: 1 + len(methods)]:  # untimed warm-up, one prompt per method
-        run_query(engine, ids[0], m, domain=prompts[0].domain)
-
-    def save(line: dict) -> None:  # every query is on disk as soon as it is measured
-        run_dir.append_jsonl("queries.jsonl", line)
+    warm_up(full, settings.methods, prompts, ids, settings.warmup)
 
     def write(by_n: dict, complete: bool) -> dict:
         payload = {
@@ -114,48 +108,44 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
         run_dir.write_json("sweep.json", payload)
         return payload
 
+    def one_pass(step: QueryStep, methods: list[str], n: int | None, label: str, shown: str) -> list[dict]:
+        lines: list[dict] = []
+
+        def keep(method: str, line: dict, record: object) -> None:  # on disk as soon as it is measured
+            line["n_drafters"] = n
+            run_dir.append_jsonl("queries.jsonl", line)
+            lines.append(line)
+
+        def advance() -> None:
+            if progress:
+                progress.advance(label, next(q for q in lines[::-1] if q["method"] == shown))
+
+        run_pass(step, methods, prompts, ids, 0, on_query=keep, on_prompt=advance)
+        return lines
+
     by_n: dict = {}
-    try:
+
+    def save() -> None:  # an interrupted or failed sweep keeps every finished pool size
+        write(by_n, complete=False)
+        run_dir.close()
+
+    with saved_on_interrupt(save, lambda: (
+        f"interrupted after {len(by_n)} of {len(sizes)} pool sizes; every finished query is in "
+        f"{run_dir.path}/queries.jsonl and the finished sizes in sweep.json (complete: false)"
+    )):
         ar_lines: list[dict] = []
         for m in plain:  # once, with the full pool
-            ar_lines += _run(engine, [m], prompts, ids, None, settings, progress, m, m, save)
+            ar_lines += one_pass(full, [m], None, m, m)
         for n in sizes:
             sub = padded_pool(pool, profile.generic().name, n, settings.seed)
-            engine = Engine(sub, decode, seed=settings.seed)
-            mine = _run(engine, methods, prompts, ids, n, settings, progress, f"N={n} {focus}", focus, save)
+            mine = one_pass(QueryStep(Engine(sub, decode, seed=settings.seed), settings.seed), methods, n,
+                            f"N={n} {focus}", focus)
             by_n[str(n)] = {
                 "drafters": list(sub.names),
                 "methods": S.summarize_methods(ar_lines + mine, list(settings.methods), list(sub.names),
                                                seed=settings.seed),
             }
-            write(by_n, complete=False)  # an interrupted sweep keeps every finished pool size
-    except KeyboardInterrupt:
-        write(by_n, complete=False)
-        run_dir.close()
-        raise BenchInterrupted(
-            f"interrupted after {len(by_n)} of {len(sizes)} pool sizes; every finished query is in "
-            f"{run_dir.path}/queries.jsonl and the finished sizes in sweep.json (complete: false)"
-        ) from None
-    except Exception:  # any failure: what was measured stays readable (sweep.json, complete: false)
-        write(by_n, complete=False)
-        run_dir.close()
-        raise
+            write(by_n, complete=False)
     payload = write(by_n, complete=True)
     run_dir.close()
     return payload
-
-
-def _run(engine, methods, prompts, ids, n, settings, progress, label, focus, save) -> list[dict]:
-    out = []
-    selectors = SelectorBank(engine.pool.names, settings.seed, 0)  # `reset: never` methods learn across the prompts
-    for i, p in enumerate(prompts):
-        for m in methods:
-            engine.generator.manual_seed(query_seed(settings.seed, 0, i))
-            record = run_query(engine, ids[i], m, domain=p.domain, selector=selectors.get(m, i))
-            line = S.query_line(m, p.id, p.domain, 0, False, record, settings.K)
-            line["n_drafters"] = n
-            save(line)
-            out.append(line)
-        if progress:
-            progress.advance(label, next(q for q in out[::-1] if q["method"] == focus))
-    return out

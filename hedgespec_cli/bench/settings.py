@@ -3,15 +3,15 @@
 `resolve_settings` merges flags over a `--config` file, `resolve_run` fills the
 rest from the workload, the profile and the dataclasses' defaults
 (decoding/settings.py), `settings_of_run` reads a run directory's back for
-`--resume`. The run itself is bench_loop.py, which imports this module and
-never the other way round.
+`--resume`. The run itself is run.py, which imports this module and never
+the other way round.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from hedgespec_cli.config import Profile, check_field_types, check_keys, check_seed, load_profile, read_yaml
 from hedgespec_cli.decoding.settings import KNOBS, DecodeSettings, TreeShape, resolve_knobs
@@ -20,7 +20,6 @@ from hedgespec_cli.errors import ConfigError, HedgespecError
 if TYPE_CHECKING:
     from hedgespec_cli.workloads import Workload
 
-SCHEMA = "hedgespec.run/1"
 # Telemetry interval bounds (seconds): each tick reads NVML and /proc in a Python thread that
 # shares the interpreter with the decode loop, so ticks faster than 10 ms would load the run
 # they measure; a tick rarer than hourly records nothing over a benchmark.
@@ -96,21 +95,6 @@ def _method_key(method: str) -> str:
         return SelectorSpec.parse(method).label
     except HedgespecError:  # not a registered method: check_methods names it later
         return method
-
-
-class Progress(Protocol):
-    """Where the run reports progress (the CLI draws rich bars; tests pass nothing)."""
-
-    def start(self, methods: list[str], total: int) -> None: ...
-
-    def advance(self, method: str, query: dict) -> None:
-        """One query finished; `query` is its queries.jsonl record."""
-
-
-class BenchInterrupted(HedgespecError):
-    """Ctrl-C or SIGTERM: the partial results are saved and resumable."""
-
-    exit_code = 130
 
 
 def resolve_settings(flags: dict[str, Any], config_file: Path | None) -> BenchSettings:

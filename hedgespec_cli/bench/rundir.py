@@ -12,48 +12,20 @@ NaN/inf.
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import re
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
 from hedgespec_cli.errors import RunDirError
-from hedgespec_cli.files import atomic_write_text
+from hedgespec_cli.files import atomic_write_text, dumps_json, to_json_safe, write_json
 
 SCHEMA = "hedgespec.run/1"
 RESULTS = "results.json"
-
-
-def to_json_safe(obj: Any) -> Any:
-    """A copy of obj that `json.dumps(allow_nan=False)` accepts.
-
-    Non-finite floats become None (JSON has no NaN; DESIGN.md habit 9), numpy
-    scalars/arrays become Python numbers/lists, tuples and sets become lists,
-    paths become strings.
-    """
-    if obj is None or isinstance(obj, (bool, str, int)):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {str(k): to_json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [to_json_safe(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "tolist"):  # numpy scalars and arrays, without importing numpy
-        return to_json_safe(obj.tolist())
-    raise TypeError(f"cannot store {type(obj).__name__} in JSON: {obj!r}")
-
-
-def dumps_json(obj: Any, *, indent: int | None = None) -> str:
-    """Strict JSON text of obj after `to_json_safe`."""
-    return json.dumps(to_json_safe(obj), allow_nan=False, indent=indent, ensure_ascii=False)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -228,9 +200,7 @@ class RunDir:
 
     def write_json(self, name: str, obj: Any) -> Path:
         """Atomically replace `name` with obj as indented strict JSON."""
-        target = self.file(name)
-        atomic_write_text(target, dumps_json(obj, indent=2) + "\n")
-        return target
+        return write_json(self.file(name), obj)
 
     def write_yaml(self, name: str, obj: Any) -> Path:
         """Atomically replace `name` with obj as YAML (key order kept)."""
