@@ -28,9 +28,10 @@ import time
 
 import torch
 
+from hedgespec_cli.bench.query import context_for
 from hedgespec_cli.config import load_profile
 from hedgespec_cli.decoding.engine import DecodeSettings, Engine
-from hedgespec_cli.runner import context_for, open_pool
+from hedgespec_cli.runner import open_pool
 from hedgespec_cli.selection import make_selector
 from hedgespec_cli.workloads import load_workload
 
