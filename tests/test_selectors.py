@@ -693,6 +693,8 @@ def test_hedgespec_legend_names_what_runs():
     ftl = SelectorSpec.parse("hedgespec:play=argmax").description
     assert "follow-the-leader" in ftl and "normalhedge never changes a decision" in ftl
     assert "follow-the-leader" not in SelectorSpec.parse("hedgespec:play=argmax,learner=adanormalhedge").description
+    assert "lazy evaluation: up to 8 rounds" in SelectorSpec.parse("hedgespec").description
+    assert "evaluated after every round" in SelectorSpec.parse("hedgespec:every=1").description
 
 
 # -- the registry describes every method; method lists are queries over it ------------
@@ -749,3 +751,21 @@ def test_a_new_selector_is_one_registration_away_from_every_method_list():
         assert isinstance(make_selector("newcomer", 3, NAMES), Newcomer)
     finally:
         del REGISTRY["newcomer"]
+
+
+def test_lazy_hedgespec_waits_only_while_confident_and_at_most_every_rounds():
+    sel = make_selector("hedgespec:every=4,confident=0.9", 2, TWO)
+    sel.begin_query(QueryContext(None, TWO, (None, None), 3))
+    assert all(sel.wants_feedback(w) for w in (1, 2, 3))  # uniform weights: not confident, no waiting
+    sel.update(FullFeedback(np.array([[1.0, 0.0]] * 30), 0, 3))  # drafter a accepts everything, b nothing
+    assert sel.weights.max() >= 0.9
+    assert [sel.wants_feedback(w) for w in (1, 2, 3, 4, 5)] == [False, False, False, True, True]
+    sel.choose(40)  # rounds that wait move the position on before the feedback arrives
+    with pytest.raises(ValueError, match="choose"):
+        sel.choose(10)  # ... but never back before what was verified
+    eager = make_selector("hedgespec:every=1", 2, TWO)  # the paper's schedule: after every round
+    eager.begin_query(QueryContext(None, TWO, (None, None), 3))
+    eager.update(FullFeedback(np.array([[1.0, 0.0]] * 30), 0, 3))
+    assert eager.wants_feedback(1)
+    with pytest.raises(ValueError, match="choose"):
+        eager.choose(40)
