@@ -197,7 +197,8 @@ class BenchRun:
             hindsight = probe.acceptance
             if keep_trace:
                 self.trace[key] = TraceQuery(prompt.id, prompt.domain, probe.output_ids, probe.gamma, index,
-                                             f"probe:fixed:{self.pool.names[0]}", probe.gamma_depth)
+                                             f"probe:fixed:{self.pool.names[0]}", probe.gamma_depth,
+                                             probe.prompt_gamma)
         reseed()
         e0 = self.sampler.energy_mj()  # around the measured query only, not the hindsight probe
         record = run_query(
@@ -208,7 +209,7 @@ class BenchRun:
         energy_j = (e1 - e0) / 1e3 if e0 is not None and e1 is not None and e1 >= e0 else None
         if keep_trace and record.gamma is not None and key not in self.trace:
             self.trace[key] = TraceQuery(prompt.id, prompt.domain, record.output_ids, record.gamma, index, method,
-                                         record.gamma_depth)
+                                         record.gamma_depth, record.prompt_gamma)
         return record, energy_j
 
     def _trace(self, queries: list[TraceQuery]) -> Trace:

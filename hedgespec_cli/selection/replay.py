@@ -190,6 +190,8 @@ def replay_query(
     )
     starts, arms, ns, drafted, accepted = [], [], [], [], []
     selector.begin_query(ctx)
+    if selector.needs_full_feedback and query.prompt_gamma is not None:  # as the engine, after its prefill
+        selector.observe_prompt(query.prompt_gamma)
     s = 0
     while s < L:
         j = selector.choose(s).arm
