@@ -149,7 +149,8 @@ def generate_once(
     if trace is not None:
         from hedgespec_cli.selection.trace import Trace, TraceQuery, write_trace
 
-        query = TraceQuery("prompt-0", domain, record.output_ids, record.gamma, None, method, record.gamma_depth)
+        query = TraceQuery("prompt-0", domain, record.output_ids, record.gamma, None, method, record.gamma_depth,
+                           record.prompt_gamma)
         write_trace(trace, Trace(settings.K, settings.temperature, settings.max_new_tokens,
                                  pool.names, pool.domains, [query],
                                  settings.tree.to_dict() if settings.tree else None, None, engine.counterfactual))

@@ -27,9 +27,13 @@ class Fixed:
         self.arm, self.n, self.needs_full_feedback = arm, n, full
         self.needs_block_reward = False
         self.seen: list = []
+        self.prompt_gamma: np.ndarray | None = None
 
     def choose(self, position: int) -> Decision:
         return Decision(self.arm, np.eye(self.n)[self.arm])
+
+    def observe_prompt(self, gamma: np.ndarray) -> None:
+        self.prompt_gamma = gamma
 
     def update(self, feedback) -> None:
         self.seen.append(feedback)
@@ -331,3 +335,27 @@ def test_bfloat16_drafters_stay_lossless(tiny_models):
         want = reference_greedy(pool.target.model, ids, 20, None)
         for arm in range(3):
             assert engine.decode(ids, Fixed(arm, 3)).output_ids == want
+
+
+@pytest.mark.parametrize("stack", [False, True])
+def test_prompt_gamma_is_each_drafters_agreement_with_the_target_on_the_prompt(tiny_pool, stack):
+    """Full information also scores the prompt (issue 19): gamma[t, j] = 1[argmax q_j = argmax p]
+    at prompt positions 1..P-1, from the prefill's own logits; handed to a full-information chooser
+    before its first round, recorded in the QueryRecord, never given to a bandit."""
+    engine = Engine(tiny_pool, DecodeSettings(K=3, max_new_tokens=8), stack_drafters=stack)
+    ids = tiny_pool.tokenizer(PROMPTS[3])["input_ids"]
+    x = torch.tensor(ids[:-1])
+    with torch.inference_mode():
+        p = tiny_pool.target.forward(x, tiny_pool.target.new_cache()).logits.argmax(-1)
+        want = np.stack([(d.forward(x, d.new_cache()).logits.argmax(-1) == p).numpy() for d in tiny_pool.drafters],
+                        axis=1).astype(np.float64)
+    assert want.shape == (len(ids) - 1, 4) and 0 < want.sum() < want.size  # some agree, some do not
+    full, bandit = Fixed(1, 4), Fixed(1, 4, full=False)
+    rec = engine.decode(ids, full)
+    np.testing.assert_array_equal(full.prompt_gamma, want)
+    np.testing.assert_array_equal(rec.prompt_gamma, want)
+    rec = engine.decode(ids, bandit, record_gamma=True)  # a trace of a bandit run records it ...
+    np.testing.assert_array_equal(rec.prompt_gamma, want)
+    assert bandit.prompt_gamma is None  # ... but the bandit never sees it
+    one = engine.decode(tiny_pool.tokenizer("a")["input_ids"][:1], Fixed(1, 4))
+    assert one.prompt_gamma is None  # a one-token prompt has no position to score

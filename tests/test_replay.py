@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -169,6 +170,29 @@ def test_trace_roundtrip(tmp_path):
     for x, y in zip(back.queries, hand_trace().queries):
         assert (x.id, x.domain, x.tokens, x.index) == (y.id, y.domain, y.tokens, y.index)
         np.testing.assert_array_equal(x.gamma, y.gamma)
+
+
+def test_prompt_gamma_round_trips_and_replay_hands_it_to_full_information_selectors(tmp_path):
+    base = hand_trace()
+
+    def with_prompt(towards: int) -> Trace:  # the prompt: only drafter `towards` agrees with the target
+        prompt = np.eye(2)[[towards] * 4]
+        return replace(base, queries=tuple(replace(q, prompt_gamma=prompt) for q in base.queries))
+
+    def first_arm(trace, method):
+        result = replay(trace, [method])
+        return int(result.runs[result.requested[0]].queries[0].arms[0])
+
+    back = read_trace(write_trace(tmp_path / "p.jsonl", with_prompt(1)))
+    for q in back.queries:
+        np.testing.assert_array_equal(q.prompt_gamma, np.eye(2)[[1] * 4])
+    assert read_trace(write_trace(tmp_path / "none.jsonl", base)).queries[0].prompt_gamma is None
+    # learn: the prompt's losses are the learner's first steps, so its first round plays the prompt's
+    # drafter (either way, not a tie-break); ignore: as on a trace without prompt gamma.
+    assert [first_arm(t, "hedgespec:play=argmax,prompt=learn") for t in (with_prompt(0), back)] == [0, 1]
+    assert first_arm(back, "hedgespec:play=argmax,prompt=ignore") == first_arm(base, "hedgespec:play=argmax")
+    with pytest.raises(TraceError, match="prompt_gamma"):
+        replace(base.queries[0], prompt_gamma=np.ones((3, 5)))
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,8 @@ def every_method(drafters: list[str]) -> list[str]:
         else:
             out.append(name)
     out += [f"hedgespec:learner={x}" for x in LEARNERS if x != REGISTRY["hedgespec"].params["learner"].default]
-    out += ["hedgespec:play=argmax", "hedgespec:loss=tap", "hedgespec:reset=never", "exp3spec:reset=never"]
+    out += ["hedgespec:play=argmax", "hedgespec:loss=tap", "hedgespec:reset=never", "exp3spec:reset=never",
+            "hedgespec:reset=never,learner=tracking", "hedgespec:prompt=learn"]  # they read the prompt's gamma
     return list(dict.fromkeys(out))
 
 

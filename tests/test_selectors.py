@@ -69,6 +69,9 @@ class Recorder:
     def update(self, fb):
         self.inner.update(fb)
 
+    def observe_prompt(self, gamma):
+        self.inner.observe_prompt(gamma)
+
     def end_query(self):
         self.inner.end_query()
 
@@ -190,7 +193,8 @@ def test_reset_never_carries_the_learner_across_queries():
 
 def test_spec_parsing_and_labels():
     spec = SelectorSpec.parse("hedgespec:learner=hedge,loss=tap")
-    assert spec.params == {"loss": "tap", "learner": "hedge", "reset": "query", "every": 8, "confident": 0.99, "play": "sample"}
+    assert spec.params == {"loss": "tap", "learner": "hedge", "reset": "query", "every": 8, "confident": 0.99,
+                           "prompt": "preview", "play": "sample"}
     assert spec.label == "hedgespec:loss=tap,learner=hedge"
     assert SelectorSpec.parse("ucbspec:delta=0.1").params["delta"] == 0.1
     assert SelectorSpec.parse("fixed:generic").label == "fixed:generic"
@@ -207,7 +211,7 @@ def test_spec_parsing_and_labels():
     ("text", "needle"),
     [
         ("nope", "valid methods: ar, exp3spec, fixed:NAME, hedgespec"),
-        ("hedgespec:eta=1", "valid parameters: loss, learner, reset, every, confident, play"),
+        ("hedgespec:eta=1", "valid parameters: loss, learner, reset, every, confident, prompt, play"),
         ("hedgespec:learner=sgd", "choose one of normalhedge, hedge, adanormalhedge, adanormalhedge-sleeping, tracking"),
         ("ucbspec:delta=2", "in (0, 1)"),
         ("ucbspec:delta=abc", "not a valid float"),
@@ -416,6 +420,85 @@ def test_tracking_learns_whether_carrying_opens_segments_well(blocks, lead):
             loss[best] = 0.1
             t.update(loss)
     assert t.lead == lead
+
+
+@pytest.mark.parametrize("cls", LEARNERS.values())
+def test_learner_contract_preview(cls):
+    """A preview is the new segment's first steps for a learner that acts at boundaries, and
+    nothing at all for one that does not (as the boundary itself)."""
+    rng = np.random.default_rng(7)
+    losses = rng.random((30, 4))
+    seen, stepped = cls(4), cls(4)
+    for learner in (seen, stepped):
+        learner.update_many(losses[:20])
+        learner.begin_segment()
+    before = seen.probs()
+    seen.preview(losses[20:])
+    if cls.acts_at_boundaries:
+        stepped.update_many(losses[20:])
+        np.testing.assert_allclose(seen.probs(), stepped.probs(), rtol=1e-12, atol=1e-15)
+    else:
+        np.testing.assert_array_equal(seen.probs(), before)
+
+
+def test_tracking_previewed_prompt_switches_before_the_first_round_of_a_shift():
+    # A block where expert 0 is best, then a new segment whose preview (its prompt's losses)
+    # favours expert 1: the first round already plays expert 1. Without the preview the
+    # opening's lead carries expert 0 into the segment (K positions before any loss arrives).
+    for preview in (True, False):
+        t = Tracking(3)
+        for _ in range(8):
+            t.begin_segment()
+            t.update_many(np.tile([0.1, 0.7, 0.7], (40, 1)))
+        t.begin_segment()
+        if preview:
+            t.preview(np.tile([0.7, 0.1, 0.7], (20, 1)))
+            assert t.referee.probs()[0] > 0.99  # fresh, concentrated on the prompt's best, leads
+        assert int(np.argmax(t.probs())) == (1 if preview else 0)
+    # Inside a block the preview agrees with what was carried: kept keeps the lead.
+    t = Tracking(3)
+    for _ in range(8):
+        t.begin_segment()
+        t.update_many(np.tile([0.1, 0.7, 0.7], (40, 1)))
+    t.begin_segment()
+    t.preview(np.tile([0.1, 0.7, 0.7], (20, 1)))
+    assert t.referee.probs()[1] > 0.99 and t.probs()[0] > 0.99
+
+
+def _prompt_run(method: str, prompts: list[np.ndarray]) -> list[int]:
+    """First arm chosen on each query (gamma favours drafter 0 on every query), after its prompt."""
+    sel = make_selector(method, 3, NAMES, seed=0)
+    firsts = []
+    for prompt in prompts:
+        sel.begin_query(ctx())
+        sel.observe_prompt(prompt)
+        firsts.append(sel.choose(0).arm)
+        for s in range(0, 30, 3):
+            if s:
+                sel.choose(s)
+            sel.update(FullFeedback(np.tile([1.0, 0.0, 0.0], (3, 1)), 0, K))
+        sel.end_query()
+    return firsts
+
+
+def test_hedgespec_hands_the_prompt_to_the_learner_where_it_is_asked_to():
+    towards_2 = np.tile([0.0, 0.0, 1.0], (12, 1))  # the prompt: only drafter 2 agrees with the target
+    prompts = [np.tile([1.0, 0.0, 0.0], (12, 1))] * 3 + [towards_2]
+    # Kept across queries, tracking: the 4th query's prompt moves it to drafter 2 before its first round.
+    assert _prompt_run("hedgespec:reset=never,learner=tracking,play=argmax", prompts)[1:] == [0, 0, 2]
+    assert _prompt_run("hedgespec:reset=never,learner=tracking,play=argmax,prompt=ignore", prompts)[1:] == [0, 0, 0]
+    # NormalHedge does not act at boundaries; per query there is no boundary: the preview changes nothing.
+    for method in ("hedgespec:reset=never,play=argmax", "hedgespec:play=argmax"):
+        assert _prompt_run(method, prompts) == _prompt_run(method + ",prompt=ignore", prompts)
+    # prompt=learn: any learner takes the prompt as its first steps, per query too.
+    assert _prompt_run("hedgespec:play=argmax,prompt=learn", prompts) == [0, 0, 0, 2]
+    sel = make_selector("hedgespec", 3, NAMES)
+    with pytest.raises(ValueError, match="before begin_query"):
+        sel.observe_prompt(towards_2)
+    sel = make_selector("hedgespec:reset=never,learner=tracking", 3, NAMES)
+    sel.begin_query(ctx())
+    with pytest.raises(ValueError, match="prompt gamma"):
+        sel.observe_prompt(np.zeros((12, 2)))
 
 
 def _steps_to_switch(learner, *, block=10, length=50, horizon=400) -> int | None:

@@ -119,4 +119,4 @@ class QueryStep:
         """The first gamma recorded for a query is its trace, and every later reference's hindsight."""
         if record.gamma is not None and key not in self.trace:
             self.trace[key] = TraceQuery(prompt.id, prompt.domain, tuple(record.output_ids), record.gamma, index,
-                                         source, record.gamma_depth)
+                                         source, record.gamma_depth, record.prompt_gamma)

@@ -61,8 +61,10 @@ class DrafterGroup(Protocol):
 
     def new_state(self, capacity: int) -> Any: ...
 
-    def prefill(self, state: Any, ctx: Prefix, L: int) -> None:
-        """Every member consumes the committed prefix x[:L-1] (full-information runs)."""
+    def prefill(self, state: Any, ctx: Prefix, L: int) -> torch.Tensor | None:
+        """Every member consumes the committed prefix x[:L-1] (full-information runs) -> the q logits
+        (members, L-1, V) that call computed at positions 1..L-1 (the engine's prompt gamma), or None
+        where the group has none to give (EAGLE-3 heads)."""
 
     def draft(
         self, state: Any, member: int, ctx: Prefix, L: int, k: int, pick: Pick
@@ -153,9 +155,8 @@ class LMGroup:
     def new_state(self, capacity: int) -> _LMState:
         return _LMState(self.lm.new_cache())
 
-    def prefill(self, state: _LMState, ctx: Prefix, L: int) -> None:
-        if L > 1:
-            self.lm.forward(ctx.x[: L - 1], state.cache, last=0)
+    def prefill(self, state: _LMState, ctx: Prefix, L: int) -> torch.Tensor | None:
+        return self.lm.forward(ctx.x[: L - 1], state.cache).logits.unsqueeze(0) if L > 1 else None
 
     def _root(self, state: _LMState, ctx: Prefix, L: int) -> torch.Tensor:
         """(V,) q at position L: the row `observe` left, or one catch-up call."""
@@ -216,9 +217,8 @@ class StackedGroup:
     def new_state(self, capacity: int) -> _LMState:
         return _LMState(self.stack.new_cache(capacity))
 
-    def prefill(self, state: _LMState, ctx: Prefix, L: int) -> None:
-        if L > 1:
-            self.stack.forward(ctx.x[: L - 1], state.cache, last=0)
+    def prefill(self, state: _LMState, ctx: Prefix, L: int) -> torch.Tensor | None:
+        return self.stack.forward(ctx.x[: L - 1], state.cache) if L > 1 else None
 
     def _root(self, state: _LMState, member: int, ctx: Prefix, L: int) -> torch.Tensor:
         cache = state.cache

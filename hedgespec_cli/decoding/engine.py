@@ -69,6 +69,11 @@ class Chooser(Protocol):
 
     def wants_feedback(self, waiting: int) -> bool: ...
 
+    def observe_prompt(self, gamma: np.ndarray) -> None:
+        """Every drafter's gamma on the prompt (P-1, N), before the first round; called on
+        full-information choosers only (a bandit must not see drafters it did not run)."""
+        ...
+
 
 @dataclass(frozen=True)
 class RoundRecord:
@@ -110,6 +115,7 @@ class QueryRecord:
     wall_ns: int = 0
     stop: str = "length"
     gamma_depth: np.ndarray | None = None  # (L, K, N) by drafting depth (EAGLE-3 exact mode), else None
+    prompt_gamma: np.ndarray | None = None  # (P-1, N) on the prompt, teacher-forced (Engine._prompt_gamma)
 
     @property
     def new_tokens(self) -> int:
@@ -205,15 +211,18 @@ class Engine:
         ctx = Prefix(x, x.new_empty(x.numel(), self._feat_width, dtype=torch.float32) if self._fused else None)
         t_start = now()
         t_cache = pool.target.new_cache()
-        if P > 1:
-            self._target(ctx, 0, P - 1, t_cache, last=0)
+        # (P-1, V) at positions 1..P-1: full-information runs score every drafter on the prompt
+        p_prompt = self._target(ctx, 0, P - 1, t_cache, last=None if full else 0) if P > 1 else None
         extra = s.tree.fed_rows(s.K) if s.tree else 0  # drafter rows a growing tree occupies
         if self._by_depth:  # the exact counterfactual's chains: at most 2K rows per depth, K depths
             extra = max(extra, 2 * s.K * s.K)
         states = [g.new_state(x.numel() + extra) for g in self.groups]
+        prompt_gamma = None
         if full:  # bandit methods prefill a drafter only when they first choose it
-            for g, state in zip(self.groups, states):
-                g.prefill(state, ctx, P)
+            q_prompt = [g.prefill(state, ctx, P) for g, state in zip(self.groups, states)]
+            prompt_gamma = self._prompt_gamma(p_prompt, q_prompt)
+            if prompt_gamma is not None and chooser.needs_full_feedback:  # never to a bandit (record_gamma)
+                chooser.observe_prompt(prompt_gamma)
         phase = dict.fromkeys(PHASES, 0)
         t0 = now()  # end of the previous step: `other` is the gap since then
         phase["prefill"] = t0 - t_start
@@ -273,7 +282,7 @@ class Engine:
         phase["other"] = wall - sum(phase.values())
         gamma_all = np.concatenate(gammas) if full else None
         depth_all = np.concatenate(depths) if full and self._by_depth else None
-        return QueryRecord(P, x[P:L].tolist(), rounds, gamma_all, phase, wall, stop, depth_all)
+        return QueryRecord(P, x[P:L].tolist(), rounds, gamma_all, phase, wall, stop, depth_all, prompt_gamma)
 
     # -- the steps of a round -------------------------------------------------
 
@@ -412,6 +421,27 @@ class Engine:
         gamma[:, starts < P] = 0.0  # no round starts before the first new token
         depth = gamma.permute(1, 2, 0).cpu().numpy()  # (n, K, N)
         return depth[:, 0].copy(), depth
+
+    def _prompt_gamma(self, p_logits: torch.Tensor | None, q_logits: list[torch.Tensor | None]) -> np.ndarray | None:
+        """Every drafter's gamma on the prompt's own positions 1..P-1, (P-1, N), from the logits the
+        target's and the drafters' prefill computed anyway: at T = 0, 1[argmax q_j = argmax p] (the
+        target's own next token there, not the prompt's); at T > 0, sum min(p, q_j). Teacher-forced on
+        a prefix the target read rather than wrote, chain-scored even with trees. None when the prompt
+        has one token or a group gives no prefill logits (EAGLE-3 heads).
+        """
+        if p_logits is None or any(q is None for q in q_logits):
+            return None
+        s = self.settings
+        gamma = torch.empty(self.n_drafters, p_logits.shape[0], dtype=torch.float64, device=self.device)
+        p_side = None if s.greedy else process_logits(p_logits, s.temperature, s.top_p)
+        target = argmax(p_logits)  # (P-1,)
+        for rows, q in zip(self._rows, q_logits):
+            if s.greedy:
+                prim = gamma_greedy_at(target, q)  # (m, P-1)
+            else:
+                prim = gamma_sampling(p_side.unsqueeze(0), process_logits(q, s.temperature, s.top_p))
+            gamma[rows] = prim.to(torch.float64)
+        return gamma.T.cpu().numpy()
 
     def _feedback(
         self,

@@ -36,20 +36,26 @@ from hedgespec_cli.selection.learners import LEARNERS
 
 
 def _describe(params) -> str:
-    """The legend line: with argmax play, NormalHedge and Hedge reduce to follow-the-leader."""
+    """The legend line: with argmax play, NormalHedge and Hedge reduce to follow-the-leader; the
+    prompt's losses are named where the learner reads them."""
     learner, loss = params["learner"], params["loss"].upper()
+    prompt = ""
+    if params["prompt"] == "learn":
+        prompt = ", the prompt's losses as its first steps"
+    elif params["prompt"] == "preview" and params["reset"] == "never" and LEARNERS[learner].acts_at_boundaries:
+        prompt = ", the prompt's losses previewed at each query"
     if params["every"] == 1:
         schedule = "every drafter evaluated after every round"
     else:
         schedule = (f"lazy evaluation: up to {params['every']} rounds share one evaluation while "
                     f"the top weight is >= {params['confident']:g}")
     if params["play"] == "sample":
-        return f"HedgeSpec: {learner} on delayed {loss} losses, drafter drawn from its weights; {schedule}"
+        return f"HedgeSpec: {learner} on delayed {loss} losses{prompt}, drafter drawn from its weights; {schedule}"
     if learner in FTL_UNDER_ARGMAX:
-        return (f"HedgeSpec with argmax play = follow-the-leader on delayed {loss} losses "
+        return (f"HedgeSpec with argmax play = follow-the-leader on delayed {loss} losses{prompt} "
                 f"(the top {learner} weight is the least cumulative loss, so {learner} never changes a "
                 f"decision); {schedule}")
-    return f"HedgeSpec: {learner} on delayed {loss} losses, top weight played; {schedule}"
+    return f"HedgeSpec: {learner} on delayed {loss} losses{prompt}, top weight played; {schedule}"
 
 
 EVERY = 8  # lazy evaluation's longest wait, in rounds (`wants_feedback`)
@@ -83,6 +89,13 @@ FTL_UNDER_ARGMAX = ("normalhedge", "hedge")
             help="the learner is confident while its top weight is at least this; below it, every "
             "round is evaluated",
         ),
+        "prompt": Param(
+            str, "preview", ("preview", "learn", "ignore"),
+            help="every drafter's losses on the prompt (teacher-forced gamma from the prefill): preview = "
+            "hand them to the learner at a query boundary (only a learner kept across queries that acts "
+            "at boundaries reads them: tracking, adanormalhedge-sleeping); learn = the learner takes them "
+            "as its first steps, per query too; ignore = not used",
+        ),
         "play": Param(
             str, "sample", ("sample", "argmax"),
             help="draw the drafter from the weights (the learner's regret guarantee) or play the top "
@@ -98,12 +111,12 @@ class HedgeSpec:
 
     def __init__(
         self, setup: SelectorSetup, *, loss: str, learner: str, reset: str, every: int, confident: float,
-        play: str,
+        play: str, prompt: str,
     ) -> None:
         self.name = setup.name
         self.n = setup.n_drafters
         self.rng = setup.rng
-        self.loss, self.reset, self.play = loss, reset, play
+        self.loss, self.reset, self.play, self.prompt = loss, reset, play, prompt
         self.every, self.confident = every, confident
         self.learner = LEARNERS[learner](self.n)
         self.K: int | None = None
@@ -136,6 +149,29 @@ class HedgeSpec:
         self._gamma = np.zeros((64, self.n))
         self._depth: np.ndarray | None = None  # (capacity, K, N) when the feedback carries gamma by depth
         self._verified = self._released = 0
+
+    def observe_prompt(self, gamma: np.ndarray) -> None:
+        """Every drafter's gamma on the prompt, (P-1, N), before the first round (the engine scores it,
+        teacher-forced, from its prefill). Its complete-window losses are evidence about the query's
+        best drafter before any of it is played: `prompt=preview` hands them to the learner's
+        `preview` (a no-op for a learner that does not act at boundaries, and with reset=query there
+        is no boundary: per-query HedgeSpec is unchanged); `learn` feeds them as the learner's first
+        steps; `ignore` drops them."""
+        if self.K is None:
+            raise ValueError(f"{self.name}: observe_prompt before begin_query")
+        if self.prompt == "ignore" or (self.prompt == "preview" and self.reset == "query"):
+            return
+        rows = np.clip(np.asarray(gamma, dtype=np.float64), 0.0, 1.0)
+        if rows.ndim != 2 or rows.shape[1] != self.n:
+            raise ValueError(f"{self.name}: prompt gamma must be (P-1, {self.n}), got {rows.shape}")
+        check_finite(rows, "prompt gamma")
+        losses = tap_loss(rows) if self.loss == "tap" else eal_loss(acceptance_lengths(rows, self.window), self.K)
+        if not losses.shape[0]:  # complete windows only: the prompt's end is not the end of a text
+            return
+        if self.prompt == "learn":
+            self.learner.update_many(losses)
+        else:
+            self.learner.preview(losses)
 
     def choose(self, position: int) -> Decision:
         if position < self._verified or (self.every == 1 and position != self._verified):

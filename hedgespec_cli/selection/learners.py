@@ -18,7 +18,13 @@ from hedgespec_cli.selection.base import check_finite
 
 
 class Learner(Protocol):
-    """An experts algorithm over N experts."""
+    """An experts algorithm over N experts.
+
+    acts_at_boundaries: True when `begin_segment` and `preview` change what it plays (a
+    tracking learner); False for a learner with one comparator for the whole stream.
+    """
+
+    acts_at_boundaries: bool
 
     def probs(self) -> np.ndarray:
         """Current distribution p_t, (N,) float64 summing to 1."""
@@ -39,6 +45,12 @@ class Learner(Protocol):
     def begin_segment(self) -> None:
         """A boundary where the best expert may change (a new query, when state is kept across
         queries). Only a tracking learner acts on it; the others keep learning as before."""
+        ...
+
+    def preview(self, losses: np.ndarray) -> None:
+        """Loss vectors (m, N) of the new segment scored before its play begins (HedgeSpec: every
+        drafter's losses on the query's prompt, teacher-forced), after `begin_segment`. Only a
+        learner that acts at boundaries uses them; the others ignore them, as they ignore the boundary."""
         ...
 
 
@@ -115,6 +127,8 @@ def normalhedge_scale(R_plus: np.ndarray, tol: float = 1e-7, guess: float | None
 class NormalHedge:
     """NormalHedge (Chaudhuri, Freund & Hsu 2009), parameter-free."""
 
+    acts_at_boundaries = False  # begin_segment and preview are no-ops
+
     def __init__(self, n: int) -> None:
         self.n = n
         self.reset()
@@ -126,6 +140,9 @@ class NormalHedge:
 
     def begin_segment(self) -> None:
         pass  # one comparator for the whole stream: a boundary changes nothing
+
+    def preview(self, losses: np.ndarray) -> None:
+        pass  # nor does what is seen at one
 
     def probs(self) -> np.ndarray:
         return self._p.copy()
@@ -157,6 +174,8 @@ class NormalHedge:
 class Hedge:
     """Hedge / exponential weights (Freund & Schapire 1997) with an anytime step size."""
 
+    acts_at_boundaries = False  # begin_segment and preview are no-ops
+
     def __init__(self, n: int) -> None:
         self.n = n
         self.reset()
@@ -167,6 +186,9 @@ class Hedge:
 
     def begin_segment(self) -> None:
         pass  # one comparator for the whole stream: a boundary changes nothing
+
+    def preview(self, losses: np.ndarray) -> None:
+        pass  # nor does what is seen at one
 
     @property
     def eta(self) -> float:
@@ -206,6 +228,8 @@ def adanormalhedge_log_weights(R: np.ndarray, C: np.ndarray) -> np.ndarray:
 class AdaNormalHedge:
     """AdaNormalHedge (Luo & Schapire 2015), uniform prior, parameter-free."""
 
+    acts_at_boundaries = False  # begin_segment and preview are no-ops
+
     def __init__(self, n: int) -> None:
         self.n = n
         self.reset()
@@ -217,6 +241,9 @@ class AdaNormalHedge:
 
     def begin_segment(self) -> None:
         pass  # one comparator for the whole stream: a boundary changes nothing
+
+    def preview(self, losses: np.ndarray) -> None:
+        pass  # nor does what is seen at one
 
     def probs(self) -> np.ndarray:
         return self._p.copy()
@@ -265,7 +292,15 @@ class SleepingAdaNormalHedge:
       experts of a segment): the paper's choice; sum_s 1/s^2 < 2, so every
       start keeps a positive share however long the stream runs.
     Cost per step O(S N); the state grows by one (N,) row per segment.
+
+    `preview` (HedgeSpec: every drafter's losses on the query's prompt) is
+    taken as the segment's first steps: the copies started at the boundary
+    learn from them before the first round. The bound above holds for any
+    loss sequence in [0, 1]^N, so it holds on the segment with its preview
+    prepended (the comparator is then scored on the preview too).
     """
+
+    acts_at_boundaries = True  # begin_segment / preview change what it plays
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -291,6 +326,10 @@ class SleepingAdaNormalHedge:
         self.C = np.vstack([self.C, np.zeros(self.n)])
         self.log_prior = np.append(self.log_prior, -2.0 * math.log(s))
         self._p = self._weights()
+
+    def preview(self, losses: np.ndarray) -> None:
+        # The segment's first steps, as if played: the copies started at this boundary learn from them.
+        self.update_many(losses)
 
     def probs(self) -> np.ndarray:
         return self._p.copy()
@@ -355,7 +394,22 @@ class Tracking:
     `kept`'s own, slower switch (AdaNormalHedge's potential and the new copy's
     prior 1/s^2 must be earned back) is ready for the block's next queries.
     No numeric parameter: every part is parameter-free.
+
+    `preview`: loss vectors of the new segment known before its play begins
+    (HedgeSpec: every drafter's EAL losses on the query's prompt, scored
+    teacher-forced from the prefill, `prompt=preview`), taken as the segment's
+    first steps by all four parts. So the referee weighs fresh against kept on
+    the prompt before the first round (a shift: kept's old expert does badly
+    on the new prompt and fresh, already concentrated on the prompt's best
+    expert, leads; inside a block kept leads), the opening rarely decides, and
+    the first round no longer pays the K-position delay of the EAL losses.
+    Every guarantee above is for arbitrary loss sequences, so it holds on the
+    segment with the preview prepended; whether the prompt's best expert is
+    the generation's is an empirical matter (README, *Learning across queries*).
+    This reads the query's own tokens, never its domain label.
     """
+
+    acts_at_boundaries = True  # begin_segment / preview change what it plays
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -375,6 +429,9 @@ class Tracking:
         self.fresh.reset()
         self.referee.reset()
         self.kept.begin_segment()
+
+    def preview(self, losses: np.ndarray) -> None:
+        self.update_many(losses)
 
     @property
     def lead(self) -> int:

@@ -191,6 +191,8 @@ def replay_query(
     )
     starts, arms, ns, drafted, accepted = [], [], [], [], []
     selector.begin_query(ctx)
+    if selector.needs_full_feedback and query.prompt_gamma is not None:  # as the engine, after its prefill
+        selector.observe_prompt(query.prompt_gamma)
     s = done = waiting = 0  # full feedback: positions delivered, rounds since (the engine's evaluations)
     while s < L:
         j = selector.choose(s).arm

@@ -61,6 +61,7 @@ class TraceQuery:
     index: int | None = None  # the prompt's place in the workload (selector seeding)
     source: str | None = None  # the method whose run recorded gamma
     gamma_depth: np.ndarray | None = None  # (L, K, N) by drafting depth; None: gamma at every depth
+    prompt_gamma: np.ndarray | None = None  # (P-1, N) on the prompt, teacher-forced (Engine._prompt_gamma)
 
     @property
     def acceptance(self) -> np.ndarray:
@@ -75,6 +76,14 @@ class TraceQuery:
             if not shaped or not np.all(np.isfinite(d)) or d.min() < 0 or d.max() > 1:
                 raise TraceError(f"query {self.id!r}: gamma_depth must be (L, K, N) values in [0, 1] with "
                                  f"L = {len(self.tokens)}, got shape {d.shape}; regenerate the trace")
+        if self.prompt_gamma is not None:
+            pg = np.asarray(self.prompt_gamma, dtype=np.float64)
+            object.__setattr__(self, "prompt_gamma", pg)
+            n = np.shape(self.gamma)[-1] if np.ndim(self.gamma) == 2 else None
+            shaped = pg.ndim == 2 and pg.shape[1] == n
+            if not shaped or not np.all(np.isfinite(pg)) or (pg.size and (pg.min() < 0 or pg.max() > 1)):
+                raise TraceError(f"query {self.id!r}: prompt_gamma must be (P-1, N) values in [0, 1] with the "
+                                 f"N of gamma, got shape {pg.shape}; regenerate the trace")
         g = np.asarray(self.gamma, dtype=np.float64)
         object.__setattr__(self, "gamma", g)
         object.__setattr__(self, "tokens", tuple(int(t) for t in self.tokens))
@@ -187,6 +196,8 @@ def query_record(q: TraceQuery) -> dict[str, Any]:
         out["source"] = q.source
     if q.gamma_depth is not None:
         out["gamma_depth"] = q.gamma_depth.tolist()
+    if q.prompt_gamma is not None:
+        out["prompt_gamma"] = q.prompt_gamma.tolist()
     return out
 
 
@@ -257,8 +268,13 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
                 depth = None if depth is None else np.array(depth, dtype=np.float64)
             except (TypeError, ValueError):
                 raise TraceError(f"{where}: gamma_depth must be a rectangular (L, K, N) list of numbers") from None
+            prompt = rec.get("prompt_gamma")
+            try:
+                prompt = None if prompt is None else np.array(prompt, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise TraceError(f"{where}: prompt_gamma must be a rectangular (P-1, N) list of numbers") from None
             queries.append(TraceQuery(str(_field(rec, "id", where)), rec.get("domain"), tokens, g,
-                                      index, rec.get("source"), depth))
+                                      index, rec.get("source"), depth, prompt))
         where = f"{path}"
         return Trace(
             K=_field(head, "K", where),
