@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import torch
@@ -81,6 +82,7 @@ def measure(engine: Engine, prompts: list[list[int]], method: str, domains: list
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="tiny")
+    ap.add_argument("--device", help="cpu or cuda (default: the profile's)")
     ap.add_argument("--workload", default="mixed-domain")
     ap.add_argument("--prompts", type=int, default=5)
     ap.add_argument("--max-new-tokens", type=int, default=64)
@@ -93,7 +95,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     profile = load_profile(args.profile)
-    pool = open_pool(profile)
+    pool = open_pool(profile, device=args.device)
     engine = Engine(pool, DecodeSettings(K=5, max_new_tokens=args.max_new_tokens))
     workload = load_workload(args.workload, limit=args.prompts)
     prompts = [pool.tokenizer(p.text)["input_ids"] for p in workload.prompts]
@@ -124,7 +126,12 @@ def main() -> None:
 
 
 def plot(rows: list[dict], path: str) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        print("no figure: matplotlib is not installed (pip install -e '.[plots]'); the table and --json stand",
+              file=sys.stderr)
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -5,6 +5,8 @@
 #   peer    the peer table against transformers' generate / assisted generation
 #   sweep   the drafter-count sweep with its per-round phase split
 #   trees   EAGLE-3 heads with dynamic trees on cuda (validity)
+#   evalshare  HedgeSpec's evaluation share against target step time on cuda
+#           (benchmarks/eval_share.py; OUT/eval_share.json and .png)
 #   zoo     (not in the default set) a candidate next zoo: the shipped recipe with
 #           the `chat` domain for `dialogue`, built on cuda, and its acceptance
 #           matrix (OUT/zoo/matrix.json). Needs data/corpora, or data/corpora.tgz to
@@ -21,7 +23,7 @@
 # Runs from a checkout without installing (PYTHONPATH); needs torch with CUDA,
 # transformers, typer, rich, pyyaml, nvidia-ml-py and pytest.
 set -uo pipefail
-all="tests bench peer sweep trees"
+all="tests bench peer sweep trees evalshare"
 known="$all zoo"
 out=$(realpath -m "${1:-gpu-check}")
 shift || true
@@ -40,11 +42,15 @@ tests() { $py -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py; }
 bench() { hs bench --device cuda --out "$out/runs"; }
 peer() { $py benchmarks/peer_hf.py --device cuda --prompts 7 --repeats 3; }
 sweep() {
-  hs bench --device cuda --sweep-drafters 2,4,8,16 --methods ar,fixed:generic,hedgespec --prompts 7 --out "$out/runs"
+  hs bench --device cuda --sweep-drafters 2,4,8,16 --methods ar,fixed:generic,hedgespec:every=1,hedgespec --prompts 7 \
+    --out "$out/runs"
 }
 trees() {
   hs bench --device cuda --profile tiny-eagle3 --tree-top-k 4 --methods ar,fixed:generic,hedgespec,oracle \
     --prompts 14 --out "$out/runs"
+}
+evalshare() {
+  $py benchmarks/eval_share.py --device cuda --json "$out/eval_share.json" --plot "$out/eval_share.png"
 }
 zoo() {
   local z="$out/zoo" domains=${ZOO_DOMAINS:-code,math,biology,legal,scripture,chat,manuals} d
