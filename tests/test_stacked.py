@@ -6,8 +6,9 @@ import numpy as np
 import torch
 from test_engine import PROMPTS, Fixed
 
-from hedgespec_cli.decoding.drafters import LMGroup, StackedGroup, group_drafters
+from hedgespec_cli.decoding.drafters import LMGroup, StackedGroup
 from hedgespec_cli.decoding.engine import DecodeSettings, Engine
+from hedgespec_cli.decoding.kinds import group_drafters
 from hedgespec_cli.models.stacked import StackedLlama
 
 

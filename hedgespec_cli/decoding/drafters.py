@@ -23,20 +23,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import torch
 
 from hedgespec_cli.decoding.tree import DraftTree, TreeShape, grow_tree
 from hedgespec_cli.errors import WorkloadError
-from hedgespec_cli.models import CausalLM, Pool
-from hedgespec_cli.models.stacked import (
-    StackedEagle3,
-    StackedLlama,
-    eagle3_shape_key,
-    shape_key,
-    stackable,
-)
+from hedgespec_cli.models import CausalLM
+from hedgespec_cli.models.stacked import StackedEagle3, StackedLlama
 
 Pick = Callable[[torch.Tensor], torch.Tensor]  # (V,) logits -> (1,) token id
 
@@ -54,26 +48,42 @@ class Prefix:
     x: torch.Tensor
     feats: torch.Tensor | None = None
 
+    @property
+    def fused(self) -> torch.Tensor:
+        """feats, for the groups that read them (the engine keeps them when one needs_target_features)."""
+        if self.feats is None:
+            raise RuntimeError("an EAGLE-3 group reads target features that the engine did not keep")
+        return self.feats
 
-class DrafterGroup(Protocol):
+
+S = TypeVar("S")  # a group's per-query state: its caches and where they stand
+
+
+class DrafterGroup(Protocol[S]):
+    """Drafters evaluated together; their caches live in a state of type S, one per query.
+
+    The registry of drafter kinds (decoding/kinds.py) says which group serves which kind.
+    """
+
     members: tuple[int, ...]  # pool indices of the group's drafters, in order
     needs_target_features: bool  # True: drafts from the target's hidden states (EAGLE-3), so the engine keeps them
+    counterfactual: str  # how full-information feedback scores its members (selection/trace.py COUNTERFACTUALS)
 
-    def new_state(self, capacity: int) -> Any: ...
+    def new_state(self, capacity: int) -> S: ...
 
-    def prefill(self, state: Any, ctx: Prefix, L: int) -> None:
+    def prefill(self, state: S, ctx: Prefix, L: int) -> None:
         """Every member consumes the committed prefix x[:L-1] (full-information runs)."""
 
     def draft(
-        self, state: Any, member: int, ctx: Prefix, L: int, k: int, pick: Pick
+        self, state: S, member: int, ctx: Prefix, L: int, k: int, pick: Pick
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Member `member` (index into members) chain-drafts k tokens at L.. -> ids (k,), q logits (k, V)."""
 
-    def draft_tree(self, state: Any, member: int, ctx: Prefix, L: int, depth: int, shape: TreeShape) -> DraftTree:
+    def draft_tree(self, state: S, member: int, ctx: Prefix, L: int, depth: int, shape: TreeShape) -> DraftTree:
         """Member `member` grows a dynamic tree under x[L-1]; its cache then holds x[:L] and nothing of the tree."""
 
     def observe(
-        self, state: Any, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None
+        self, state: S, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None
     ) -> torch.Tensor:
         """n tokens were verified (committed length now L) -> q logits (members, n, V) at them.
 
@@ -81,8 +91,20 @@ class DrafterGroup(Protocol):
         q rows, which a group may reuse instead of recomputing.
         """
 
-    def settle(self, state: Any, member: int, L: int) -> None:
+    def settle(self, state: S, member: int, L: int) -> None:
         """Roll one member back to the cache invariant for committed length L."""
+
+
+@dataclass
+class Live(Generic[S]):
+    """A group and its state for the query being decoded (the state's type is the group's)."""
+
+    group: DrafterGroup[S]
+    state: S
+
+    @staticmethod
+    def start(group: DrafterGroup[S], capacity: int) -> Live[S]:
+        return Live(group, group.new_state(capacity))
 
 
 def _chain(
@@ -118,7 +140,7 @@ class _LMState:
 
     def first_row(self, member: int, L: int, length: int) -> torch.Tensor | None:
         """The member's q at position L if `observe` left it and its cache holds x[:L] exactly."""
-        return self.ahead[member] if self.ahead_at == L and length == L else None
+        return self.ahead[member] if self.ahead is not None and self.ahead_at == L and length == L else None
 
     def evaluation_start(self, length: int, L: int, n: int) -> int:
         """Where a call must start to give q at the n positions L-n..L-1 from a cache of `length`:
@@ -134,7 +156,7 @@ class _LMState:
         x[start:L] -> q at the n positions L-n..L-1 (`ahead` supplies the first when the call
         started there, T = n); keeps q at L as `ahead`."""
         if rows.shape[1] <= n:
-            if self.ahead_at != start or rows.shape[1] < n:
+            if self.ahead is None or self.ahead_at != start or rows.shape[1] < n:
                 raise RuntimeError(f"q at {n} positions needs the row ahead at {start}; it is at {self.ahead_at}")
             rows = torch.cat([self.ahead.unsqueeze(1), rows], dim=1)
         self.ahead, self.ahead_at = rows[:, -1], L
@@ -148,7 +170,8 @@ class LMGroup:
     needs_target_features = False
 
     def __init__(self, index: int, lm: CausalLM) -> None:
-        self.members, self.lm = (index,), lm
+        self.members: tuple[int, ...] = (index,)
+        self.lm = lm
 
     def new_state(self, capacity: int) -> _LMState:
         return _LMState(self.lm.new_cache())
@@ -210,7 +233,7 @@ class StackedGroup:
     needs_target_features = False
 
     def __init__(self, indices: list[int], lms: list[CausalLM]) -> None:
-        self.members = tuple(indices)
+        self.members: tuple[int, ...] = tuple(indices)
         self.stack = StackedLlama([lm.model for lm in lms])
 
     def new_state(self, capacity: int) -> _LMState:
@@ -285,7 +308,8 @@ class Eagle3Group:
     needs_target_features = True
 
     def __init__(self, index: int, head: Any, counterfactual: str = "aligned") -> None:
-        self.members, self.head = (index,), head
+        self.members: tuple[int, ...] = (index,)
+        self.head = head
         self.counterfactual = "aligned" if counterfactual == "exact" else counterfactual
 
     def new_state(self, capacity: int) -> _EagleState:
@@ -300,7 +324,7 @@ class Eagle3Group:
         state.cache.crop(state.target_rows)
         a = state.target_rows
         if upto > a:
-            self.head.forward(ctx.x[a + 1 : upto + 1], self._fc(ctx.feats[a:upto]), state.cache)
+            self.head.forward(ctx.x[a + 1 : upto + 1], self._fc(ctx.fused[a:upto]), state.cache)
             state.target_rows = upto
 
     def prefill(self, state: _EagleState, ctx: Prefix, L: int) -> None:
@@ -313,7 +337,7 @@ class Eagle3Group:
             raise WorkloadError("EAGLE-3 drafters need prompts of at least 2 tokens (a feature and a token)")
         self.settle(state, 0, L)
         a = state.target_rows
-        out = self.head.forward(ctx.x[a + 1 : L], self._fc(ctx.feats[a : L - 1]), state.cache)
+        out = self.head.forward(ctx.x[a + 1 : L], self._fc(ctx.fused[a : L - 1]), state.cache)
         state.target_rows = L - 1
         return out
 
@@ -387,6 +411,16 @@ class Eagle3Group:
         state.cache.crop(state.target_rows)
 
 
+@dataclass
+class _StackedEagleState:
+    """`_EagleState` per head of a stack: target_rows[m] for head m, one cache for all."""
+
+    cache: Any
+    target_rows: list[int]
+    h1: torch.Tensor | None = None  # exact mode: (N, ring, H) depth-1 hidden of recent target rows
+    h1_row: torch.Tensor | None = None  # (N, ring) the row each slot holds, -1: none
+
+
 class StackedEagle3Group:
     """EAGLE-3 heads of one shape: the counterfactual runs every head in one call per depth.
 
@@ -397,18 +431,20 @@ class StackedEagle3Group:
 
     needs_target_features = True
 
-    def __init__(self, indices: list[int], heads: list, counterfactual: str = "aligned", K: int = 5) -> None:
-        self.members = tuple(indices)
+    def __init__(
+        self, indices: list[int], heads: list, counterfactual: str = "aligned", K: int = 5, greedy: bool = False
+    ) -> None:
+        self.members: tuple[int, ...] = tuple(indices)
         self.stack = StackedEagle3(heads)
         self.counterfactual, self.K = counterfactual, K  # K: the exact mode's chain depth
-        self.greedy = False  # T = 0: the exact mode prunes chains that missed (set by the engine)
+        self.greedy = greedy  # T = 0: the exact mode prunes chains that missed
 
     def new_state(self, capacity: int) -> _StackedEagleState:
         return _StackedEagleState(self.stack.new_cache(capacity), [0] * self.stack.n)
 
     def prefill(self, state: _StackedEagleState, ctx: Prefix, L: int) -> None:
         if L > 2:  # rows 0..L-3 for every head
-            hidden = self.stack.layer(ctx.x[1 : L - 1], self.stack.fuse(ctx.feats[: L - 2]), state.cache)
+            hidden = self.stack.layer(ctx.x[1 : L - 1], self.stack.fuse(ctx.fused[: L - 2]), state.cache)
             state.target_rows[:] = [L - 2] * self.stack.n
             self._keep(state, hidden, 0, None)
 
@@ -418,16 +454,17 @@ class StackedEagle3Group:
         if self.counterfactual != "exact":
             return
         ring = 2 * self.K + 8  # chains start at most K before a round: rows back to L-2K-2 are read
-        if state.h1 is None:
+        if state.h1 is None or state.h1_row is None:
             state.h1 = hidden.new_zeros(self.stack.n, ring, hidden.shape[-1])
             state.h1_row = torch.full((self.stack.n, ring), -1, dtype=torch.long, device=hidden.device)
+        h1, h1_row = state.h1, state.h1_row
         T = hidden.shape[1]
         if T > ring:  # only the last `ring` rows can be read
             hidden, a = hidden[:, T - ring :], a + T - ring
         rows = torch.arange(a, a + hidden.shape[1], device=hidden.device)
         sel = slice(None) if member is None else slice(member, member + 1)
-        state.h1[sel, rows % ring] = hidden
-        state.h1_row[sel, rows % ring] = rows
+        h1[sel, rows % ring] = hidden
+        h1_row[sel, rows % ring] = rows
 
     def _depth_one(self, state: _StackedEagleState, ctx: Prefix, L: int, member: int | None):
         """Catch-up and depth 1 for one head or all (aligned first) -> hidden (B, T, H); the last row predicts x[L]."""
@@ -437,7 +474,7 @@ class StackedEagle3Group:
         a = min(min(state.target_rows[m] for m in fed), L - 2)
         for m in fed:
             state.target_rows[m] = state.cache.lengths[m] = a
-        hidden = self.stack.layer(ctx.x[a + 1 : L], self.stack.fuse(ctx.feats[a : L - 1], member), state.cache, member)
+        hidden = self.stack.layer(ctx.x[a + 1 : L], self.stack.fuse(ctx.fused[a : L - 1], member), state.cache, member)
         for m in fed:
             state.target_rows[m] = L - 1
         self._keep(state, hidden, a, member)
@@ -521,15 +558,18 @@ class StackedEagle3Group:
         K, N = self.K, self.stack.n
         lo = max(2, L - n - K + 1)  # the earliest start whose chain reaches position L-n
         self._depth_one(state, ctx, L, None)  # catch-up: target rows up to L-2, kept in the ring
-        dev = state.h1.device
+        h1, h1_row = state.h1, state.h1_row
+        if h1 is None or h1_row is None:
+            raise RuntimeError("the exact counterfactual reads depth-1 hiddens that _keep did not keep")
+        dev = h1.device
         starts = torch.arange(lo, L, device=dev)  # (S,)
         rows = starts - 2  # row r = depth 1 of start r+2
-        slot = rows % state.h1.shape[1]
-        if not bool((state.h1_row[:, slot] == rows).all()):  # rows no feed kept (e.g. a head that lagged)
+        slot = rows % h1.shape[1]
+        if not bool((h1_row[:, slot] == rows).all()):  # rows no feed kept (e.g. a head that lagged)
             for m in range(N):
                 state.target_rows[m] = min(state.target_rows[m], lo - 2)
             self._depth_one(state, ctx, L, None)
-        hidden = state.h1[:, slot]  # (N, S, H)
+        hidden = h1[:, slot]  # (N, S, H)
         base = state.cache.lengths[0]  # = L-1 target rows
         V = self.stack.vocab_size
         out = torch.full((N, n, K, V), float("-inf"), device=dev)
@@ -572,47 +612,3 @@ class StackedEagle3Group:
     def settle(self, state: _StackedEagleState, member: int, L: int) -> None:
         state.target_rows[member] = min(state.target_rows[member], L - 2)
         state.cache.lengths[member] = state.target_rows[member]
-
-
-@dataclass
-class _StackedEagleState:
-    cache: Any
-    target_rows: list[int]
-    h1: torch.Tensor | None = None  # exact mode: (N, ring, H) depth-1 hidden of recent target rows
-    h1_row: torch.Tensor | None = None  # (N, ring) the row each slot holds, -1: none
-
-
-def group_drafters(
-    pool: Pool, *, stack: bool = True, counterfactual: str = "aligned", K: int = 5
-) -> list[DrafterGroup]:
-    """Split the pool into groups: same-shape plain-Llama LMs stacked, the rest one by one.
-
-    counterfactual: how EAGLE-3 heads are scored (DESIGN.md section 5); `exact`
-    runs on stacks, so a lone stackable head becomes a stack of one.
-    """
-    groups: list[DrafterGroup] = []
-    by_shape: dict[tuple, list[int]] = {}
-    heads_by_shape: dict[tuple, list[int]] = {}
-    for j, (spec, lm) in enumerate(zip(pool.specs, pool.drafters)):
-        config = getattr(getattr(lm, "model", None), "config", None)  # None: not a transformers model
-        if spec.kind == "eagle3":
-            key = eagle3_shape_key(lm) if stack or counterfactual == "exact" else None
-            if key is None:
-                groups.append(Eagle3Group(j, lm, counterfactual))
-            else:
-                heads_by_shape.setdefault(key, []).append(j)
-        elif stack and spec.kind == "lm" and config is not None and stackable(config):
-            by_shape.setdefault(shape_key(config), []).append(j)
-        else:
-            groups.append(LMGroup(j, lm))
-    for indices in by_shape.values():
-        if len(indices) == 1:
-            groups.append(LMGroup(indices[0], pool.drafters[indices[0]]))
-        else:
-            groups.append(StackedGroup(indices, [pool.drafters[j] for j in indices]))
-    for indices in heads_by_shape.values():
-        if len(indices) == 1 and counterfactual != "exact":
-            groups.append(Eagle3Group(indices[0], pool.drafters[indices[0]], counterfactual))
-        else:
-            groups.append(StackedEagle3Group(indices, [pool.drafters[j] for j in indices], counterfactual, K))
-    return groups
