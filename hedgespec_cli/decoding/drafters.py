@@ -23,14 +23,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import torch
 
 from hedgespec_cli.decoding.tree import DraftTree, TreeShape, grow_tree
 from hedgespec_cli.errors import WorkloadError
-from hedgespec_cli.models import CausalLM
-from hedgespec_cli.models.stacked import StackedEagle3, StackedLlama
+from hedgespec_cli.models import CausalLM, KVCache
+from hedgespec_cli.models.eagle3 import Eagle3Cache, Eagle3Head
+from hedgespec_cli.models.stacked import StackedCache, StackedEagle3, StackedLlama
 
 Pick = Callable[[torch.Tensor], torch.Tensor]  # (V,) logits -> (1,) token id
 
@@ -57,6 +58,7 @@ class Prefix:
 
 
 S = TypeVar("S")  # a group's per-query state: its caches and where they stand
+C = TypeVar("C", KVCache, StackedCache)  # a plain-LM group's cache: one model's, or a stack's
 
 
 class DrafterGroup(Protocol[S]):
@@ -127,14 +129,14 @@ def _tree_mask(visible: torch.Tensor, base: int) -> torch.Tensor:
 
 
 @dataclass
-class _LMState:
+class _LMState(Generic[C]):
     """A plain-LM group's cache and the q rows `observe` computed one position ahead.
 
     ahead: (members, V) every member's logits at position `ahead_at` (the
     committed length when `observe` ran), i.e. computed on x[:ahead_at].
     """
 
-    cache: Any
+    cache: C
     ahead: torch.Tensor | None = None
     ahead_at: int = -1
 
@@ -173,24 +175,26 @@ class LMGroup:
         self.members: tuple[int, ...] = (index,)
         self.lm = lm
 
-    def new_state(self, capacity: int) -> _LMState:
+    def new_state(self, capacity: int) -> _LMState[KVCache]:
         return _LMState(self.lm.new_cache())
 
-    def prefill(self, state: _LMState, ctx: Prefix, L: int) -> None:
+    def prefill(self, state: _LMState[KVCache], ctx: Prefix, L: int) -> None:
         if L > 1:
             self.lm.forward(ctx.x[: L - 1], state.cache, last=0)
 
-    def _root(self, state: _LMState, ctx: Prefix, L: int) -> torch.Tensor:
+    def _root(self, state: _LMState[KVCache], ctx: Prefix, L: int) -> torch.Tensor:
         """(V,) q at position L: the row `observe` left, or one catch-up call."""
         cache = state.cache
         first = state.first_row(0, L, cache.length)
         return first if first is not None else self.lm.forward(ctx.x[cache.length : L], cache, last=1).logits[-1]
 
-    def draft(self, state: _LMState, member: int, ctx: Prefix, L: int, k: int, pick: Pick):
+    def draft(self, state: _LMState[KVCache], member: int, ctx: Prefix, L: int, k: int, pick: Pick):
         cache = state.cache
         return _chain(lambda tok: self.lm.forward(tok, cache).logits[-1], self._root(state, ctx, L), k, pick)
 
-    def draft_tree(self, state: _LMState, member: int, ctx: Prefix, L: int, depth: int, shape: TreeShape) -> DraftTree:
+    def draft_tree(
+        self, state: _LMState[KVCache], member: int, ctx: Prefix, L: int, depth: int, shape: TreeShape
+    ) -> DraftTree:
         root = self._root(state, ctx, L)
         cache = state.cache
 
@@ -203,7 +207,13 @@ class LMGroup:
         return tree
 
     def observe(
-        self, state: _LMState, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None
+        self,
+        state: _LMState[KVCache],
+        ctx: Prefix,
+        L: int,
+        n: int,
+        chosen: int | None,
+        drafted: torch.Tensor | None,
     ) -> torch.Tensor:
         # A chosen drafter's draft rows (positions L-n onwards) were computed on
         # exactly the verified prefix up to what its cache still holds after
@@ -222,7 +232,7 @@ class LMGroup:
         rows = self.lm.forward(ctx.x[c:L], cache, last=n + 1).logits.unsqueeze(0)  # q at the last n + 1 positions
         return state.evaluated(rows, c, L, n)  # (1, n, V)
 
-    def settle(self, state: _LMState, member: int, L: int) -> None:
+    def settle(self, state: _LMState[KVCache], member: int, L: int) -> None:
         state.cache.crop(min(state.cache.length, L - 1))
 
 
@@ -236,26 +246,28 @@ class StackedGroup:
         self.members: tuple[int, ...] = tuple(indices)
         self.stack = StackedLlama([lm.model for lm in lms])
 
-    def new_state(self, capacity: int) -> _LMState:
+    def new_state(self, capacity: int) -> _LMState[StackedCache]:
         return _LMState(self.stack.new_cache(capacity))
 
-    def prefill(self, state: _LMState, ctx: Prefix, L: int) -> None:
+    def prefill(self, state: _LMState[StackedCache], ctx: Prefix, L: int) -> None:
         if L > 1:
             self.stack.forward(ctx.x[: L - 1], state.cache, last=0)
 
-    def _root(self, state: _LMState, member: int, ctx: Prefix, L: int) -> torch.Tensor:
+    def _root(self, state: _LMState[StackedCache], member: int, ctx: Prefix, L: int) -> torch.Tensor:
         cache = state.cache
         first = state.first_row(member, L, cache.lengths[member])
         if first is not None:
             return first
         return self.stack.forward(ctx.x[cache.lengths[member] : L], cache, member, last=1)[0, -1]
 
-    def draft(self, state: _LMState, member: int, ctx: Prefix, L: int, k: int, pick: Pick):
+    def draft(self, state: _LMState[StackedCache], member: int, ctx: Prefix, L: int, k: int, pick: Pick):
         cache = state.cache
         root = self._root(state, member, ctx, L)
         return _chain(lambda tok: self.stack.forward(tok, cache, member)[0, -1], root, k, pick)
 
-    def draft_tree(self, state: _LMState, member: int, ctx: Prefix, L: int, depth: int, shape: TreeShape) -> DraftTree:
+    def draft_tree(
+        self, state: _LMState[StackedCache], member: int, ctx: Prefix, L: int, depth: int, shape: TreeShape
+    ) -> DraftTree:
         root = self._root(state, member, ctx, L)
         cache = state.cache
 
@@ -268,7 +280,13 @@ class StackedGroup:
         return tree
 
     def observe(
-        self, state: _LMState, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None
+        self,
+        state: _LMState[StackedCache],
+        ctx: Prefix,
+        L: int,
+        n: int,
+        chosen: int | None,
+        drafted: torch.Tensor | None,
     ) -> torch.Tensor:
         # Align every member at the shortest cache (the chosen one is rolled
         # back and recomputed with the others: one call instead of two).
@@ -278,7 +296,7 @@ class StackedGroup:
         rows = self.stack.forward(ctx.x[m:L], cache, last=n + 1)  # q at the last n + 1 positions
         return state.evaluated(rows, m, L, n)  # (members, n, V)
 
-    def settle(self, state: _LMState, member: int, L: int) -> None:
+    def settle(self, state: _LMState[StackedCache], member: int, L: int) -> None:
         state.cache.lengths[member] = min(state.cache.lengths[member], L - 1)
 
 
@@ -293,7 +311,7 @@ class _EagleState:
     `settle`.
     """
 
-    cache: Any
+    cache: Eagle3Cache
     target_rows: int = 0
 
 
@@ -307,7 +325,7 @@ class Eagle3Group:
 
     needs_target_features = True
 
-    def __init__(self, index: int, head: Any, counterfactual: str = "aligned") -> None:
+    def __init__(self, index: int, head: Eagle3Head, counterfactual: str = "aligned") -> None:
         self.members: tuple[int, ...] = (index,)
         self.head = head
         self.counterfactual = "aligned" if counterfactual == "exact" else counterfactual
@@ -415,7 +433,7 @@ class Eagle3Group:
 class _StackedEagleState:
     """`_EagleState` per head of a stack: target_rows[m] for head m, one cache for all."""
 
-    cache: Any
+    cache: StackedCache
     target_rows: list[int]
     h1: torch.Tensor | None = None  # exact mode: (N, ring, H) depth-1 hidden of recent target rows
     h1_row: torch.Tensor | None = None  # (N, ring) the row each slot holds, -1: none
@@ -432,7 +450,8 @@ class StackedEagle3Group:
     needs_target_features = True
 
     def __init__(
-        self, indices: list[int], heads: list, counterfactual: str = "aligned", K: int = 5, greedy: bool = False
+        self, indices: list[int], heads: list[Eagle3Head], counterfactual: str = "aligned", K: int = 5,
+        greedy: bool = False,
     ) -> None:
         self.members: tuple[int, ...] = tuple(indices)
         self.stack = StackedEagle3(heads)
