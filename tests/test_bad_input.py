@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hedgespec_cli.bench.rundir import read_jsonl
+from hedgespec_cli.rundir import read_jsonl
 
 
 @pytest.fixture

@@ -16,7 +16,10 @@ every committed token.
 
 A group is one drafter on the transformers path (`LMGroup`), or several
 plain-Llama drafters of one shape whose weights are stacked so the whole
-group is evaluated in one forward (`StackedGroup`).
+group is evaluated in one forward (`StackedGroup`); likewise for EAGLE-3
+heads (`Eagle3Group`, `StackedEagle3Group`). Which group serves which kind of
+drafter is decoding/kinds.py; tests/test_drafter_groups.py holds every group
+to this contract.
 """
 
 from __future__ import annotations
