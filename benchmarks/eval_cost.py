@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from hedgespec_cli.config import load_profile
-from hedgespec_cli.decoding.drafters import group_drafters
+from hedgespec_cli.decoding.kinds import group_drafters
 from hedgespec_cli.runner import open_pool
 from hedgespec_cli.selection import make_selector
 from hedgespec_cli.selection.feedback import FullFeedback, QueryContext

@@ -25,6 +25,9 @@ DECODING_TYPES = KNOBS  # a profile's `decoding:` sets the same knobs as the fla
 DECODING_KEYS = set(DECODING_TYPES)
 
 
+DEFAULT_KIND = "lm"  # a drafter entry without `kind:` (models/loading.py LOADERS has every kind)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One checkpoint: where it is and what it is for (role `generic` marks the baseline).
@@ -35,7 +38,7 @@ class ModelSpec:
 
     name: str
     path: Path | None
-    kind: str = "lm"
+    kind: str = DEFAULT_KIND
     domain: str | None = None
     role: str | None = None
     hub: str | None = None
@@ -222,8 +225,8 @@ def load_profile(name_or_path: str) -> Profile:
         label = f"{where} drafter {d.get('name')!r}"
         check_keys(d, DRAFTER_KEYS, label)
         local, hub = _location(d, base, label)
-        entries.append(ModelSpec(str(d["name"]), local, d.get("kind", "lm"), d.get("domain"), d.get("role"), hub,
-                                 d.get("package"), d.get("gguf_file")))
+        entries.append(ModelSpec(str(d["name"]), local, d.get("kind", DEFAULT_KIND), d.get("domain"), d.get("role"),
+                                 hub, d.get("package"), d.get("gguf_file")))
     names = [e.name for e in entries]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: drafter names must be unique (got {', '.join(names)})")

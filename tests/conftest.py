@@ -106,6 +106,17 @@ def tiny_pool(tiny_models):
 
 
 @pytest.fixture(scope="session")
+def zoo_eagle_pool():
+    """The tiny zoo's target with three of its EAGLE-3 heads (same shape: they stack)."""
+    from hedgespec_cli.models import ModelSpec, load_pool
+
+    zoo = Path(__file__).resolve().parents[1] / "profiles" / "tiny"
+    return load_pool(ModelSpec("target", zoo / "target"),
+                     [ModelSpec(n, zoo / "eagle3" / n, kind="eagle3") for n in ("generic", "code", "math")],
+                     tokenizer_path=zoo / "tokenizer")
+
+
+@pytest.fixture(scope="session")
 def tiny_bench(tiny_models, tmp_path_factory) -> dict[str, str]:
     """A profile over the tiny checkpoints and a two-domain workload, as YAML files."""
     import json

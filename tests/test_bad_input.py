@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hedgespec_cli.bench.rundir import read_jsonl
+from hedgespec_cli.rundir import read_jsonl
 
 
 @pytest.fixture
@@ -338,10 +338,10 @@ def test_a_signal_mid_run_saves_and_resume_finishes_without_duplicates(sig, tiny
 
 
 def test_generate_refuses_a_seed_out_of_range_before_loading(run_main, monkeypatch):
-    import hedgespec_cli.runner as runner
+    import hedgespec_cli.bench.generate as generate
 
     loaded: list = []
-    monkeypatch.setattr(runner, "open_pool", lambda *a, **k: loaded.append(a))
+    monkeypatch.setattr(generate, "open_pool", lambda *a, **k: loaded.append(a))
     code, err = run_main("generate", "hello", "--seed", "-1")
     assert_one_error_line(code, err, "seed must be an integer from 0 to 4294967295 (got -1)", "generate")
     assert loaded == []

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hedgespec_cli.bench.run import run_bench
-from hedgespec_cli.bench.rundir import load_results, read_jsonl
+from hedgespec_cli.rundir import load_results, read_jsonl
 from hedgespec_cli.bench.settings import resolve_settings
 from hedgespec_cli.cli.app import app, main
 from hedgespec_cli.errors import BenchInterrupted
@@ -335,7 +335,7 @@ def test_compare_gates_on_an_artificial_slowdown(tiny_bench, tmp_path, capsys, m
     """A real run against itself is refused; against a copy whose queries took 30% longer it fails."""
     import shutil
 
-    from hedgespec_cli.bench.rundir import RunDir
+    from hedgespec_cli.rundir import RunDir
     from hedgespec_cli.report.summary import summarize_methods
 
     base = Path(run_bench(settings(tiny_bench, tmp_path / "a", methods="ar,hedgespec"))["run_dir"])

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hedgespec_cli.bench.rundir import SCHEMA
+from hedgespec_cli.rundir import SCHEMA
 from hedgespec_cli.errors import ConfigError, HedgespecError
 from hedgespec_cli.report.compare import (
     FailRule,

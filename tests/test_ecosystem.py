@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hedgespec_cli.bench.run import run_bench
-from hedgespec_cli.bench.rundir import load_results, read_jsonl
+from hedgespec_cli.rundir import load_results, read_jsonl
 from hedgespec_cli.bench.settings import resolve_settings
 from hedgespec_cli.cli.app import app
 from hedgespec_cli.decoding.engine import QueryRecord, RoundRecord

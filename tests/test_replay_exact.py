@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hedgespec_cli.bench.run import run_bench
-from hedgespec_cli.bench.rundir import read_jsonl
+from hedgespec_cli.rundir import read_jsonl
 from hedgespec_cli.bench.settings import resolve_settings
 from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.selection import REGISTRY, SelectorSpec

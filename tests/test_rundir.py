@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from hedgespec_cli.bench.rundir import SCHEMA, RunDir, env_fingerprint, load_results, read_jsonl
+from hedgespec_cli.rundir import SCHEMA, RunDir, env_fingerprint, load_results, read_jsonl
 from hedgespec_cli.errors import RunDirError
 from hedgespec_cli.files import dumps_json, to_json_safe
 

@@ -6,8 +6,9 @@ import numpy as np
 import torch
 from test_engine import PROMPTS, Fixed
 
-from hedgespec_cli.decoding.drafters import LMGroup, StackedGroup, group_drafters
+from hedgespec_cli.decoding.drafters import LMGroup, StackedGroup
 from hedgespec_cli.decoding.engine import DecodeSettings, Engine
+from hedgespec_cli.decoding.kinds import group_drafters
 from hedgespec_cli.models.stacked import StackedLlama
 
 
@@ -52,23 +53,11 @@ def test_stacking_changes_no_token_and_no_gamma(tiny_pool):
             np.testing.assert_array_equal(a.gamma, b.gamma)
 
 
-def _zoo_eagle_pool(names=("generic", "code", "math")):
-    from pathlib import Path
-
-    from hedgespec_cli.config import ModelSpec
-    from hedgespec_cli.models import load_pool
-
-    zoo = Path(__file__).resolve().parents[1] / "profiles" / "tiny"
-    return load_pool(ModelSpec("target", zoo / "target"),
-                     [ModelSpec(n, zoo / "eagle3" / n, kind="eagle3") for n in names],
-                     tokenizer_path=zoo / "tokenizer")
-
-
-def test_stacked_eagle3_heads_match_the_heads_one_by_one():
+def test_stacked_eagle3_heads_match_the_heads_one_by_one(zoo_eagle_pool):
     from hedgespec_cli.decoding.drafters import StackedEagle3Group
     from hedgespec_cli.models.stacked import StackedEagle3
 
-    pool = _zoo_eagle_pool()
+    pool = zoo_eagle_pool
     assert [type(g) for g in group_drafters(pool)] == [StackedEagle3Group]
     heads = pool.drafters
     stack = StackedEagle3(heads)
@@ -88,10 +77,10 @@ def test_stacked_eagle3_heads_match_the_heads_one_by_one():
         assert torch.allclose(stack.target_logits(deeper)[j], head.target_logits(want2), atol=1e-4)
 
 
-def test_stacking_eagle3_heads_changes_no_token_and_no_gamma():
+def test_stacking_eagle3_heads_changes_no_token_and_no_gamma(zoo_eagle_pool):
     from hedgespec_cli.decoding.tree import TreeShape
 
-    pool = _zoo_eagle_pool()
+    pool = zoo_eagle_pool
     prompts = ["def read_config(path):\n    with open(path) as f:\n", "And it came to pass in those days"]
     for tree in (None, TreeShape(top_k=3, total_tokens=12)):
         settings = DecodeSettings(K=4, max_new_tokens=32, stop_at_eos=False, tree=tree)

@@ -5,5 +5,7 @@ query.py     one query of any method (run_query) and a run's per-query step (Que
 loop.py      the loop bench and the sweep share: warm-up, one pass over prompts x methods, interrupts
 run.py       a bench run: its run directory, repeats, resume, results.json (run_bench)
 sweep.py     --sweep-drafters: one pass per pool size (run_sweep)
-rundir.py    the run directory on disk, and reading it back
+generate.py  `hedgespec generate`: one prompt, one method (generate_once)
+
+The run directory on disk, and reading it back, is hedgespec_cli/rundir.py: report/ reads it too.
 """

@@ -17,7 +17,6 @@ from typing import Any
 
 from hedgespec_cli.bench.loop import Progress, SilentProgress, run_pass, saved_on_interrupt, warm_up
 from hedgespec_cli.bench.query import QueryStep
-from hedgespec_cli.bench.rundir import SCHEMA, RunDir, env_fingerprint
 from hedgespec_cli.bench.settings import BenchSettings, resolve_run, settings_dict, settings_of_run
 from hedgespec_cli.config import Profile
 from hedgespec_cli.decoding.engine import Engine, QueryRecord
@@ -25,6 +24,7 @@ from hedgespec_cli.decoding.settings import DecodeSettings
 from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.report import summary as S
 from hedgespec_cli.report.ecosystem import definitions
+from hedgespec_cli.rundir import SCHEMA, RunDir, env_fingerprint
 from hedgespec_cli.runner import check_methods, check_router, checked_prompt_ids, open_pool
 from hedgespec_cli.selection import REGISTRY, SelectorSpec
 from hedgespec_cli.selection.audit import audit, live_arms

@@ -19,13 +19,13 @@ import torch
 
 from hedgespec_cli.bench.loop import Progress, run_pass, saved_on_interrupt, warm_up
 from hedgespec_cli.bench.query import QueryStep
-from hedgespec_cli.bench.rundir import SWEEP_SCHEMA, RunDir, env_fingerprint
 from hedgespec_cli.bench.settings import BenchSettings, resolve_run, settings_dict
 from hedgespec_cli.config import ModelSpec
 from hedgespec_cli.decoding.engine import Engine
 from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.models import CausalLM, Pool
 from hedgespec_cli.report import summary as S
+from hedgespec_cli.rundir import SWEEP_SCHEMA, RunDir, env_fingerprint
 from hedgespec_cli.runner import check_methods, check_router, checked_prompt_ids, open_pool
 from hedgespec_cli.selection.base import registration
 

@@ -163,9 +163,9 @@ def report(
     plots: Annotated[Path | None, typer.Option(help="Write PNG figures here (needs matplotlib).")] = None,
 ) -> None:
     """Re-render a saved run from its results.json (or a --sweep-drafters run from its sweep.json)."""
-    from hedgespec_cli.bench.rundir import check_report_fields, load_results, load_sweep
     from hedgespec_cli.errors import ConfigError
     from hedgespec_cli.files import output_dir
+    from hedgespec_cli.rundir import check_report_fields, load_results, load_sweep
 
     folder = run_dir.parent if run_dir.is_file() else run_dir  # the folder or a file in it
     sweep = (folder / "sweep.json").is_file() and not (folder / "results.json").exists()
@@ -206,10 +206,10 @@ def _checked_format(fmt: str | None, json_out: bool, output: Path | None, *, swe
 def _emit(payload: dict, *, fmt: str, output: Path | None, quiet: bool, plots: Path | None) -> None:
     from rich.console import Console
 
-    from hedgespec_cli.bench.rundir import read_jsonl
     from hedgespec_cli.files import dumps_json
     from hedgespec_cli.report.bench_tables import render_run
     from hedgespec_cli.report.export import export
+    from hedgespec_cli.rundir import read_jsonl
     from hedgespec_cli.selection.base import adaptive_methods
 
     if fmt != "table":

@@ -46,8 +46,8 @@ def generate(
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of text.")] = False,
 ) -> None:
     """Decode PROMPT and print the text, MAT and tokens/s."""
+    from hedgespec_cli.bench.generate import generate_once
     from hedgespec_cli.files import dumps_json, output_file
-    from hedgespec_cli.runner import generate_once
 
     if trace is not None:
         output_file(trace, "trace")  # a bad path fails now, not after decoding

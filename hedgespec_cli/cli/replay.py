@@ -57,7 +57,7 @@ def live_audit(path: Path, data, seed: int) -> dict | None:
     queries = run / "queries.jsonl"
     if not queries.is_file() or not (run / "trace.jsonl").is_file():
         return None
-    from hedgespec_cli.bench.rundir import read_jsonl  # tolerates the torn last line of an interrupted run
+    from hedgespec_cli.rundir import read_jsonl  # tolerates the torn last line of an interrupted run
 
     lines = read_jsonl(queries)
     rounds = run / "rounds.jsonl"

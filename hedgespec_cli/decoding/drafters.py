@@ -16,27 +16,25 @@ every committed token.
 
 A group is one drafter on the transformers path (`LMGroup`), or several
 plain-Llama drafters of one shape whose weights are stacked so the whole
-group is evaluated in one forward (`StackedGroup`).
+group is evaluated in one forward (`StackedGroup`); likewise for EAGLE-3
+heads (`Eagle3Group`, `StackedEagle3Group`). Which group serves which kind of
+drafter is decoding/kinds.py; tests/test_drafter_groups.py holds every group
+to this contract.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Generic, Protocol, TypeVar
 
 import torch
 
 from hedgespec_cli.decoding.tree import DraftTree, TreeShape, grow_tree
 from hedgespec_cli.errors import WorkloadError
-from hedgespec_cli.models import CausalLM, Pool
-from hedgespec_cli.models.stacked import (
-    StackedEagle3,
-    StackedLlama,
-    eagle3_shape_key,
-    shape_key,
-    stackable,
-)
+from hedgespec_cli.models import CausalLM, KVCache
+from hedgespec_cli.models.eagle3 import Eagle3Cache, Eagle3Head
+from hedgespec_cli.models.stacked import StackedCache, StackedEagle3, StackedLlama
 
 Pick = Callable[[torch.Tensor], torch.Tensor]  # (V,) logits -> (1,) token id
 
@@ -54,28 +52,45 @@ class Prefix:
     x: torch.Tensor
     feats: torch.Tensor | None = None
 
+    @property
+    def fused(self) -> torch.Tensor:
+        """feats, for the groups that read them (the engine keeps them when one needs_target_features)."""
+        if self.feats is None:
+            raise RuntimeError("an EAGLE-3 group reads target features that the engine did not keep")
+        return self.feats
 
-class DrafterGroup(Protocol):
+
+S = TypeVar("S")  # a group's per-query state: its caches and where they stand
+C = TypeVar("C", KVCache, StackedCache)  # a plain-LM group's cache: one model's, or a stack's
+
+
+class DrafterGroup(Protocol[S]):
+    """Drafters evaluated together; their caches live in a state of type S, one per query.
+
+    The registry of drafter kinds (decoding/kinds.py) says which group serves which kind.
+    """
+
     members: tuple[int, ...]  # pool indices of the group's drafters, in order
     needs_target_features: bool  # True: drafts from the target's hidden states (EAGLE-3), so the engine keeps them
+    counterfactual: str  # how full-information feedback scores its members (selection/trace.py COUNTERFACTUALS)
 
-    def new_state(self, capacity: int) -> Any: ...
+    def new_state(self, capacity: int) -> S: ...
 
-    def prefill(self, state: Any, ctx: Prefix, L: int) -> torch.Tensor | None:
+    def prefill(self, state: S, ctx: Prefix, L: int) -> torch.Tensor | None:
         """Every member consumes the committed prefix x[:L-1] (full-information runs) -> the q logits
         (members, L-1, V) that call computed at positions 1..L-1 (the engine's prompt gamma), or None
         where the group has none to give (EAGLE-3 heads)."""
 
     def draft(
-        self, state: Any, member: int, ctx: Prefix, L: int, k: int, pick: Pick
+        self, state: S, member: int, ctx: Prefix, L: int, k: int, pick: Pick
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Member `member` (index into members) chain-drafts k tokens at L.. -> ids (k,), q logits (k, V)."""
 
-    def draft_tree(self, state: Any, member: int, ctx: Prefix, L: int, depth: int, shape: TreeShape) -> DraftTree:
+    def draft_tree(self, state: S, member: int, ctx: Prefix, L: int, depth: int, shape: TreeShape) -> DraftTree:
         """Member `member` grows a dynamic tree under x[L-1]; its cache then holds x[:L] and nothing of the tree."""
 
     def observe(
-        self, state: Any, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None
+        self, state: S, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None
     ) -> torch.Tensor:
         """n tokens were verified (committed length now L) -> q logits (members, n, V) at them.
 
@@ -83,8 +98,20 @@ class DrafterGroup(Protocol):
         q rows, which a group may reuse instead of recomputing.
         """
 
-    def settle(self, state: Any, member: int, L: int) -> None:
+    def settle(self, state: S, member: int, L: int) -> None:
         """Roll one member back to the cache invariant for committed length L."""
+
+
+@dataclass
+class Live(Generic[S]):
+    """A group and its state for the query being decoded (the state's type is the group's)."""
+
+    group: DrafterGroup[S]
+    state: S
+
+    @staticmethod
+    def start(group: DrafterGroup[S], capacity: int) -> Live[S]:
+        return Live(group, group.new_state(capacity))
 
 
 def _chain(
@@ -107,20 +134,20 @@ def _tree_mask(visible: torch.Tensor, base: int) -> torch.Tensor:
 
 
 @dataclass
-class _LMState:
+class _LMState(Generic[C]):
     """A plain-LM group's cache and the q rows `observe` computed one position ahead.
 
     ahead: (members, V) every member's logits at position `ahead_at` (the
     committed length when `observe` ran), i.e. computed on x[:ahead_at].
     """
 
-    cache: Any
+    cache: C
     ahead: torch.Tensor | None = None
     ahead_at: int = -1
 
     def first_row(self, member: int, L: int, length: int) -> torch.Tensor | None:
         """The member's q at position L if `observe` left it and its cache holds x[:L] exactly."""
-        return self.ahead[member] if self.ahead_at == L and length == L else None
+        return self.ahead[member] if self.ahead is not None and self.ahead_at == L and length == L else None
 
     def evaluation_start(self, length: int, L: int, n: int) -> int:
         """Where a call must start to give q at the n positions L-n..L-1 from a cache of `length`:
@@ -136,7 +163,7 @@ class _LMState:
         x[start:L] -> q at the n positions L-n..L-1 (`ahead` supplies the first when the call
         started there, T = n); keeps q at L as `ahead`."""
         if rows.shape[1] <= n:
-            if self.ahead_at != start or rows.shape[1] < n:
+            if self.ahead is None or self.ahead_at != start or rows.shape[1] < n:
                 raise RuntimeError(f"q at {n} positions needs the row ahead at {start}; it is at {self.ahead_at}")
             rows = torch.cat([self.ahead.unsqueeze(1), rows], dim=1)
         self.ahead, self.ahead_at = rows[:, -1], L
@@ -150,25 +177,28 @@ class LMGroup:
     needs_target_features = False
 
     def __init__(self, index: int, lm: CausalLM) -> None:
-        self.members, self.lm = (index,), lm
+        self.members: tuple[int, ...] = (index,)
+        self.lm = lm
 
-    def new_state(self, capacity: int) -> _LMState:
+    def new_state(self, capacity: int) -> _LMState[KVCache]:
         return _LMState(self.lm.new_cache())
 
-    def prefill(self, state: _LMState, ctx: Prefix, L: int) -> torch.Tensor | None:
+    def prefill(self, state: _LMState[KVCache], ctx: Prefix, L: int) -> torch.Tensor | None:
         return self.lm.forward(ctx.x[: L - 1], state.cache).logits.unsqueeze(0) if L > 1 else None
 
-    def _root(self, state: _LMState, ctx: Prefix, L: int) -> torch.Tensor:
+    def _root(self, state: _LMState[KVCache], ctx: Prefix, L: int) -> torch.Tensor:
         """(V,) q at position L: the row `observe` left, or one catch-up call."""
         cache = state.cache
         first = state.first_row(0, L, cache.length)
         return first if first is not None else self.lm.forward(ctx.x[cache.length : L], cache, last=1).logits[-1]
 
-    def draft(self, state: _LMState, member: int, ctx: Prefix, L: int, k: int, pick: Pick):
+    def draft(self, state: _LMState[KVCache], member: int, ctx: Prefix, L: int, k: int, pick: Pick):
         cache = state.cache
         return _chain(lambda tok: self.lm.forward(tok, cache).logits[-1], self._root(state, ctx, L), k, pick)
 
-    def draft_tree(self, state: _LMState, member: int, ctx: Prefix, L: int, depth: int, shape: TreeShape) -> DraftTree:
+    def draft_tree(
+        self, state: _LMState[KVCache], member: int, ctx: Prefix, L: int, depth: int, shape: TreeShape
+    ) -> DraftTree:
         root = self._root(state, ctx, L)
         cache = state.cache
 
@@ -181,7 +211,13 @@ class LMGroup:
         return tree
 
     def observe(
-        self, state: _LMState, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None
+        self,
+        state: _LMState[KVCache],
+        ctx: Prefix,
+        L: int,
+        n: int,
+        chosen: int | None,
+        drafted: torch.Tensor | None,
     ) -> torch.Tensor:
         # A chosen drafter's draft rows (positions L-n onwards) were computed on
         # exactly the verified prefix up to what its cache still holds after
@@ -200,7 +236,7 @@ class LMGroup:
         rows = self.lm.forward(ctx.x[c:L], cache, last=n + 1).logits.unsqueeze(0)  # q at the last n + 1 positions
         return state.evaluated(rows, c, L, n)  # (1, n, V)
 
-    def settle(self, state: _LMState, member: int, L: int) -> None:
+    def settle(self, state: _LMState[KVCache], member: int, L: int) -> None:
         state.cache.crop(min(state.cache.length, L - 1))
 
 
@@ -211,28 +247,30 @@ class StackedGroup:
     needs_target_features = False
 
     def __init__(self, indices: list[int], lms: list[CausalLM]) -> None:
-        self.members = tuple(indices)
+        self.members: tuple[int, ...] = tuple(indices)
         self.stack = StackedLlama([lm.model for lm in lms])
 
-    def new_state(self, capacity: int) -> _LMState:
+    def new_state(self, capacity: int) -> _LMState[StackedCache]:
         return _LMState(self.stack.new_cache(capacity))
 
-    def prefill(self, state: _LMState, ctx: Prefix, L: int) -> torch.Tensor | None:
+    def prefill(self, state: _LMState[StackedCache], ctx: Prefix, L: int) -> torch.Tensor | None:
         return self.stack.forward(ctx.x[: L - 1], state.cache) if L > 1 else None
 
-    def _root(self, state: _LMState, member: int, ctx: Prefix, L: int) -> torch.Tensor:
+    def _root(self, state: _LMState[StackedCache], member: int, ctx: Prefix, L: int) -> torch.Tensor:
         cache = state.cache
         first = state.first_row(member, L, cache.lengths[member])
         if first is not None:
             return first
         return self.stack.forward(ctx.x[cache.lengths[member] : L], cache, member, last=1)[0, -1]
 
-    def draft(self, state: _LMState, member: int, ctx: Prefix, L: int, k: int, pick: Pick):
+    def draft(self, state: _LMState[StackedCache], member: int, ctx: Prefix, L: int, k: int, pick: Pick):
         cache = state.cache
         root = self._root(state, member, ctx, L)
         return _chain(lambda tok: self.stack.forward(tok, cache, member)[0, -1], root, k, pick)
 
-    def draft_tree(self, state: _LMState, member: int, ctx: Prefix, L: int, depth: int, shape: TreeShape) -> DraftTree:
+    def draft_tree(
+        self, state: _LMState[StackedCache], member: int, ctx: Prefix, L: int, depth: int, shape: TreeShape
+    ) -> DraftTree:
         root = self._root(state, member, ctx, L)
         cache = state.cache
 
@@ -245,7 +283,13 @@ class StackedGroup:
         return tree
 
     def observe(
-        self, state: _LMState, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None
+        self,
+        state: _LMState[StackedCache],
+        ctx: Prefix,
+        L: int,
+        n: int,
+        chosen: int | None,
+        drafted: torch.Tensor | None,
     ) -> torch.Tensor:
         # Align every member at the shortest cache (the chosen one is rolled
         # back and recomputed with the others: one call instead of two).
@@ -255,7 +299,7 @@ class StackedGroup:
         rows = self.stack.forward(ctx.x[m:L], cache, last=n + 1)  # q at the last n + 1 positions
         return state.evaluated(rows, m, L, n)  # (members, n, V)
 
-    def settle(self, state: _LMState, member: int, L: int) -> None:
+    def settle(self, state: _LMState[StackedCache], member: int, L: int) -> None:
         state.cache.lengths[member] = min(state.cache.lengths[member], L - 1)
 
 
@@ -270,7 +314,7 @@ class _EagleState:
     `settle`.
     """
 
-    cache: Any
+    cache: Eagle3Cache
     target_rows: int = 0
 
 
@@ -284,8 +328,9 @@ class Eagle3Group:
 
     needs_target_features = True
 
-    def __init__(self, index: int, head: Any, counterfactual: str = "aligned") -> None:
-        self.members, self.head = (index,), head
+    def __init__(self, index: int, head: Eagle3Head, counterfactual: str = "aligned") -> None:
+        self.members: tuple[int, ...] = (index,)
+        self.head = head
         self.counterfactual = "aligned" if counterfactual == "exact" else counterfactual
 
     def new_state(self, capacity: int) -> _EagleState:
@@ -300,7 +345,7 @@ class Eagle3Group:
         state.cache.crop(state.target_rows)
         a = state.target_rows
         if upto > a:
-            self.head.forward(ctx.x[a + 1 : upto + 1], self._fc(ctx.feats[a:upto]), state.cache)
+            self.head.forward(ctx.x[a + 1 : upto + 1], self._fc(ctx.fused[a:upto]), state.cache)
             state.target_rows = upto
 
     def prefill(self, state: _EagleState, ctx: Prefix, L: int) -> None:
@@ -313,7 +358,7 @@ class Eagle3Group:
             raise WorkloadError("EAGLE-3 drafters need prompts of at least 2 tokens (a feature and a token)")
         self.settle(state, 0, L)
         a = state.target_rows
-        out = self.head.forward(ctx.x[a + 1 : L], self._fc(ctx.feats[a : L - 1]), state.cache)
+        out = self.head.forward(ctx.x[a + 1 : L], self._fc(ctx.fused[a : L - 1]), state.cache)
         state.target_rows = L - 1
         return out
 
@@ -387,6 +432,16 @@ class Eagle3Group:
         state.cache.crop(state.target_rows)
 
 
+@dataclass
+class _StackedEagleState:
+    """`_EagleState` per head of a stack: target_rows[m] for head m, one cache for all."""
+
+    cache: StackedCache
+    target_rows: list[int]
+    h1: torch.Tensor | None = None  # exact mode: (N, ring, H) depth-1 hidden of recent target rows
+    h1_row: torch.Tensor | None = None  # (N, ring) the row each slot holds, -1: none
+
+
 class StackedEagle3Group:
     """EAGLE-3 heads of one shape: the counterfactual runs every head in one call per depth.
 
@@ -397,18 +452,21 @@ class StackedEagle3Group:
 
     needs_target_features = True
 
-    def __init__(self, indices: list[int], heads: list, counterfactual: str = "aligned", K: int = 5) -> None:
-        self.members = tuple(indices)
+    def __init__(
+        self, indices: list[int], heads: list[Eagle3Head], counterfactual: str = "aligned", K: int = 5,
+        greedy: bool = False,
+    ) -> None:
+        self.members: tuple[int, ...] = tuple(indices)
         self.stack = StackedEagle3(heads)
         self.counterfactual, self.K = counterfactual, K  # K: the exact mode's chain depth
-        self.greedy = False  # T = 0: the exact mode prunes chains that missed (set by the engine)
+        self.greedy = greedy  # T = 0: the exact mode prunes chains that missed
 
     def new_state(self, capacity: int) -> _StackedEagleState:
         return _StackedEagleState(self.stack.new_cache(capacity), [0] * self.stack.n)
 
     def prefill(self, state: _StackedEagleState, ctx: Prefix, L: int) -> None:
         if L > 2:  # rows 0..L-3 for every head
-            hidden = self.stack.layer(ctx.x[1 : L - 1], self.stack.fuse(ctx.feats[: L - 2]), state.cache)
+            hidden = self.stack.layer(ctx.x[1 : L - 1], self.stack.fuse(ctx.fused[: L - 2]), state.cache)
             state.target_rows[:] = [L - 2] * self.stack.n
             self._keep(state, hidden, 0, None)
 
@@ -418,16 +476,17 @@ class StackedEagle3Group:
         if self.counterfactual != "exact":
             return
         ring = 2 * self.K + 8  # chains start at most K before a round: rows back to L-2K-2 are read
-        if state.h1 is None:
+        if state.h1 is None or state.h1_row is None:
             state.h1 = hidden.new_zeros(self.stack.n, ring, hidden.shape[-1])
             state.h1_row = torch.full((self.stack.n, ring), -1, dtype=torch.long, device=hidden.device)
+        h1, h1_row = state.h1, state.h1_row
         T = hidden.shape[1]
         if T > ring:  # only the last `ring` rows can be read
             hidden, a = hidden[:, T - ring :], a + T - ring
         rows = torch.arange(a, a + hidden.shape[1], device=hidden.device)
         sel = slice(None) if member is None else slice(member, member + 1)
-        state.h1[sel, rows % ring] = hidden
-        state.h1_row[sel, rows % ring] = rows
+        h1[sel, rows % ring] = hidden
+        h1_row[sel, rows % ring] = rows
 
     def _depth_one(self, state: _StackedEagleState, ctx: Prefix, L: int, member: int | None):
         """Catch-up and depth 1 for one head or all (aligned first) -> hidden (B, T, H); the last row predicts x[L]."""
@@ -437,7 +496,7 @@ class StackedEagle3Group:
         a = min(min(state.target_rows[m] for m in fed), L - 2)
         for m in fed:
             state.target_rows[m] = state.cache.lengths[m] = a
-        hidden = self.stack.layer(ctx.x[a + 1 : L], self.stack.fuse(ctx.feats[a : L - 1], member), state.cache, member)
+        hidden = self.stack.layer(ctx.x[a + 1 : L], self.stack.fuse(ctx.fused[a : L - 1], member), state.cache, member)
         for m in fed:
             state.target_rows[m] = L - 1
         self._keep(state, hidden, a, member)
@@ -521,15 +580,18 @@ class StackedEagle3Group:
         K, N = self.K, self.stack.n
         lo = max(2, L - n - K + 1)  # the earliest start whose chain reaches position L-n
         self._depth_one(state, ctx, L, None)  # catch-up: target rows up to L-2, kept in the ring
-        dev = state.h1.device
+        h1, h1_row = state.h1, state.h1_row
+        if h1 is None or h1_row is None:
+            raise RuntimeError("the exact counterfactual reads depth-1 hiddens that _keep did not keep")
+        dev = h1.device
         starts = torch.arange(lo, L, device=dev)  # (S,)
         rows = starts - 2  # row r = depth 1 of start r+2
-        slot = rows % state.h1.shape[1]
-        if not bool((state.h1_row[:, slot] == rows).all()):  # rows no feed kept (e.g. a head that lagged)
+        slot = rows % h1.shape[1]
+        if not bool((h1_row[:, slot] == rows).all()):  # rows no feed kept (e.g. a head that lagged)
             for m in range(N):
                 state.target_rows[m] = min(state.target_rows[m], lo - 2)
             self._depth_one(state, ctx, L, None)
-        hidden = state.h1[:, slot]  # (N, S, H)
+        hidden = h1[:, slot]  # (N, S, H)
         base = state.cache.lengths[0]  # = L-1 target rows
         V = self.stack.vocab_size
         out = torch.full((N, n, K, V), float("-inf"), device=dev)
@@ -572,47 +634,3 @@ class StackedEagle3Group:
     def settle(self, state: _StackedEagleState, member: int, L: int) -> None:
         state.target_rows[member] = min(state.target_rows[member], L - 2)
         state.cache.lengths[member] = state.target_rows[member]
-
-
-@dataclass
-class _StackedEagleState:
-    cache: Any
-    target_rows: list[int]
-    h1: torch.Tensor | None = None  # exact mode: (N, ring, H) depth-1 hidden of recent target rows
-    h1_row: torch.Tensor | None = None  # (N, ring) the row each slot holds, -1: none
-
-
-def group_drafters(
-    pool: Pool, *, stack: bool = True, counterfactual: str = "aligned", K: int = 5
-) -> list[DrafterGroup]:
-    """Split the pool into groups: same-shape plain-Llama LMs stacked, the rest one by one.
-
-    counterfactual: how EAGLE-3 heads are scored (DESIGN.md section 5); `exact`
-    runs on stacks, so a lone stackable head becomes a stack of one.
-    """
-    groups: list[DrafterGroup] = []
-    by_shape: dict[tuple, list[int]] = {}
-    heads_by_shape: dict[tuple, list[int]] = {}
-    for j, (spec, lm) in enumerate(zip(pool.specs, pool.drafters)):
-        config = getattr(getattr(lm, "model", None), "config", None)  # None: not a transformers model
-        if spec.kind == "eagle3":
-            key = eagle3_shape_key(lm) if stack or counterfactual == "exact" else None
-            if key is None:
-                groups.append(Eagle3Group(j, lm, counterfactual))
-            else:
-                heads_by_shape.setdefault(key, []).append(j)
-        elif stack and spec.kind == "lm" and config is not None and stackable(config):
-            by_shape.setdefault(shape_key(config), []).append(j)
-        else:
-            groups.append(LMGroup(j, lm))
-    for indices in by_shape.values():
-        if len(indices) == 1:
-            groups.append(LMGroup(indices[0], pool.drafters[indices[0]]))
-        else:
-            groups.append(StackedGroup(indices, [pool.drafters[j] for j in indices]))
-    for indices in heads_by_shape.values():
-        if len(indices) == 1 and counterfactual != "exact":
-            groups.append(Eagle3Group(indices[0], pool.drafters[indices[0]], counterfactual))
-        else:
-            groups.append(StackedEagle3Group(indices, [pool.drafters[j] for j in indices], counterfactual, K))
-    return groups

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from hedgespec_cli.decoding.drafters import Prefix, group_drafters
+from hedgespec_cli.decoding.drafters import Live, Prefix
+from hedgespec_cli.decoding.kinds import group_drafters
 from hedgespec_cli.decoding.settings import DecodeSettings
 from hedgespec_cli.decoding.tree import (
     DraftTree,
@@ -165,11 +166,9 @@ class Engine:
                               "tokens; pass a smaller --tree-top-k")
         # Same-shape plain-Llama drafters are stacked and evaluated in one call.
         mode = settings.counterfactual if settings.tree is None else "aligned"  # trees score top-k children
-        self.groups = group_drafters(pool, stack=stack_drafters, counterfactual=mode, K=settings.K)
+        self.groups = group_drafters(pool, stack=stack_drafters, counterfactual=mode, K=settings.K,
+                                     greedy=settings.greedy)
         self._by_depth = any(g.counterfactual == "exact" for g in self.groups)
-        for g in self.groups:
-            if hasattr(g, "greedy"):
-                g.greedy = settings.greedy
         self._where = {j: (gi, m) for gi, g in enumerate(self.groups) for m, j in enumerate(g.members)}
         # Per drafter, how full-information feedback scores it (selection/trace.py COUNTERFACTUALS).
         self.counterfactual = tuple(self.groups[self._where[j][0]].counterfactual for j in range(len(pool.drafters)))
@@ -216,10 +215,10 @@ class Engine:
         extra = s.tree.fed_rows(s.K) if s.tree else 0  # drafter rows a growing tree occupies
         if self._by_depth:  # the exact counterfactual's chains: at most 2K rows per depth, K depths
             extra = max(extra, 2 * s.K * s.K)
-        states = [g.new_state(x.numel() + extra) for g in self.groups]
+        live = [Live.start(g, x.numel() + extra) for g in self.groups]  # the groups with this query's caches
         prompt_gamma = None
         if full:  # bandit methods prefill a drafter only when they first choose it
-            q_prompt = [g.prefill(state, ctx, P) for g, state in zip(self.groups, states)]
+            q_prompt = [run.group.prefill(run.state, ctx, P) for run in live]
             prompt_gamma = self._prompt_gamma(p_prompt, q_prompt)
             if prompt_gamma is not None and chooser.needs_full_feedback:  # never to a bandit (record_gamma)
                 chooser.observe_prompt(prompt_gamma)
@@ -238,7 +237,7 @@ class Engine:
             decision = chooser.choose(L - P) if spec else None
             arm = decision.arm if spec else None
             t1 = now()
-            draft = self._draft(states, arm, ctx, L, k)
+            draft = self._draft(live, arm, ctx, L, k)
             t2 = now()
             tokens, a, p_logits, q_logits = self._check(draft, ctx, L, t_cache)
             tokens, stop = self._cut(tokens, s.max_new_tokens - (L - P))
@@ -253,16 +252,14 @@ class Engine:
                 pending.append(_Verified(arm, L, n, q_logits, p_logits[:n]))
                 last = stop == "eos" or L - P >= s.max_new_tokens
                 if last or (asks and chooser.wants_feedback(len(pending))):
-                    gamma, depth = self._evaluate(pending, states, ctx, P)
+                    gamma, depth = self._evaluate(pending, live, ctx, P)
                     gammas.append(gamma)
                     depths.append(depth)
                     pending = []
                 else:  # the chosen drafter alone is rolled back; it catches up when it drafts
-                    gi, member = self._where[arm]
-                    self.groups[gi].settle(states[gi], member, L)
+                    self._settle(live, arm, L)
             elif spec:
-                gi, member = self._where[arm]
-                self.groups[gi].settle(states[gi], member, L)
+                self._settle(live, arm, L)
             t4 = now()
             if spec and (gamma is not None or not chooser.needs_full_feedback):
                 chooser.update(self._feedback(chooser, arm, gamma, depth, n, k, q_logits, p_logits))
@@ -286,14 +283,15 @@ class Engine:
 
     # -- the steps of a round -------------------------------------------------
 
-    def _draft(self, states: list, arm: int | None, ctx: Prefix, L: int, k: int) -> tuple | DraftTree | None:
+    def _draft(self, live: list[Live[Any]], arm: int | None, ctx: Prefix, L: int, k: int) -> tuple | DraftTree | None:
         """The chosen drafter proposes: (ids (k,), q logits (k, V)) for a chain, a DraftTree, or None (k = 0)."""
         if not k:
             return None
         gi, member = self._where[arm]
+        run = live[gi]
         if self.settings.tree is not None:
-            return self.groups[gi].draft_tree(states[gi], member, ctx, L, k, self.settings.tree)
-        draft, q_logits = self.groups[gi].draft(states[gi], member, ctx, L, k, self._pick)
+            return run.group.draft_tree(run.state, member, ctx, L, k, self.settings.tree)
+        draft, q_logits = run.group.draft(run.state, member, ctx, L, k, self._pick)
         ctx.x[L : L + k] = draft  # scratch: overwritten by the verified tokens
         return draft, q_logits
 
@@ -364,8 +362,13 @@ class Engine:
                 return tokens[: int(hits[0]) + 1], "eos"
         return tokens[:remaining], "length"
 
+    def _settle(self, live: list[Live[Any]], arm: int, L: int) -> None:
+        """Roll the drafter that drafted back to the cache invariant; the others did not move."""
+        gi, member = self._where[arm]
+        live[gi].group.settle(live[gi].state, member, L)
+
     def _evaluate(
-        self, pending: list[_Verified], states: list, ctx: Prefix, P: int
+        self, pending: list[_Verified], live: list[Live[Any]], ctx: Prefix, P: int
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Bring every drafter up to date with the rounds in `pending` (n tokens in all, committed
         length now L) -> gamma (n, N) and, when a group scores by depth (EAGLE-3 exact mode),
@@ -395,7 +398,8 @@ class Engine:
         one = pending[0] if len(pending) == 1 else None  # a lone round: its drafter's rows can be reused
         g_chosen, m_chosen = self._where[one.arm] if one is not None else (-1, None)
         tokens = ctx.x[L - n : L]
-        for gi, (g, state) in enumerate(zip(self.groups, states)):
+        for gi, run in enumerate(live):
+            g, state = run.group, run.state
             mine = gi == g_chosen
             if one is not None or g.counterfactual in ("positional", "depth1"):
                 q = g.observe(state, ctx, L, n, m_chosen if mine else None, one.q_logits if mine else None)

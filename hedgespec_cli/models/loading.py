@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from hedgespec_cli.config import ModelSpec
+from hedgespec_cli.config import DEFAULT_KIND, ModelSpec
 from hedgespec_cli.errors import CheckpointError, ConfigError, VocabMismatchError
 from hedgespec_cli.models.causal_lm import CausalLM
 
@@ -96,10 +96,8 @@ def load_pool(
     placement = _resolve_device(device)
     target, drafters = resolve_specs(target, drafters)
     for spec in drafters:  # before the target loads: a typo in a kind costs no load
-        if spec.kind not in DRAFTER_LOADERS:
-            raise ConfigError(
-                f"drafter {spec.name!r} has kind {spec.kind!r}; supported kinds: {', '.join(DRAFTER_LOADERS)}"
-            )
+        if spec.kind not in LOADERS:
+            raise ConfigError(f"drafter {spec.name!r} has kind {spec.kind!r}; supported kinds: {', '.join(LOADERS)}")
     tokenizer = (load_tokenizer(tokenizer_path, "tokenizer") if tokenizer_path
                  else load_tokenizer(target.path, target.name, gguf_file=target.gguf_file))
     target_lm = CausalLM(target.name, _load_model(target, torch_dtype, placement))
@@ -107,41 +105,45 @@ def load_pool(
     drafter_device = target_lm.device
     pool_drafters = []
     for spec in drafters:
-        drafter = DRAFTER_LOADERS[spec.kind](spec, target_lm, drafter_torch_dtype, drafter_device)
+        drafter = LOADERS[spec.kind].load(spec, target_lm, drafter_torch_dtype, drafter_device)
         check_compatible(target_lm, tokenizer, drafter, spec)
         pool_drafters.append(drafter)
     return Pool(target_lm, pool_drafters, tokenizer, list(drafters), target)
 
 
 def resolve_specs(target: ModelSpec, drafters: list[ModelSpec]) -> tuple[ModelSpec, list[ModelSpec]]:
-    """Hub ids -> cached snapshot paths; a drafter of the default kind whose config.json is an
-    EAGLE-3 head (EAGLE's or speculators' format) is loaded as one (`kind: eagle3`)."""
+    """Hub ids -> cached snapshot paths; a drafter of the default kind whose checkpoint a kind
+    recognises (an EAGLE-3 head, in EAGLE's or speculators' format) is loaded as that kind."""
     from dataclasses import replace
 
-    from hedgespec_cli.models.eagle3 import is_eagle3_checkpoint
     from hedgespec_cli.models.hub import resolve_spec
 
     target = resolve_spec(target)
     out = []
     for spec in drafters:
         spec = resolve_spec(spec)
-        if spec.kind == "lm" and is_eagle3_checkpoint(spec.path):
-            spec = replace(spec, kind="eagle3")
+        if spec.kind == DEFAULT_KIND:
+            found = next((k.name for k in LOADERS.values() if k.detect is not None and k.detect(spec.path)), None)
+            spec = replace(spec, kind=found or spec.kind)
         out.append(spec)
     return target, out
 
 
 def _load_lm(spec: ModelSpec, target: CausalLM, dtype: torch.dtype, device: torch.device) -> CausalLM:
-    from hedgespec_cli.models.eagle3 import is_eagle3_checkpoint
-
-    if is_eagle3_checkpoint(spec.path):  # a head under kind: lm that resolve_specs did not see
+    if _is_eagle3(spec.path):  # a head under kind: lm that resolve_specs did not see
         raise ConfigError(
             f"drafter {spec.name!r} in {spec.path} is an EAGLE-3 head; give it `kind: eagle3` in the profile"
         )
     return CausalLM(spec.name, _load_model(spec, dtype, {"device_map": None}).to(device))
 
 
-def _load_eagle3(spec: ModelSpec, target: CausalLM, dtype: torch.dtype, device: torch.device):
+def _is_eagle3(path: Path) -> bool:
+    from hedgespec_cli.models.eagle3 import is_eagle3_checkpoint
+
+    return is_eagle3_checkpoint(path)
+
+
+def _load_eagle3(spec: ModelSpec, target: CausalLM, dtype: torch.dtype, device: torch.device) -> Any:
     """An EAGLE-3 head over this target: its embeddings, its hidden size."""
     from hedgespec_cli.models.eagle3 import load_eagle3
 
@@ -161,8 +163,22 @@ def _load_eagle3(spec: ModelSpec, target: CausalLM, dtype: torch.dtype, device: 
     return head
 
 
-# The profile's `kind:` of a drafter -> its loader.
-DRAFTER_LOADERS = {"lm": _load_lm, "eagle3": _load_eagle3}
+@dataclass(frozen=True)
+class DrafterLoader:
+    """How one `kind:` of drafter loads; decoding/kinds.py adds how it drafts and stacks (KINDS).
+
+    load(spec, target, dtype, device) -> the drafter, on the target's first device.
+    detect(path): True when the checkpoint is of this kind although the profile
+    lists it under the default kind (None: never detected).
+    """
+
+    name: str
+    load: Callable[[ModelSpec, CausalLM, torch.dtype, torch.device], Any]
+    detect: Callable[[Path], bool] | None = None
+
+
+# The profile's `kind:` of a drafter -> how it loads. Every kind has its entry in decoding/kinds.py KINDS too.
+LOADERS = {k.name: k for k in (DrafterLoader("lm", _load_lm), DrafterLoader("eagle3", _load_eagle3, _is_eagle3))}
 
 
 def load_tokenizer(path: Path, owner: str, *, gguf_file: str | None = None) -> PreTrainedTokenizerBase:

@@ -40,9 +40,9 @@ from typing import Any
 
 import numpy as np
 
-from hedgespec_cli.bench.rundir import SCHEMA, load_results, read_jsonl
 from hedgespec_cli.errors import ConfigError, RunDirError
 from hedgespec_cli.report import stats
+from hedgespec_cli.rundir import SCHEMA, load_results, read_jsonl
 from hedgespec_cli.selection.base import AR
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hedgespec_cli.bench.rundir import load_results, read_jsonl
 from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.report.summary import regret_curves
+from hedgespec_cli.rundir import load_results, read_jsonl
 
 
 def write_plots(run_dir: Path, out: Path, *, method: str = "hedgespec") -> list[Path]:
