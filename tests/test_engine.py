@@ -359,3 +359,21 @@ def test_prompt_gamma_is_each_drafters_agreement_with_the_target_on_the_prompt(t
     assert bandit.prompt_gamma is None  # ... but the bandit never sees it
     one = engine.decode(tiny_pool.tokenizer("a")["input_ids"][:1], Fixed(1, 4))
     assert one.prompt_gamma is None  # a one-token prompt has no position to score
+
+
+@pytest.mark.parametrize("stack", [False, True])
+def test_a_bandit_runs_trace_is_the_gamma_full_information_records(tiny_pool, stack, monkeypatch):
+    """record_gamma on a bandit run scores every drafter in calls of RECORD_EVERY rounds (not one
+    call per query: its logits would all be held at once) and gets the gamma of evaluating every round."""
+    from hedgespec_cli.decoding.engine import RECORD_EVERY
+
+    engine = Engine(tiny_pool, DecodeSettings(K=1, max_new_tokens=60, stop_at_eos=False), stack_drafters=stack)
+    ids = tiny_pool.tokenizer(PROMPTS[3])["input_ids"]
+    eager = engine.decode(ids, Fixed(2, 4))
+    calls = []
+    evaluate = engine._evaluate
+    monkeypatch.setattr(engine, "_evaluate", lambda pending, *a: calls.append(len(pending)) or evaluate(pending, *a))
+    traced = engine.decode(ids, Fixed(2, 4, full=False), record_gamma=True)
+    assert len(traced.rounds) > 2 * RECORD_EVERY and traced.output_ids == eager.output_ids
+    np.testing.assert_array_equal(traced.gamma, eager.gamma)
+    assert set(calls[:-1]) == {RECORD_EVERY} and 0 < calls[-1] <= RECORD_EVERY and sum(calls) == len(traced.rounds)

@@ -49,6 +49,7 @@ from hedgespec_cli.selection.feedback import BanditFeedback, Decision, FullFeedb
 from hedgespec_cli.telemetry.timers import PhaseTimer
 
 PHASES = ("prefill", "draft", "verify", "evaluate", "learn", "other")
+RECORD_EVERY = 16  # rounds per evaluation when a bandit's run records gamma for its trace
 
 
 class Chooser(Protocol):
@@ -228,7 +229,7 @@ class Engine:
 
         # Full information: rounds verified since the drafters were last evaluated. When the
         # chooser lets them wait, one evaluation call scores them all. A bandit's trace
-        # (record_gamma) is scored once, after the query's last round.
+        # (record_gamma) is scored every RECORD_EVERY rounds and after the last.
         asks = spec and chooser.needs_full_feedback
         pending: list[_Verified] = []
         L, rounds, gammas, depths, stop = P, [], [], [], "length"
@@ -251,7 +252,10 @@ class Engine:
             if full:
                 pending.append(_Verified(arm, L, n, q_logits, p_logits[:n]))
                 last = stop == "eos" or L - P >= s.max_new_tokens
-                if last or (asks and chooser.wants_feedback(len(pending))):
+                # A bandit's trace is scored every RECORD_EVERY rounds: one call for the
+                # whole query would hold (N, n, V) logits at once.
+                due = chooser.wants_feedback(len(pending)) if asks else len(pending) >= RECORD_EVERY
+                if last or due:
                     gamma, depth = self._evaluate(pending, live, ctx, P)
                     gammas.append(gamma)
                     depths.append(depth)

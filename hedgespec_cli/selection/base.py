@@ -4,11 +4,14 @@ A selector chooses a drafter before each round and learns from feedback. The
 engine (and `replay`) drive every selector the same way, per query:
 
     selector.begin_query(ctx)                 # QueryContext
+    selector.observe_prompt(prompt_gamma)     # full information only, where the prompt was scored
     while not done:
         decision = selector.choose(position)  # position: new tokens so far
         ... draft with decision.arm, verify, append n tokens ...
-        selector.update(FullFeedback(...) if selector.needs_full_feedback
-                        else BanditFeedback(...))
+        if not selector.needs_full_feedback:
+            selector.update(BanditFeedback(...))
+        elif last round or selector.wants_feedback(rounds waiting):
+            selector.update(FullFeedback(...))  # every drafter scored on the rounds waiting
     selector.end_query()                      # flush delayed feedback
 
 Methods are chosen by name through `REGISTRY`, never an if/elif chain. Each
