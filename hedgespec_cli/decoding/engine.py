@@ -409,19 +409,15 @@ class Engine:
                 q = g.observe(state, ctx, L, n, m_chosen if mine else None, one.q_logits if mine else None)
             else:  # round-aligned counterfactuals: one round at a time
                 q = torch.cat([g.observe(state, ctx, r.L, r.n, None, None) for r in pending], dim=1)
-            by_depth = q.dim() == 4  # (m, n, K, V): one row per position and drafting depth
-            if by_depth:
+            if q.dim() == 4:  # (m, n, K, V): one row per position and drafting depth
                 q = q.reshape(q.shape[0], n * K, -1)
-            reps = K if by_depth else 1
-            if tree is not None:  # the target's mass on each drafter's top_k children (DESIGN.md section 5)
+                prim = self._chain_gamma(q, tokens.repeat_interleave(K), p_side.repeat_interleave(K, dim=0))
+                prim = prim.reshape(-1, n, K)
+            elif tree is not None:  # the target's mass on each drafter's top_k children (DESIGN.md section 5)
                 gamma_tree = gamma_tree_greedy if s.greedy else gamma_tree_sampling
-                prim = gamma_tree(p_side, q, tree.top_k)
-            elif s.greedy:
-                prim = gamma_greedy_at(tokens.repeat_interleave(reps) if by_depth else tokens, q)
+                prim = gamma_tree(p_side, q, tree.top_k).unsqueeze(-1).expand(-1, n, K)
             else:
-                prim = gamma_sampling(p_side.repeat_interleave(reps, dim=0).unsqueeze(0),
-                                      process_logits(q, s.temperature, s.top_p))
-            prim = prim.reshape(-1, n, K) if by_depth else prim.unsqueeze(-1).expand(-1, n, K)
+                prim = self._chain_gamma(q, tokens, p_side).unsqueeze(-1).expand(-1, n, K)
             gamma[self._rows[gi]] = prim.to(torch.float64)
         if not self._by_depth:
             return gamma[:, :, 0].T.cpu().numpy(), None  # (n, N)
@@ -441,15 +437,20 @@ class Engine:
             return None
         s = self.settings
         gamma = torch.empty(self.n_drafters, p_logits.shape[0], dtype=torch.float64, device=self.device)
-        p_side = None if s.greedy else process_logits(p_logits, s.temperature, s.top_p)
+        p_side = p_logits if s.greedy else process_logits(p_logits, s.temperature, s.top_p)
         target = argmax(p_logits)  # (P-1,)
         for rows, q in zip(self._rows, q_logits):
-            if s.greedy:
-                prim = gamma_greedy_at(target, q)  # (m, P-1)
-            else:
-                prim = gamma_sampling(p_side.unsqueeze(0), process_logits(q, s.temperature, s.top_p))
-            gamma[rows] = prim.to(torch.float64)
+            gamma[rows] = self._chain_gamma(q, target, p_side).to(torch.float64)  # (m, P-1)
         return gamma.T.cpu().numpy()
+
+    def _chain_gamma(self, q: torch.Tensor, target: torch.Tensor, p_side: torch.Tensor) -> torch.Tensor:
+        """q logits (m, T, V) at T positions -> (m, T) gamma (DESIGN.md section 5): at T = 0
+        1[argmax q = target] (the target's argmax there), else sum min(p, q) with p_side the
+        target's processed law (T, V)."""
+        s = self.settings
+        if s.greedy:
+            return gamma_greedy_at(target, q)
+        return gamma_sampling(p_side.unsqueeze(0), process_logits(q, s.temperature, s.top_p))
 
     def _feedback(
         self,

@@ -165,7 +165,7 @@ class HedgeSpec:
         if rows.ndim != 2 or rows.shape[1] != self.n:
             raise ValueError(f"{self.name}: prompt gamma must be (P-1, {self.n}), got {rows.shape}")
         check_finite(rows, "prompt gamma")
-        losses = tap_loss(rows) if self.loss == "tap" else eal_loss(acceptance_lengths(rows, self.window), self.K)
+        losses = self._losses(rows, close=False)
         if not losses.shape[0]:  # complete windows only: the prompt's end is not the end of a text
             return
         if self.prompt == "learn":
@@ -231,15 +231,18 @@ class HedgeSpec:
             self._depth[self._verified : need] = depth
         self._verified = need
 
+    def _losses(self, gamma: np.ndarray, *, close: bool) -> np.ndarray:
+        """gamma rows (m, N), or by depth (m, K, N) -> the loss vectors of the positions whose window
+        is complete (all m when `close`): TAP from depth 1, else EAL."""
+        if self.loss == "tap":
+            return tap_loss(gamma if gamma.ndim == 2 else gamma[:, 0])
+        return eal_loss(acceptance_lengths(gamma, self.window, close=close), self.K)
+
     def _release(self, *, close: bool) -> None:
         """Feed the learner one loss vector per position whose window is complete (or closed)."""
-        start, end, w = self._released, self._verified, self.window
-        rows = self._gamma[start:end]  # (m, N)
-        if self.loss == "tap":
-            losses = tap_loss(rows)
-        else:
-            source = rows if self._depth is None else self._depth[start:end]
-            losses = eal_loss(acceptance_lengths(source, w, close=close), self.K)  # complete windows only
+        start, end = self._released, self._verified
+        source = self._gamma[start:end] if self._depth is None else self._depth[start:end]  # (m, N[, K])
+        losses = self._losses(source, close=close)
         if losses.shape[0]:  # learning is token-level: one step per position, in order
             self.learner.update_many(losses)
         self._released = start + losses.shape[0]
