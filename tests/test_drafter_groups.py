@@ -111,8 +111,8 @@ def observe(live: Live, script: Script, rounds: list[tuple[int, int]], chosen=No
     g, L = live.group, rounds[-1][0]
     n = sum(r[1] for r in rounds)
     if len(rounds) == 1 or g.counterfactual in ("positional", "depth1"):
-        return g.observe(live.state, script.ctx, L, n, chosen, drafted)
-    return torch.cat([g.observe(live.state, script.ctx, Lr, nr, None, None) for Lr, nr in rounds], dim=1)
+        return g.observe(live.state, script.ctx, L, n, chosen, drafted).logits()
+    return torch.cat([g.observe(live.state, script.ctx, Lr, nr, None, None).logits() for Lr, nr in rounds], dim=1)
 
 
 def check_up_to_date(live: Live, L: int) -> None:

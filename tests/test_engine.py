@@ -186,13 +186,14 @@ def test_evaluation_call_also_gives_the_next_first_draft_row(tiny_pool, stack, m
     calls: dict[int, int] = {}
     for gi, group in enumerate(engine.groups):
         model = group.stack if hasattr(group, "stack") else group.lm
-        original = model.forward
+        call = "hidden" if hasattr(group, "stack") else "forward"  # a stack's forward is hidden + project
+        original = getattr(model, call)
 
         def counted(*args, _gi=gi, _original=original, **kwargs):
             calls[_gi] = calls.get(_gi, 0) + 1
             return _original(*args, **kwargs)
 
-        monkeypatch.setattr(model, "forward", counted)
+        monkeypatch.setattr(model, call, counted)
     for chooser in (Fixed(1, 4), Cycle(0, 4)):
         calls.clear()
         rec = engine.decode(tiny_pool.tokenizer(PROMPTS[3])["input_ids"], chooser)

@@ -9,7 +9,7 @@ import pytest
 
 from hedgespec_cli.errors import ConfigError, HedgespecError
 from hedgespec_cli.selection import REGISTRY, Selector, SelectorSpec, make_selector
-from hedgespec_cli.selection.base import FeedbackTypeError, NonFiniteError, split_methods
+from hedgespec_cli.selection.base import FeedbackTypeError, NonFiniteError, sample_decision, split_methods
 from hedgespec_cli.selection.estimators import acceptance_lengths, eal_loss, round_lengths, tap_loss
 from hedgespec_cli.selection.feedback import BanditFeedback, FullFeedback, QueryContext
 from hedgespec_cli.selection.learners import (
@@ -20,6 +20,7 @@ from hedgespec_cli.selection.learners import (
     SleepingAdaNormalHedge,
     Tracking,
     normalhedge_scale,
+    one_positive_scale,
 )
 from hedgespec_cli.selection.oracles import block_oracle, domain_blocks, fixed_rounds
 from hedgespec_cli.selection.replay import replay_query
@@ -305,6 +306,41 @@ def test_hedge_weights_by_hand():
     eta = math.sqrt(math.log(2) / 3)
     w = np.exp(-eta * np.array([1.0, 2.0]))
     np.testing.assert_allclose(h.probs(), w / w.sum(), rtol=1e-12)
+
+
+def test_normalhedge_with_one_positive_regret_takes_c_in_closed_form():
+    for R, n in ((0.7, 3), (12.0, 8), (0.05, 16)):
+        R_plus = np.zeros(n)
+        R_plus[1] = R
+        c = one_positive_scale(R, n)
+        assert np.mean(np.exp(R_plus**2 / (2 * c))) == pytest.approx(math.e, rel=1e-12)  # Figure 1's equation
+        assert c == pytest.approx(normalhedge_scale(R_plus), rel=1e-6)
+    nh = NormalHedge(3)
+    nh.update(np.array([0.0, 1.0, 1.0]))  # one positive regret
+    assert nh.c == pytest.approx(_solve_c_by_newton(np.array([2 / 3, 0.0, 0.0])), rel=1e-9)
+
+
+def test_normalhedge_skips_a_loss_equal_for_every_expert():
+    """r_t = <p, l> - l_i = 0 for every i when l is constant: R, c and p stay as they were."""
+    nh = NormalHedge(3)
+    for loss in ([0.0, 1.0, 0.5], [0.5, 0.0, 1.0]):
+        nh.update(np.array(loss))
+    R, c, p = nh.R.copy(), nh.c, nh.probs()
+    nh.update(np.full(3, 0.4))
+    np.testing.assert_array_equal(nh.R, R)
+    assert nh.c == c
+    np.testing.assert_array_equal(nh.probs(), p)
+    nh.update(np.array([0.4, 0.4, 0.41]))  # not equal: a step
+    np.testing.assert_allclose(nh.R, R + p @ [0.4, 0.4, 0.41] - np.array([0.4, 0.4, 0.41]))
+
+
+def test_sample_decision_draws_what_generator_choice_draws():
+    """The inverse-CDF draw makes the same choices as numpy's Generator.choice(n, p=...), so runs
+    recorded with the latter replay alike."""
+    weights = np.random.default_rng(7).dirichlet(np.full(8, 0.3), size=50)
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    for p in weights:
+        assert sample_decision(p, a).arm == int(b.choice(8, p=p / p.sum()))
 
 
 def test_adanormalhedge_weights_by_hand():

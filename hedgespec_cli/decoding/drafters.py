@@ -30,6 +30,7 @@ from typing import Generic, Protocol, TypeVar
 
 import torch
 
+from hedgespec_cli.decoding.qrows import Hidden, Logits, QRows
 from hedgespec_cli.decoding.tree import DraftTree, TreeShape, grow_tree
 from hedgespec_cli.errors import WorkloadError
 from hedgespec_cli.models import CausalLM, KVCache
@@ -76,10 +77,10 @@ class DrafterGroup(Protocol[S]):
 
     def new_state(self, capacity: int) -> S: ...
 
-    def prefill(self, state: S, ctx: Prefix, L: int) -> torch.Tensor | None:
-        """Every member consumes the committed prefix x[:L-1] (full-information runs) -> the q logits
-        (members, L-1, V) that call computed at positions 1..L-1 (the engine's prompt gamma), or None
-        where the group has none to give (EAGLE-3 heads)."""
+    def prefill(self, state: S, ctx: Prefix, L: int) -> QRows | None:
+        """Every member consumes the committed prefix x[:L-1] (full-information runs) -> q at
+        positions 1..L-1 from that call (members, L-1; the engine's prompt gamma), or None where
+        the group has none to give (EAGLE-3 heads)."""
 
     def draft(
         self, state: S, member: int, ctx: Prefix, L: int, k: int, pick: Pick
@@ -91,8 +92,8 @@ class DrafterGroup(Protocol[S]):
 
     def observe(
         self, state: S, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None
-    ) -> torch.Tensor:
-        """n tokens were verified (committed length now L) -> q logits (members, n, V) at them.
+    ) -> QRows:
+        """n tokens were verified (committed length now L) -> q at them (members, n).
 
         chosen/drafted: the member that drafted this round and its draft-time
         q rows, which a group may reuse instead of recomputing.
@@ -137,8 +138,9 @@ def _tree_mask(visible: torch.Tensor, base: int) -> torch.Tensor:
 class _LMState(Generic[C]):
     """A plain-LM group's cache and the q rows `observe` computed one position ahead.
 
-    ahead: (members, V) every member's logits at position `ahead_at` (the
-    committed length when `observe` ran), i.e. computed on x[:ahead_at].
+    ahead: every member's q at position `ahead_at` (the committed length when
+    `observe` ran), i.e. computed on x[:ahead_at]: logits (members, V), or a
+    stacked group's final hidden states (members, H), projected when drafted from.
     """
 
     cache: C
@@ -158,16 +160,18 @@ class _LMState(Generic[C]):
             c = L - n if self.ahead_at == L - n else L - n - 1
         return c
 
-    def evaluated(self, rows: torch.Tensor, start: int, L: int, n: int) -> torch.Tensor:
-        """rows (members, T, V): q at the last T of the positions start+1..L, from a call over
-        x[start:L] -> q at the n positions L-n..L-1 (`ahead` supplies the first when the call
-        started there, T = n); keeps q at L as `ahead`."""
-        if rows.shape[1] <= n:
-            if self.ahead is None or self.ahead_at != start or rows.shape[1] < n:
-                raise RuntimeError(f"q at {n} positions needs the row ahead at {start}; it is at {self.ahead_at}")
-            rows = torch.cat([self.ahead.unsqueeze(1), rows], dim=1)
+    def evaluated(self, rows: torch.Tensor, start: int, L: int, n: int) -> tuple[torch.Tensor, ...]:
+        """rows (members, T, ...): q at the last T of the positions start+1..L, from a call over
+        x[start:L] -> q at the n positions L-n..L-1, in one or two pieces along dim 1 (`ahead`
+        supplies the first position when the call started there, T = n; logits are not copied
+        to join them); keeps q at L as `ahead`."""
+        ahead, ahead_at = self.ahead, self.ahead_at
         self.ahead, self.ahead_at = rows[:, -1], L
-        return rows[:, -n - 1 : -1]
+        if rows.shape[1] > n:
+            return (rows[:, -n - 1 : -1],)
+        if ahead is None or ahead_at != start or rows.shape[1] < n:
+            raise RuntimeError(f"q at {n} positions needs the row ahead at {start}; it is at {ahead_at}")
+        return (ahead.unsqueeze(1), rows[:, :-1])
 
 
 class LMGroup:
@@ -183,8 +187,8 @@ class LMGroup:
     def new_state(self, capacity: int) -> _LMState[KVCache]:
         return _LMState(self.lm.new_cache())
 
-    def prefill(self, state: _LMState[KVCache], ctx: Prefix, L: int) -> torch.Tensor | None:
-        return self.lm.forward(ctx.x[: L - 1], state.cache).logits.unsqueeze(0) if L > 1 else None
+    def prefill(self, state: _LMState[KVCache], ctx: Prefix, L: int) -> QRows | None:
+        return Logits(self.lm.forward(ctx.x[: L - 1], state.cache).logits.unsqueeze(0)) if L > 1 else None
 
     def _root(self, state: _LMState[KVCache], ctx: Prefix, L: int) -> torch.Tensor:
         """(V,) q at position L: the row `observe` left, or one catch-up call."""
@@ -218,7 +222,7 @@ class LMGroup:
         n: int,
         chosen: int | None,
         drafted: torch.Tensor | None,
-    ) -> torch.Tensor:
+    ) -> QRows:
         # A chosen drafter's draft rows (positions L-n onwards) were computed on
         # exactly the verified prefix up to what its cache still holds after
         # the roll-back; the positions after that are recomputed in one call,
@@ -230,11 +234,11 @@ class LMGroup:
             fresh = self.lm.forward(ctx.x[c:L], cache).logits.unsqueeze(0)  # (1, L - c, V): positions c+1..L
             rows = torch.cat([drafted[: c - (L - n) + 1].unsqueeze(0), fresh], dim=1)
             state.ahead, state.ahead_at = rows[:, -1], L
-            return rows[:, :-1]  # (1, n, V)
+            return Logits(rows[:, :-1])  # (1, n, V)
         c = state.evaluation_start(cache.length, L, n)
         cache.crop(c)
         rows = self.lm.forward(ctx.x[c:L], cache, last=n + 1).logits.unsqueeze(0)  # q at the last n + 1 positions
-        return state.evaluated(rows, c, L, n)  # (1, n, V)
+        return Logits(*state.evaluated(rows, c, L, n))  # (1, n, V)
 
     def settle(self, state: _LMState[KVCache], member: int, L: int) -> None:
         state.cache.crop(min(state.cache.length, L - 1))
@@ -253,14 +257,15 @@ class StackedGroup:
     def new_state(self, capacity: int) -> _LMState[StackedCache]:
         return _LMState(self.stack.new_cache(capacity))
 
-    def prefill(self, state: _LMState[StackedCache], ctx: Prefix, L: int) -> torch.Tensor | None:
-        return self.stack.forward(ctx.x[: L - 1], state.cache) if L > 1 else None
+    def prefill(self, state: _LMState[StackedCache], ctx: Prefix, L: int) -> QRows | None:
+        return Hidden(self.stack.hidden(ctx.x[: L - 1], state.cache), self.stack) if L > 1 else None
 
     def _root(self, state: _LMState[StackedCache], member: int, ctx: Prefix, L: int) -> torch.Tensor:
+        """(V,) the member's q at L: its hidden row `observe` left, projected, or one catch-up call."""
         cache = state.cache
         first = state.first_row(member, L, cache.lengths[member])
         if first is not None:
-            return first
+            return self.stack.project(first.view(1, 1, -1), member)[0, -1]
         return self.stack.forward(ctx.x[cache.lengths[member] : L], cache, member, last=1)[0, -1]
 
     def draft(self, state: _LMState[StackedCache], member: int, ctx: Prefix, L: int, k: int, pick: Pick):
@@ -290,14 +295,16 @@ class StackedGroup:
         n: int,
         chosen: int | None,
         drafted: torch.Tensor | None,
-    ) -> torch.Tensor:
+    ) -> QRows:
         # Align every member at the shortest cache (the chosen one is rolled
-        # back and recomputed with the others: one call instead of two).
+        # back and recomputed with the others: one call instead of two). The
+        # rows stay hidden states: at T = 0 the screen scores them without
+        # the float32 projection onto the vocabulary.
         cache = state.cache
         m = state.evaluation_start(min(cache.lengths), L, n)
         cache.lengths[:] = [m] * len(cache.lengths)
-        rows = self.stack.forward(ctx.x[m:L], cache, last=n + 1)  # q at the last n + 1 positions
-        return state.evaluated(rows, m, L, n)  # (members, n, V)
+        rows = self.stack.hidden(ctx.x[m:L], cache, last=n + 1)  # at the last n + 1 positions
+        return Hidden(torch.cat(state.evaluated(rows, m, L, n), dim=1), self.stack)  # (members, n, H)
 
     def settle(self, state: _LMState[StackedCache], member: int, L: int) -> None:
         state.cache.lengths[member] = min(state.cache.lengths[member], L - 1)
@@ -409,12 +416,12 @@ class Eagle3Group:
 
     def observe(
         self, state: _EagleState, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None
-    ) -> torch.Tensor:
+    ) -> QRows:
         if self.counterfactual == "depth1":  # rows L-n-2..L-3 on target features, one call
             state.target_rows = min(state.target_rows, L - n - 2)
             logits, _ = self._depth_one(state, ctx, L)
             self.settle(state, 0, L)
-            return self.head.target_logits(logits[-(n + 1) : -1]).unsqueeze(0)  # (1, n, V)
+            return Logits(self.head.target_logits(logits[-(n + 1) : -1]).unsqueeze(0))  # (1, n, V)
         # aligned: depth m of the counterfactual runs on the head's own hidden from depth
         # m-1, so the n rows are computed one after another (DESIGN.md section 5).
         start = L - n
@@ -423,7 +430,7 @@ class Eagle3Group:
         # counterfactual re-feeds the verified tokens with target features in
         # the call it makes anyway (one call fewer per head per round).
         self.settle(state, 0, L)
-        return rows.unsqueeze(0)  # (1, n, V)
+        return Logits(rows.unsqueeze(0))  # (1, n, V)
 
     def settle(self, state: _EagleState, member: int, L: int) -> None:
         # Rows fed with the head's own hidden are dropped; the next draft
@@ -536,16 +543,16 @@ class StackedEagle3Group:
 
     def observe(
         self, state: _StackedEagleState, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None
-    ) -> torch.Tensor:
+    ) -> QRows:
         if self.counterfactual == "exact":
-            return self._observe_exact(state, ctx, L, n)
+            return Logits(self._observe_exact(state, ctx, L, n))
         if self.counterfactual == "depth1":  # every position as a round's first draft: one call
             for m in range(self.stack.n):
                 state.target_rows[m] = min(state.target_rows[m], L - n - 2)
             hidden = self._depth_one(state, ctx, L, None)  # (N, T, H): rows a..L-2
             for m in range(self.stack.n):
                 self.settle(state, m, L)
-            return self.stack.target_logits(hidden[:, -(n + 1) : -1])  # rows L-n-2..L-3: (N, n, V)
+            return Logits(self.stack.target_logits(hidden[:, -(n + 1) : -1]))  # rows L-n-2..L-3: (N, n, V)
         # aligned: every head's counterfactual along the n verified tokens from the round's start,
         # depth by depth, all heads per call.
         start = L - n
@@ -557,7 +564,7 @@ class StackedEagle3Group:
                 hidden = self.stack.layer(ctx.x[start + depth : start + depth + 1], hidden, state.cache)
         for m in range(self.stack.n):
             self.settle(state, m, L)
-        return torch.stack(rows, dim=1)  # (N, n, V)
+        return Logits(torch.stack(rows, dim=1))  # (N, n, V)
 
     def _observe_exact(self, state: _StackedEagleState, ctx: Prefix, L: int, n: int) -> torch.Tensor:
         """The exact counterfactual (DESIGN.md section 5) -> q logits by depth (N, n, K, V).

@@ -25,6 +25,7 @@ import torch
 
 from hedgespec_cli.decoding.drafters import Live, Prefix
 from hedgespec_cli.decoding.kinds import group_drafters
+from hedgespec_cli.decoding.qrows import Logits, QRows
 from hedgespec_cli.decoding.settings import DecodeSettings
 from hedgespec_cli.decoding.tree import (
     DraftTree,
@@ -36,7 +37,6 @@ from hedgespec_cli.decoding.tree import (
 )
 from hedgespec_cli.decoding.verify import (
     argmax,
-    gamma_greedy_at,
     gamma_sampling,
     process_logits,
     verify_greedy,
@@ -408,14 +408,14 @@ class Engine:
             if one is not None or g.counterfactual in ("positional", "depth1"):
                 q = g.observe(state, ctx, L, n, m_chosen if mine else None, one.q_logits if mine else None)
             else:  # round-aligned counterfactuals: one round at a time
-                q = torch.cat([g.observe(state, ctx, r.L, r.n, None, None) for r in pending], dim=1)
-            if q.dim() == 4:  # (m, n, K, V): one row per position and drafting depth
-                q = q.reshape(q.shape[0], n * K, -1)
-                prim = self._chain_gamma(q, tokens.repeat_interleave(K), p_side.repeat_interleave(K, dim=0))
+                q = Logits(torch.cat([g.observe(state, ctx, r.L, r.n, None, None).logits() for r in pending], dim=1))
+            if g.counterfactual == "exact":  # (m, n, K, V): one row per position and drafting depth
+                by_depth = Logits(q.logits().flatten(1, 2))
+                prim = self._chain_gamma(by_depth, tokens.repeat_interleave(K), p_side.repeat_interleave(K, dim=0))
                 prim = prim.reshape(-1, n, K)
             elif tree is not None:  # the target's mass on each drafter's top_k children (DESIGN.md section 5)
                 gamma_tree = gamma_tree_greedy if s.greedy else gamma_tree_sampling
-                prim = gamma_tree(p_side, q, tree.top_k).unsqueeze(-1).expand(-1, n, K)
+                prim = gamma_tree(p_side, q.logits(), tree.top_k).unsqueeze(-1).expand(-1, n, K)
             else:
                 prim = self._chain_gamma(q, tokens, p_side).unsqueeze(-1).expand(-1, n, K)
             gamma[self._rows[gi]] = prim.to(torch.float64)
@@ -426,7 +426,7 @@ class Engine:
         depth = gamma.permute(1, 2, 0).cpu().numpy()  # (n, K, N)
         return depth[:, 0].copy(), depth
 
-    def _prompt_gamma(self, p_logits: torch.Tensor | None, q_logits: list[torch.Tensor | None]) -> np.ndarray | None:
+    def _prompt_gamma(self, p_logits: torch.Tensor | None, q_logits: list[QRows | None]) -> np.ndarray | None:
         """Every drafter's gamma on the prompt's own positions 1..P-1, (P-1, N), from the logits the
         target's and the drafters' prefill computed anyway: at T = 0, 1[argmax q_j = argmax p] (the
         target's own next token there, not the prompt's); at T > 0, sum min(p, q_j). Teacher-forced on
@@ -443,14 +443,14 @@ class Engine:
             gamma[rows] = self._chain_gamma(q, target, p_side).to(torch.float64)  # (m, P-1)
         return gamma.T.cpu().numpy()
 
-    def _chain_gamma(self, q: torch.Tensor, target: torch.Tensor, p_side: torch.Tensor) -> torch.Tensor:
-        """q logits (m, T, V) at T positions -> (m, T) gamma (DESIGN.md section 5): at T = 0
-        1[argmax q = target] (the target's argmax there), else sum min(p, q) with p_side the
-        target's processed law (T, V)."""
+    def _chain_gamma(self, q: QRows, target: torch.Tensor, p_side: torch.Tensor) -> torch.Tensor:
+        """q of m drafters at T positions -> (m, T) gamma (DESIGN.md section 5): at T = 0
+        1[argmax q = target] (the target's argmax there; a group may answer it without its
+        logits, decoding/qrows.py), else sum min(p, q) with p_side the target's processed law (T, V)."""
         s = self.settings
         if s.greedy:
-            return gamma_greedy_at(target, q)
-        return gamma_sampling(p_side.unsqueeze(0), process_logits(q, s.temperature, s.top_p))
+            return q.hits(target).to(torch.float64)
+        return gamma_sampling(p_side.unsqueeze(0), process_logits(q.logits(), s.temperature, s.top_p))
 
     def _feedback(
         self,

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from transformers import PretrainedConfig, PreTrainedModel
 
+from hedgespec_cli.models.screen import Screen
+
 _SHAPE_KEYS = (
     "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
     "num_attention_heads", "num_key_value_heads", "rms_norm_eps", "head_dim",
@@ -98,6 +100,11 @@ class StackedLlama:
         # A tied head is stored twice: as the embedding table and transposed for the batched matmul
         # (a transposed view would make that matmul ~20% slower on the CPU).
         self.extra_bytes = self.lm_head.numel() * self.lm_head.element_size() if tied else 0
+        # Full information at T = 0 asks only whether each head's argmax is the verified token:
+        # answered exactly from a bf16 copy of the heads where that pays (models/screen.py).
+        # A tied head's rows are the embedding table; an untied one's are copied (rows gather fast).
+        self.screen = Screen.build(self.embed if tied else self.lm_head.mT.contiguous())
+        self.extra_bytes += self.screen.extra_bytes(shared=tied) if self.screen is not None else 0
         self._share(models)
 
     def _share(self, models: list[PreTrainedModel]) -> None:
@@ -138,6 +145,26 @@ class StackedLlama:
         last: logits of the last `last` rows only, (B, min(last, T), V) (0: none, a prefill):
         the vocabulary projection is most of a small drafter's cost.
         """
+        h = self.hidden(ids, cache, member, positions=positions, visible=visible, last=last)
+        return self.project(h, member)
+
+    def project(self, h: torch.Tensor, member: int | None = None) -> torch.Tensor:
+        """Final hidden states (B, T, H) of every drafter (member None) or of one -> logits (B, T, V) float32."""
+        sel = slice(None) if member is None else slice(member, member + 1)
+        return (h @ self.lm_head[sel]).float()
+
+    @torch.inference_mode()
+    def hidden(
+        self,
+        ids: torch.Tensor,
+        cache: StackedCache,
+        member: int | None = None,
+        *,
+        positions: torch.Tensor | None = None,
+        visible: torch.Tensor | None = None,
+        last: int | None = None,
+    ) -> torch.Tensor:
+        """`forward` up to the vocabulary projection: the final normed hidden states (B, T or last, H)."""
         b = _block(cache, member, ids.numel(), positions, visible, self.inv_freq, self.dtype)
         sel, start, end, B, T = b.sel, b.start, b.end, b.B, b.T
         cos, sin, mask = b.cos, b.sin, b.mask
@@ -162,7 +189,7 @@ class StackedLlama:
             cache.lengths[j] = end
         if last is not None:
             x = x[:, T - min(last, T) :]
-        return (_rms(x, self.norm[sel], self.eps) @ self.lm_head[sel]).float()  # (B, T or last, V)
+        return _rms(x, self.norm[sel], self.eps)  # (B, T or last, H)
 
 
 @dataclass(frozen=True)

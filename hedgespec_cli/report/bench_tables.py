@@ -228,7 +228,8 @@ def telemetry_lines(payload: dict[str, Any]) -> Text:
             f"\n  memory: target weights {mem['target']['weights_mib']:.1f} MiB; per drafter "
             f"{d[0]['weights_mib']:.1f} MiB weights + {d[0]['kv_kib_per_token']:.1f} KiB KV per cached token "
             f"(x{len(d)} drafters)"
-            + (f"; stacked tied LM heads {mem['stacked_extra_mib']:.1f} MiB" if mem.get("stacked_extra_mib") else "")
+            + (f"; stacked LM-head copies (tied heads transposed, the T = 0 screen's bf16) "
+               f"{mem['stacked_extra_mib']:.1f} MiB" if mem.get("stacked_extra_mib") else "")
             + (f"; CUDA allocator peak {mem['peak_cuda_allocated_mib']:,.0f} MiB"
                if mem.get("peak_cuda_allocated_mib") else "")
         )

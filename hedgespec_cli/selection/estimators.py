@@ -53,17 +53,17 @@ def acceptance_lengths(gamma: np.ndarray, K: int, *, close: bool = False) -> np.
     if gamma.ndim not in (2, 3):
         raise ValueError(f"gamma must be (L, N) or (L, K, N), got shape {gamma.shape}")
     check_finite(gamma, "gamma")
-    G = by_depth(gamma, K)  # (L, K, N)
-    N = G.shape[2]
+    G = gamma if gamma.ndim == 2 else by_depth(gamma, K)  # (L, N): the same at every depth
+    N = G.shape[-1]
     if close:
-        G = np.concatenate([G, np.zeros((K - 1, K, N))])
+        G = np.concatenate([G, np.zeros((K - 1, *G.shape[1:]))])
     if G.shape[0] < K:
         return np.zeros((0, N))
     M = G.shape[0] - K + 1
     run = np.ones((M, N))  # prod_{m<k} G[s+m, m], grown one k at a time
     A = np.ones((M, N))
     for m in range(K):
-        run *= G[m : m + M, m]
+        run *= G[m : m + M] if G.ndim == 2 else G[m : m + M, m]
         A += run
     return A
 

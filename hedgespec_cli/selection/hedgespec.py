@@ -123,6 +123,7 @@ class HedgeSpec:
         self._gamma = np.zeros((0, self.n))  # (verified, N) this query's gamma rows
         self._verified = 0
         self._released = 0  # positions whose loss the learner has seen
+        self._refresh()
 
     @property
     def weights(self) -> np.ndarray:
@@ -149,6 +150,7 @@ class HedgeSpec:
         self._gamma = np.zeros((64, self.n))
         self._depth: np.ndarray | None = None  # (capacity, K, N) when the feedback carries gamma by depth
         self._verified = self._released = 0
+        self._refresh()
 
     def observe_prompt(self, gamma: np.ndarray) -> None:
         """Every drafter's gamma on the prompt, (P-1, N), before the first round (the engine scores it,
@@ -172,6 +174,7 @@ class HedgeSpec:
             self.learner.update_many(losses)
         else:
             self.learner.preview(losses)
+        self._refresh()
 
     def choose(self, position: int) -> Decision:
         if position < self._verified or (self.every == 1 and position != self._verified):
@@ -179,7 +182,7 @@ class HedgeSpec:
                 f"{self.name}: choose({position}) but {self._verified} positions were verified; "
                 "call begin_query first, and update after every round the selector wants_feedback"
             )
-        p = self.learner.probs()
+        p = self._p
         # Sampling i_t ~ w_t is the play the experts' regret bounds are about (the expected loss
         # <w_t, l_t>); argmax is kept as an option, follow-the-leader in disguise (FTL_UNDER_ARGMAX).
         decision = sample_decision(p, self.rng) if self.play == "sample" else argmax_decision(p, self.rng)
@@ -203,6 +206,7 @@ class HedgeSpec:
                 raise ValueError(f"{self.name}: gamma by depth has {depth.shape[0]} rows for {rows.shape[0]} positions")
         self._append(np.clip(rows, 0.0, 1.0), depth)  # sum min(p, q) may overshoot 1 by rounding
         self._release(close=False)
+        self._refresh()
 
     def wants_feedback(self, waiting: int) -> bool:
         """Lazy evaluation: full information costs one call over every drafter, and while the
@@ -214,10 +218,16 @@ class HedgeSpec:
         O(sqrt((T + D) ln N)) for Hedge run on delayed losses as they come, D <= (every - 1) T
         the total delay. No such bound is proven for NormalHedge; README "Lazy evaluation"
         gives the measured cost in MAT."""
-        return waiting >= self.every or float(self.learner.probs().max()) < self.confident
+        return waiting >= self.every or self._top < self.confident
 
     def end_query(self) -> None:
         self._release(close=True)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Read the learner's distribution once after it learns (choose and wants_feedback run every round)."""
+        self._p = self.learner.probs()
+        self._top = float(self._p.max())
 
     def _append(self, rows: np.ndarray, depth: np.ndarray | None) -> None:
         """Append a round's rows (and gamma by depth) to buffers that double when full: amortised O(1)."""

@@ -124,6 +124,12 @@ def normalhedge_scale(R_plus: np.ndarray, tol: float = 1e-7, guess: float | None
     return math.exp(u)
 
 
+def one_positive_scale(R: float, n: int) -> float:
+    """`normalhedge_scale` when one of the n regrets, R > 0, is positive: the others' terms are
+    exp(0) = 1, so ((n - 1) + exp(R^2 / 2c)) / n = e gives c = R^2 / (2 ln(n (e - 1) + 1))."""
+    return R * R / (2.0 * math.log(n * (math.e - 1.0) + 1.0))
+
+
 class NormalHedge:
     """NormalHedge (Chaudhuri, Freund & Hsu 2009), parameter-free."""
 
@@ -155,16 +161,26 @@ class NormalHedge:
             self._step(loss)
 
     def _step(self, loss: np.ndarray) -> None:
-        # R_t,i = R_t-1,i + <p_t, l_t> - l_t,i
+        # R_t,i = R_t-1,i + <p_t, l_t> - l_t,i. A loss equal for every expert (every drafter
+        # accepts the same run) gives r_t = 0: neither R nor p moves, and the step is skipped.
+        if loss.max() == loss.min():
+            return
         self.R += self._p @ loss - loss
-        R_plus = np.maximum(self.R, 0.0)
-        positive = R_plus > 0
-        if not positive.any():  # all [R]_+ = 0: uniform (Figure 1)
+        positive = self.R > 0
+        k = np.count_nonzero(positive)
+        if k == 0:  # all [R]_+ = 0: uniform (Figure 1)
             self.c, self._p = None, np.full(self.n, 1.0 / self.n)
+            return
+        if k == 1:  # the usual case once a drafter leads: it holds all the weight, c in closed form
+            i = int(positive.argmax())
+            self.c = one_positive_scale(float(self.R[i]), self.n)
+            self._p = np.zeros(self.n)
+            self._p[i] = 1.0
             return
         # Figure 1: p_i ∝ ([R_i]_+ / c) exp([R_i]_+^2 / (2c)), c from normalhedge_scale.
         # Finite by construction: c makes mean exp([R]_+^2 / 2c) = e, so every exponent is
         # at most 1 + ln N, and finite losses keep R finite.
+        R_plus = np.maximum(self.R, 0.0)
         self.c = normalhedge_scale(R_plus, guess=self.c)
         log_w = np.full(self.n, -np.inf)
         log_w[positive] = np.log(R_plus[positive] / self.c) + R_plus[positive] ** 2 / (2 * self.c)

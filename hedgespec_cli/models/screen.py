@@ -1,0 +1,110 @@
+"""The T = 0 question "is argmax_v (h W)_v the token t?" answered from a bfloat16 copy of W.
+
+Full-information feedback at T = 0 needs, for every drafter j and verified
+position s, gamma = 1[argmax q_j = t_s]: one bit, but computed from a
+projection onto the whole vocabulary. On a CPU that projection is bound by
+memory, not arithmetic: a pool of eight 4096 x 128 float32 heads is 16 MiB
+read per evaluation call, about two thirds of a tiny-zoo evaluation. The
+screen reads a bfloat16 copy instead (half the bytes, and bf16 dot-product
+instructions where the CPU has them) and keeps the answer exact:
+
+    l~ = fl_bf16(bf16(h) @ bf16(W))         every logit, approximately
+    l_t = h . W[:, t]                        the target token's, in float32
+    |l~_v - r_v| <= alpha S + beta |l~_v|    r = h W in exact arithmetic,
+    |fl32(h W)_v - r_v| <= delta            S = ||h|| max_v ||W_v|| >= sum_i |h_i W_iv|
+
+with u = 2^-8 (bf16 rounding), alpha = 2u + u^2 + gamma_H (1 + u)^2 (both
+operands rounded, float32 accumulation of H exact products), beta =
+u / (1 - u) (the output rounded to bf16), gamma_H = H 2^-24 / (1 - H 2^-24)
+and delta = gamma_H S (any float32 summation order, the reference matmul's
+or ours). With U = max_{v != t} l~_v, and x + beta |x| increasing in x:
+
+    hit   if l_t - 3 delta > U + beta |U| + alpha S   every other token's float32 logit is below t's
+    miss  if U - beta |U| - alpha S - delta > l_t + 2 delta   some token's is above
+
+Rows neither decides (about 3% of the tiny zoo's: near ties) are projected in
+float32 and their argmax taken, as without the screen. So the answer is the
+argmax of float32 logits; where two logits are within float32 rounding of
+each other the float32 argmax itself depends on the summation order, with or
+without the screen (the reference's batch shape alone changes it).
+
+The bound assumes float32 accumulation, as CPU bf16 matmuls do; `Screen`
+checks it on a probe when it is built and stays off where it fails, and the
+screen is only built for float32 heads on the CPU (a GPU's bf16 GEMMs may
+reduce in lower precision, and its float32 projection is not the bottleneck).
+"""
+
+from __future__ import annotations
+
+import torch
+
+U = 2.0**-8  # bfloat16 unit roundoff (8 significant bits, round to nearest)
+TINY = 1e-30  # flush-to-zero of subnormal bf16 inputs, far below any bound here
+
+
+class Screen:
+    """A stack of heads given as rows Wt (N, V, H) float32 (Wt[j, v] = W_j[:, v]) and their bfloat16
+    copy; `hits` answers the T = 0 question. Built only where it pays and its bound holds (`build`).
+    """
+
+    def __init__(self, Wt: torch.Tensor) -> None:
+        self.Wt = Wt  # one token's weights a contiguous row: the exact logits gather rows
+        self.W16 = Wt.to(torch.bfloat16)  # (N, V, H): also the layout bf16 GEMMs read fastest
+        self.col_max = Wt.norm(dim=-1).amax(dim=-1)  # (N,) max_v ||W[:, v]||
+        H = Wt.shape[2]
+        self.gamma = H * 2.0**-24 / (1.0 - H * 2.0**-24)
+        self.alpha = 2 * U + U * U + self.gamma * (1 + U) ** 2
+        self.beta = U / (1 - U)
+
+    def extra_bytes(self, *, shared: bool) -> int:
+        """Memory the screen adds: its bf16 copy, and the float32 rows unless they are `shared` (a tied head)."""
+        rows = 0 if shared else self.Wt.numel() * self.Wt.element_size()
+        return rows + self.W16.numel() * self.W16.element_size()
+
+    @staticmethod
+    def build(Wt: torch.Tensor) -> Screen | None:
+        """A screen for float32 heads (rows Wt (N, V, H)) on the CPU whose bound holds on a probe, else None."""
+        if Wt.dtype != torch.float32 or Wt.device.type != "cpu":
+            return None
+        screen = Screen(Wt)
+        probe = torch.randn(Wt.shape[0], 16, Wt.shape[2], generator=torch.Generator().manual_seed(0))
+        return screen if screen.bound_holds(probe) else None
+
+    def bound_holds(self, h: torch.Tensor) -> bool:
+        """Does |l~ - fl32(h W)| stay within alpha S + beta |l~| + delta on h (N, T, H)?"""
+        exact = h @ self.Wt.mT
+        approx = (h.to(torch.bfloat16) @ self.W16.mT).float()
+        S = (h.norm(dim=-1) * self.col_max[:, None]).unsqueeze(-1)
+        return bool(((approx - exact).abs() <= self.alpha * S + self.beta * approx.abs() + self.gamma * S + TINY).all())
+
+    @torch.inference_mode()
+    def hits(self, h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """h (N, T, H) float32, each member's final hidden states at T positions; target (T,) ->
+        (N, T) bool, argmax of the float32 logits h W == target (the first maximum on ties)."""
+        N, T, _ = h.shape
+        approx = h.to(torch.bfloat16) @ self.W16.mT  # (N, T, V) bf16
+        V = approx.shape[-1]
+        approx.view(N, T * V)[:, torch.arange(T, device=h.device) * V + target] = float("-inf")
+        top = approx.amax(dim=-1).float()  # U: the largest other logit, approximately
+        l_t = (h * self.Wt[:, target]).sum(-1)  # (N, T) float32, exact to delta
+        S = h.norm(dim=-1) * self.col_max[:, None]
+        delta = self.gamma * S + TINY
+        slack = self.beta * top.abs() + self.alpha * S
+        hit = l_t - 3 * delta > top + slack
+        unsure = ~hit & ~(top - slack - delta > l_t + 2 * delta)
+        if unsure.any():
+            hit[unsure] = self._near_ties(h, target, approx, l_t, S, delta, unsure)
+        return hit
+
+    def _near_ties(self, h, target, approx, l_t, S, delta, unsure) -> torch.Tensor:
+        """The rows the bound leaves open, in float32: t against every token that could beat it (its
+        bf16 logit within the bound of l_t, a handful), each token's logit h . W[:, v] summed as l_t's."""
+        j, s = unsure.nonzero(as_tuple=True)  # (u,) rows
+        rows = approx[j, s].float()  # (u, V), t's own entry -inf
+        reach = rows + self.beta * rows.abs() + (self.alpha * S[j, s] + 3 * delta[j, s])[:, None]
+        i, v = (reach >= l_t[j, s][:, None]).nonzero(as_tuple=True)  # candidate v of row i
+        logit = (h[j[i], s[i]] * self.Wt[j[i], v]).sum(-1)  # (c,) float32
+        mine = l_t[j[i], s[i]]
+        beats = (logit > mine) | ((logit == mine) & (v < target[s[i]]))  # argmax takes the first maximum
+        lost = torch.zeros(j.numel(), dtype=torch.bool, device=h.device).index_put_((i,), beats, accumulate=True)
+        return ~lost
