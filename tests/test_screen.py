@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hedgespec_cli.config import load_profile
-from hedgespec_cli.models.screen import Screen
+from hedgespec_cli.models.screen import Screen, float32_accumulation
 from hedgespec_cli.models.stacked import StackedLlama
 from hedgespec_cli.runner import open_pool
 from hedgespec_cli.workloads import load_workload
@@ -63,6 +63,10 @@ def test_near_ties_and_exact_ties_are_settled_as_argmax_settles_them():
         want = reference(h, Wt, t)
         assert torch.equal(screen.hits(h, t), want), target
     assert reference(h, Wt, torch.tensor([10] * 6))[:, :3].all()  # the tie goes to the first index
+    h[1, 2] = float("nan")  # no bound holds: the row goes to the float32 argmax
+    for target in ([0] * 6, [5] * 6):
+        t = torch.tensor(target)
+        assert torch.equal(screen.hits(h, t), reference(h, Wt, t)), target
 
 
 def test_the_screen_stays_off_where_its_bound_fails_or_cannot_pay():
@@ -71,5 +75,6 @@ def test_the_screen_stays_off_where_its_bound_fails_or_cannot_pay():
     screen = Screen(Wt)
     probe = torch.randn(2, 16, 32)
     assert screen.bound_holds(probe)
+    assert float32_accumulation(32) and float32_accumulation(128)  # this CPU's bf16 GEMM adds up in float32
     screen.alpha = screen.beta = screen.gamma = 0.0  # a bound that bf16 rounding breaks
     assert not screen.bound_holds(probe)

@@ -165,13 +165,14 @@ class _LMState(Generic[C]):
         x[start:L] -> q at the n positions L-n..L-1, in one or two pieces along dim 1 (`ahead`
         supplies the first position when the call started there, T = n; logits are not copied
         to join them); keeps q at L as `ahead`."""
-        ahead, ahead_at = self.ahead, self.ahead_at
-        self.ahead, self.ahead_at = rows[:, -1], L
         if rows.shape[1] > n:
-            return (rows[:, -n - 1 : -1],)
-        if ahead is None or ahead_at != start or rows.shape[1] < n:
-            raise RuntimeError(f"q at {n} positions needs the row ahead at {start}; it is at {ahead_at}")
-        return (ahead.unsqueeze(1), rows[:, :-1])
+            pieces: tuple[torch.Tensor, ...] = (rows[:, -n - 1 : -1],)
+        elif self.ahead is None or self.ahead_at != start or rows.shape[1] < n:
+            raise RuntimeError(f"q at {n} positions needs the row ahead at {start}; it is at {self.ahead_at}")
+        else:
+            pieces = (self.ahead.unsqueeze(1), rows[:, :-1])
+        self.ahead, self.ahead_at = rows[:, -1], L
+        return pieces
 
 
 class LMGroup:
