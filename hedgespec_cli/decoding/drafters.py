@@ -30,7 +30,7 @@ from typing import Generic, Protocol, TypeVar
 
 import torch
 
-from hedgespec_cli.decoding.qrows import Hidden, Logits, QRows
+from hedgespec_cli.decoding.qrows import Hidden, Logits, Picks, QRows
 from hedgespec_cli.decoding.tree import DraftTree, TreeShape, grow_tree
 from hedgespec_cli.errors import WorkloadError
 from hedgespec_cli.models import CausalLM, KVCache
@@ -74,13 +74,14 @@ class DrafterGroup(Protocol[S]):
     members: tuple[int, ...]  # pool indices of the group's drafters, in order
     needs_target_features: bool  # True: drafts from the target's hidden states (EAGLE-3), so the engine keeps them
     counterfactual: str  # how full-information feedback scores its members (selection/trace.py COUNTERFACTUALS)
+    scores_prompt: bool  # True: `prefill` returns q on the prompt, so the engine scores it (prompt gamma)
 
     def new_state(self, capacity: int) -> S: ...
 
     def prefill(self, state: S, ctx: Prefix, L: int) -> QRows | None:
         """Every member consumes the committed prefix x[:L-1] (full-information runs) -> q at
-        positions 1..L-1 from that call (members, L-1; the engine's prompt gamma), or None where
-        the group has none to give (EAGLE-3 heads)."""
+        positions 1..L-1 from that call (members, L-1; the engine's prompt gamma) where the group
+        `scores_prompt`, else None (EAGLE-3 heads)."""
 
     def draft(
         self, state: S, member: int, ctx: Prefix, L: int, k: int, pick: Pick
@@ -180,6 +181,7 @@ class LMGroup:
 
     counterfactual = "positional"  # q at a position depends on the committed prefix alone
     needs_target_features = False
+    scores_prompt = True
 
     def __init__(self, index: int, lm: CausalLM) -> None:
         self.members: tuple[int, ...] = (index,)
@@ -216,13 +218,7 @@ class LMGroup:
         return tree
 
     def observe(
-        self,
-        state: _LMState[KVCache],
-        ctx: Prefix,
-        L: int,
-        n: int,
-        chosen: int | None,
-        drafted: torch.Tensor | None,
+        self, state: _LMState[KVCache], ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None
     ) -> QRows:
         # A chosen drafter's draft rows (positions L-n onwards) were computed on
         # exactly the verified prefix up to what its cache still holds after
@@ -250,6 +246,7 @@ class StackedGroup:
 
     counterfactual = "positional"
     needs_target_features = False
+    scores_prompt = True
 
     def __init__(self, indices: list[int], lms: list[CausalLM]) -> None:
         self.members: tuple[int, ...] = tuple(indices)
@@ -289,12 +286,7 @@ class StackedGroup:
         return tree
 
     def observe(
-        self,
-        state: _LMState[StackedCache],
-        ctx: Prefix,
-        L: int,
-        n: int,
-        chosen: int | None,
+        self, state: _LMState[StackedCache], ctx: Prefix, L: int, n: int, chosen: int | None,
         drafted: torch.Tensor | None,
     ) -> QRows:
         # Align every member at the shortest cache (the chosen one is rolled
@@ -335,6 +327,7 @@ class Eagle3Group:
     """
 
     needs_target_features = True
+    scores_prompt = False  # a head's prefill computes no logits
 
     def __init__(self, index: int, head: Eagle3Head, counterfactual: str = "aligned") -> None:
         self.members: tuple[int, ...] = (index,)
@@ -459,6 +452,7 @@ class StackedEagle3Group:
     """
 
     needs_target_features = True
+    scores_prompt = False  # a head's prefill computes no logits
 
     def __init__(
         self, indices: list[int], heads: list[Eagle3Head], counterfactual: str = "aligned", K: int = 5,
@@ -546,7 +540,7 @@ class StackedEagle3Group:
         self, state: _StackedEagleState, ctx: Prefix, L: int, n: int, chosen: int | None, drafted: torch.Tensor | None
     ) -> QRows:
         if self.counterfactual == "exact":
-            return Logits(self._observe_exact(state, ctx, L, n))
+            return self._observe_exact(state, ctx, L, n)
         if self.counterfactual == "depth1":  # every position as a round's first draft: one call
             for m in range(self.stack.n):
                 state.target_rows[m] = min(state.target_rows[m], L - n - 2)
@@ -567,8 +561,9 @@ class StackedEagle3Group:
             self.settle(state, m, L)
         return Logits(torch.stack(rows, dim=1))  # (N, n, V)
 
-    def _observe_exact(self, state: _StackedEagleState, ctx: Prefix, L: int, n: int) -> torch.Tensor:
-        """The exact counterfactual (DESIGN.md section 5) -> q logits by depth (N, n, K, V).
+    def _observe_exact(self, state: _StackedEagleState, ctx: Prefix, L: int, n: int) -> QRows:
+        """The exact counterfactual (DESIGN.md section 5) -> q by depth (N, n, K): logits (N, n, K, V),
+        or at T = 0 only the picks (N, n, K) token ids.
 
         Entry [:, i, d] is the head's q at position t = L-n+i when a round
         starting at S = t-d drafts it at depth d+1: depth 1 from the target's
@@ -602,10 +597,13 @@ class StackedEagle3Group:
         hidden = h1[:, slot]  # (N, S, H)
         base = state.cache.lengths[0]  # = L-1 target rows
         V = self.stack.vocab_size
-        out = torch.full((N, n, K, V), float("-inf"), device=dev)
         # Unscored entries (pruned chains, starts before position 2) put q on a token other than the verified one.
-        miss = ctx.x[L - n : L] + 1
-        out.scatter_(-1, (miss % V).view(1, n, 1, 1).expand(N, n, K, 1), 0.0)
+        miss = ((ctx.x[L - n : L] + 1) % V).view(1, n, 1).expand(N, n, K)
+        if self.greedy:
+            picks = miss.clone()
+        else:
+            out = torch.full((N, n, K, V), float("-inf"), device=dev)
+            out.scatter_(-1, miss.unsqueeze(-1), 0.0)
         owner = torch.empty(0, dtype=torch.long, device=dev)  # the start of each chain row appended so far
         alive = None  # greedy: (N, S) every head's chain from each start accepted so far
         for d in range(K):  # depth d+1 scores position S+d
@@ -626,10 +624,9 @@ class StackedEagle3Group:
                 owner = torch.cat([owner, starts])
             t = starts + d  # positions scored
             new = t >= L - n
-            if self.greedy:  # only argmaxes matter: q one-hot on each head's pick (the engine reads its argmax)
+            if self.greedy:  # only argmaxes matter: each head's pick
                 pick = self.stack.target_argmax(hidden)  # (N, S): every chain, to know which go on
-                out[:, t[new] - (L - n), d] = torch.full((N, int(new.sum()), V), float("-inf"), device=dev).scatter_(
-                    -1, pick[:, new, None], 0.0)
+                picks[:, t[new] - (L - n), d] = pick[:, new]
                 hit = pick == ctx.x[t]  # (N, S)
                 alive = hit if alive is None else alive[:, keep] & hit
             elif new.any():
@@ -637,7 +634,7 @@ class StackedEagle3Group:
         for m in range(N):
             state.cache.lengths[m] = base
             self.settle(state, m, L)
-        return out
+        return Picks(picks, V) if self.greedy else Logits(out)
 
     def settle(self, state: _StackedEagleState, member: int, L: int) -> None:
         state.target_rows[member] = min(state.target_rows[member], L - 2)

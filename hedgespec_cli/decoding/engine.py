@@ -170,6 +170,7 @@ class Engine:
         self.groups = group_drafters(pool, stack=stack_drafters, counterfactual=mode, K=settings.K,
                                      greedy=settings.greedy)
         self._by_depth = any(g.counterfactual == "exact" for g in self.groups)
+        self._scores_prompt = all(g.scores_prompt for g in self.groups)  # a prompt gamma needs every drafter's q
         self._where = {j: (gi, m) for gi, g in enumerate(self.groups) for m, j in enumerate(g.members)}
         # Per drafter, how full-information feedback scores it (selection/trace.py COUNTERFACTUALS).
         self.counterfactual = tuple(self.groups[self._where[j][0]].counterfactual for j in range(len(pool.drafters)))
@@ -212,7 +213,8 @@ class Engine:
         t_start = now()
         t_cache = pool.target.new_cache()
         # (P-1, V) at positions 1..P-1: full-information runs score every drafter on the prompt
-        p_prompt = self._target(ctx, 0, P - 1, t_cache, last=None if full else 0) if P > 1 else None
+        scored = full and P > 1 and self._scores_prompt  # else the prefill projects no logits
+        p_prompt = self._target(ctx, 0, P - 1, t_cache, last=None if scored else 0) if P > 1 else None
         extra = s.tree.fed_rows(s.K) if s.tree else 0  # drafter rows a growing tree occupies
         if self._by_depth:  # the exact counterfactual's chains: at most 2K rows per depth, K depths
             extra = max(extra, 2 * s.K * s.K)
@@ -220,9 +222,10 @@ class Engine:
         prompt_gamma = None
         if full:  # bandit methods prefill a drafter only when they first choose it
             q_prompt = [run.group.prefill(run.state, ctx, P) for run in live]
-            prompt_gamma = self._prompt_gamma(p_prompt, q_prompt)
-            if prompt_gamma is not None and chooser.needs_full_feedback:  # never to a bandit (record_gamma)
-                chooser.observe_prompt(prompt_gamma)
+            if scored:
+                prompt_gamma = self._prompt_gamma(p_prompt, q_prompt)
+                if chooser.needs_full_feedback:  # never to a bandit (record_gamma)
+                    chooser.observe_prompt(prompt_gamma)
         phase = dict.fromkeys(PHASES, 0)
         t0 = now()  # end of the previous step: `other` is the gap since then
         phase["prefill"] = t0 - t_start
@@ -391,12 +394,12 @@ class Engine:
         s = self.settings
         tree = s.tree
         L, n = pending[-1].L, sum(r.n for r in pending)
-        # The target's side once per evaluation; each group's q rows are scored as they come.
-        p_logits = pending[0].p_logits if len(pending) == 1 else torch.cat([r.p_logits for r in pending])
-        if s.greedy:
-            p_side = p_logits  # only trees read it: a chain's argmax of p is the committed tokens
-        else:
-            p_side = process_logits(p_logits, s.temperature, s.top_p)
+        # The target's side once per evaluation, where it is read (trees, T > 0; a chain at T = 0 reads
+        # only the committed tokens, the argmax of p); each group's q rows are scored as they come.
+        p_side = None
+        if tree is not None or not s.greedy:
+            p_logits = pending[0].p_logits if len(pending) == 1 else torch.cat([r.p_logits for r in pending])
+            p_side = p_logits if s.greedy else process_logits(p_logits, s.temperature, s.top_p)
         K = s.K
         gamma = torch.empty(self.n_drafters, n, K, dtype=torch.float64, device=self.device)  # where the drafters are
         one = pending[0] if len(pending) == 1 else None  # a lone round: its drafter's rows can be reused
@@ -409,10 +412,8 @@ class Engine:
                 q = g.observe(state, ctx, L, n, m_chosen if mine else None, one.q_logits if mine else None)
             else:  # round-aligned counterfactuals: one round at a time
                 q = Logits(torch.cat([g.observe(state, ctx, r.L, r.n, None, None).logits() for r in pending], dim=1))
-            if g.counterfactual == "exact":  # (m, n, K, V): one row per position and drafting depth
-                by_depth = Logits(q.logits().flatten(1, 2))
-                prim = self._chain_gamma(by_depth, tokens.repeat_interleave(K), p_side.repeat_interleave(K, dim=0))
-                prim = prim.reshape(-1, n, K)
+            if g.counterfactual == "exact":  # (m, n, K): every position at every drafting depth
+                prim = self._chain_gamma(q, tokens, p_side)
             elif tree is not None:  # the target's mass on each drafter's top_k children (DESIGN.md section 5)
                 gamma_tree = gamma_tree_greedy if s.greedy else gamma_tree_sampling
                 prim = gamma_tree(p_side, q.logits(), tree.top_k).unsqueeze(-1).expand(-1, n, K)
@@ -426,31 +427,33 @@ class Engine:
         depth = gamma.permute(1, 2, 0).cpu().numpy()  # (n, K, N)
         return depth[:, 0].copy(), depth
 
-    def _prompt_gamma(self, p_logits: torch.Tensor | None, q_logits: list[QRows | None]) -> np.ndarray | None:
-        """Every drafter's gamma on the prompt's own positions 1..P-1, (P-1, N), from the logits the
-        target's and the drafters' prefill computed anyway: at T = 0, 1[argmax q_j = argmax p] (the
-        target's own next token there, not the prompt's); at T > 0, sum min(p, q_j). Teacher-forced on
-        a prefix the target read rather than wrote, chain-scored even with trees. None when the prompt
-        has one token or a group gives no prefill logits (EAGLE-3 heads).
+    def _prompt_gamma(self, p_logits: torch.Tensor, q_prompt: list[Any]) -> np.ndarray:
+        """Every drafter's gamma on the prompt's own positions 1..P-1, (P-1, N), from the rows the
+        target's and the drafters' prefill computed anyway (`QRows` per group): at T = 0,
+        1[argmax q_j = argmax p] (the target's own next token there, not the prompt's); at T > 0,
+        sum min(p, q_j). Teacher-forced on a prefix the target read rather than wrote, chain-scored
+        even with trees. Only where every group `scores_prompt` (not EAGLE-3 heads: no prefill logits).
         """
-        if p_logits is None or any(q is None for q in q_logits):
-            return None
         s = self.settings
         gamma = torch.empty(self.n_drafters, p_logits.shape[0], dtype=torch.float64, device=self.device)
         p_side = p_logits if s.greedy else process_logits(p_logits, s.temperature, s.top_p)
         target = argmax(p_logits)  # (P-1,)
-        for rows, q in zip(self._rows, q_logits):
+        for rows, q in zip(self._rows, q_prompt):
             gamma[rows] = self._chain_gamma(q, target, p_side).to(torch.float64)  # (m, P-1)
         return gamma.T.cpu().numpy()
 
-    def _chain_gamma(self, q: QRows, target: torch.Tensor, p_side: torch.Tensor) -> torch.Tensor:
+    def _chain_gamma(self, q: QRows, target: torch.Tensor, p_side: torch.Tensor | None) -> torch.Tensor:
         """q of m drafters at T positions -> (m, T) gamma (DESIGN.md section 5): at T = 0
         1[argmax q = target] (the target's argmax there; a group may answer it without its
         logits, decoding/qrows.py), else sum min(p, q) with p_side the target's processed law (T, V)."""
         s = self.settings
         if s.greedy:
             return q.hits(target).to(torch.float64)
-        return gamma_sampling(p_side.unsqueeze(0), process_logits(q.logits(), s.temperature, s.top_p))
+        if p_side is None:
+            raise ValueError("gamma at T > 0 needs the target's processed law")
+        logits = q.logits()  # (m, T, V), or by depth (m, T, K, V)
+        p = p_side if logits.dim() == 3 else p_side.unsqueeze(1)
+        return gamma_sampling(p.unsqueeze(0), process_logits(logits, s.temperature, s.top_p))
 
     def _feedback(
         self,

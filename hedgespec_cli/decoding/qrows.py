@@ -20,15 +20,22 @@ from hedgespec_cli.models.stacked import StackedLlama
 
 
 class QRows(Protocol):
-    """q of a group's m members at n consecutive positions."""
+    """q of a group's m members at n consecutive positions; by drafting depth (m, n, K) in
+    EAGLE-3's exact mode, where each position is scored once per depth it can be drafted at."""
 
     def logits(self) -> torch.Tensor:
-        """(m, n, V) float32 logits; (m, n, K, V) by drafting depth (EAGLE-3's exact mode)."""
+        """(m, n, V) float32 logits, or (m, n, K, V) by depth."""
         ...
 
     def hits(self, target: torch.Tensor) -> torch.Tensor:
-        """target (n,) -> (m, n) bool, argmax q == target (the first maximum on ties): gamma at T = 0."""
+        """target (n,) -> (m, n) or by depth (m, n, K) bool, argmax q == the target at that position
+        (the first maximum on ties): gamma at T = 0."""
         ...
+
+
+def _at(target: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """target (n,) shaped to compare with argmax ids (m, n) or by depth (m, n, K)."""
+    return target if ids.dim() == 2 else target.view(-1, *(1,) * (ids.dim() - 2))
 
 
 class Logits:
@@ -42,12 +49,30 @@ class Logits:
 
     def hits(self, target: torch.Tensor) -> torch.Tensor:
         if len(self.pieces) == 1:
-            return argmax(self.pieces[0]) == target
+            ids = argmax(self.pieces[0])
+            return ids == _at(target, ids)
         out, a = [], 0
         for q in self.pieces:
             out.append(argmax(q) == target[a : a + q.shape[1]])
             a += q.shape[1]
         return torch.cat(out, dim=1)
+
+
+@dataclass(frozen=True)
+class Picks:
+    """At T = 0, q known only by its argmax: token ids (m, n[, K]), all `hits` reads (EAGLE-3's exact
+    mode, whose pruned chains need no more). `logits()` gives the one-hot stand-in, 0 at the pick
+    and -inf elsewhere, for a reader that wants logits anyway (it costs m n [K] V floats)."""
+
+    ids: torch.Tensor
+    vocab: int
+
+    def logits(self) -> torch.Tensor:
+        out = torch.full((*self.ids.shape, self.vocab), float("-inf"), device=self.ids.device)
+        return out.scatter_(-1, self.ids.unsqueeze(-1), 0.0)
+
+    def hits(self, target: torch.Tensor) -> torch.Tensor:
+        return self.ids == _at(target, self.ids)
 
 
 @dataclass(frozen=True)
