@@ -458,25 +458,6 @@ def test_tracking_learns_whether_carrying_opens_segments_well(blocks, lead):
     assert t.lead == lead
 
 
-@pytest.mark.parametrize("cls", LEARNERS.values())
-def test_learner_contract_preview(cls):
-    """A preview is the new segment's first steps for a learner that acts at boundaries, and
-    nothing at all for one that does not (as the boundary itself)."""
-    rng = np.random.default_rng(7)
-    losses = rng.random((30, 4))
-    seen, stepped = cls(4), cls(4)
-    for learner in (seen, stepped):
-        learner.update_many(losses[:20])
-        learner.begin_segment()
-    before = seen.probs()
-    seen.preview(losses[20:])
-    if cls.acts_at_boundaries:
-        stepped.update_many(losses[20:])
-        np.testing.assert_allclose(seen.probs(), stepped.probs(), rtol=1e-12, atol=1e-15)
-    else:
-        np.testing.assert_array_equal(seen.probs(), before)
-
-
 def test_tracking_previewed_prompt_switches_before_the_first_round_of_a_shift():
     # A block where expert 0 is best, then a new segment whose preview (its prompt's losses)
     # favours expert 1: the first round already plays expert 1. Without the preview the
@@ -488,7 +469,7 @@ def test_tracking_previewed_prompt_switches_before_the_first_round_of_a_shift():
             t.update_many(np.tile([0.1, 0.7, 0.7], (40, 1)))
         t.begin_segment()
         if preview:
-            t.preview(np.tile([0.7, 0.1, 0.7], (20, 1)))
+            t.update_many(np.tile([0.7, 0.1, 0.7], (20, 1)))  # the preview: the segment's first steps
             assert t.referee.probs()[0] > 0.99  # fresh, concentrated on the prompt's best, leads
         assert int(np.argmax(t.probs())) == (1 if preview else 0)
     # Inside a block the preview agrees with what was carried: kept keeps the lead.
@@ -497,7 +478,7 @@ def test_tracking_previewed_prompt_switches_before_the_first_round_of_a_shift():
         t.begin_segment()
         t.update_many(np.tile([0.1, 0.7, 0.7], (40, 1)))
     t.begin_segment()
-    t.preview(np.tile([0.1, 0.7, 0.7], (20, 1)))
+    t.update_many(np.tile([0.1, 0.7, 0.7], (20, 1)))
     assert t.referee.probs()[1] > 0.99 and t.probs()[0] > 0.99
 
 
@@ -888,3 +869,18 @@ def test_lazy_hedgespec_waits_only_while_confident_and_at_most_every_rounds():
     assert eager.wants_feedback(1)
     with pytest.raises(ValueError, match="choose"):
         eager.choose(40)
+    unsure = make_selector("hedgespec:every=4,confident=0.9", 2, TWO)  # lazy, but not yet confident:
+    unsure.begin_query(QueryContext(None, TWO, (None, None), 3))  # every round must be fed back
+    unsure.choose(0)
+    with pytest.raises(ValueError, match="choose"):
+        unsure.choose(4)
+
+
+def test_hedgespec_decisions_hold_read_only_weights():
+    """Rounds between two updates share one weight vector (read once per update): nobody may write it."""
+    sel = make_selector("hedgespec:every=4", 2, TWO)
+    sel.begin_query(QueryContext(None, TWO, (None, None), 3))
+    a, b = sel.choose(0), sel.choose(0)
+    assert a.weights is b.weights
+    with pytest.raises(ValueError, match="read-only"):
+        a.weights[0] = 1.0

@@ -445,7 +445,7 @@ def argmax_decision(scores: np.ndarray, rng: np.random.Generator) -> Decision:
 def sample_decision(probs: np.ndarray, rng: np.random.Generator) -> Decision:
     """Draw an arm from probs (renormalised against rounding) by inverse CDF with one uniform:
     the draw `rng.choice(N, p=probs)` makes (so runs and traces from before replay alike), at
-    a third of its cost (it runs every round; choice validates probs each time)."""
+    about half its cost (it runs every round; choice validates probs each time)."""
     probs = probs / probs.sum()
     cdf = probs.cumsum()
     cdf /= cdf[-1]

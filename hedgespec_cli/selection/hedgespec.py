@@ -155,13 +155,15 @@ class HedgeSpec:
     def observe_prompt(self, gamma: np.ndarray) -> None:
         """Every drafter's gamma on the prompt, (P-1, N), before the first round (the engine scores it,
         teacher-forced, from its prefill). Its complete-window losses are evidence about the query's
-        best drafter before any of it is played: `prompt=preview` hands them to the learner's
-        `preview` (a no-op for a learner that does not act at boundaries, and with reset=query there
-        is no boundary: per-query HedgeSpec is unchanged); `learn` feeds them as the learner's first
-        steps; `ignore` drops them."""
+        best drafter before any of it is played: `prompt=preview` gives them, as the segment's
+        first steps, to a learner kept across queries that acts at boundaries (tracking,
+        adanormalhedge-sleeping; with reset=query there is no boundary, and a learner with one
+        comparator ignores boundaries: per-query HedgeSpec is unchanged); `learn` gives them to any
+        learner as its first steps; `ignore` drops them."""
         if self.K is None:
             raise ValueError(f"{self.name}: observe_prompt before begin_query")
-        if self.prompt == "ignore" or (self.prompt == "preview" and self.reset == "query"):
+        boundary = self.reset == "never" and self.learner.acts_at_boundaries
+        if self.prompt == "ignore" or (self.prompt == "preview" and not boundary):
             return
         rows = np.clip(np.asarray(gamma, dtype=np.float64), 0.0, 1.0)
         if rows.ndim != 2 or rows.shape[1] != self.n:
@@ -170,14 +172,11 @@ class HedgeSpec:
         losses = self._losses(rows, close=False)
         if not losses.shape[0]:  # complete windows only: the prompt's end is not the end of a text
             return
-        if self.prompt == "learn":
-            self.learner.update_many(losses)
-        else:
-            self.learner.preview(losses)
+        self.learner.update_many(losses)
         self._refresh()
 
     def choose(self, position: int) -> Decision:
-        if position < self._verified or (self.every == 1 and position != self._verified):
+        if position < self._verified or (position != self._verified and self.wants_feedback(1)):
             raise ValueError(
                 f"{self.name}: choose({position}) but {self._verified} positions were verified; "
                 "call begin_query first, and update after every round the selector wants_feedback"
@@ -205,13 +204,17 @@ class HedgeSpec:
             if depth.shape[0] != rows.shape[0]:
                 raise ValueError(f"{self.name}: gamma by depth has {depth.shape[0]} rows for {rows.shape[0]} positions")
         self._append(np.clip(rows, 0.0, 1.0), depth)  # sum min(p, q) may overshoot 1 by rounding
-        self._release(close=False)
-        self._refresh()
+        if self._release(close=False):
+            self._refresh()
 
     def wants_feedback(self, waiting: int) -> bool:
-        """Lazy evaluation: full information costs one call over every drafter, and while the
-        learner's top weight is at least `confident` its play barely moves with a few more
-        losses, so rounds may wait, up to `every`, and share one call. The delay is then at
+        """Lazy evaluation: full information costs one call over every drafter, so while the
+        learner's top weight is at least `confident` rounds may wait, up to `every`, and share one
+        call. A heuristic, not a guarantee that the play stays put: NormalHedge puts all its
+        weight on a drafter as soon as it is the only one with positive regret, however small its
+        lead, and the next losses may move it. (The exact rule, waiting only while no release in
+        the wait could give another drafter positive regret, evaluates 0.89 times a round on the
+        default bench's trace: no saving.) The delay is then at
         most every - 1 rounds: Joulani, Gyorgy & Szepesvari 2013 ("Online learning under
         delayed feedback") turn a max delay d into a regret factor of about sqrt(d + 1), and
         Quanrud & Khashabi 2015 ("Online learning with adversarial delays") show
@@ -221,12 +224,13 @@ class HedgeSpec:
         return waiting >= self.every or self._top < self.confident
 
     def end_query(self) -> None:
-        self._release(close=True)
-        self._refresh()
+        self._release(close=True)  # the next begin_query reads the learner afresh
 
     def _refresh(self) -> None:
-        """Read the learner's distribution once after it learns (choose and wants_feedback run every round)."""
+        """Read the learner's distribution once after it learns (choose and wants_feedback run every
+        round); read-only, as every Decision of the rounds until the next refresh holds it."""
         self._p = self.learner.probs()
+        self._p.setflags(write=False)
         self._top = float(self._p.max())
 
     def _append(self, rows: np.ndarray, depth: np.ndarray | None) -> None:
@@ -248,14 +252,16 @@ class HedgeSpec:
             return tap_loss(gamma if gamma.ndim == 2 else gamma[:, 0])
         return eal_loss(acceptance_lengths(gamma, self.window, close=close), self.K)
 
-    def _release(self, *, close: bool) -> None:
-        """Feed the learner one loss vector per position whose window is complete (or closed)."""
+    def _release(self, *, close: bool) -> int:
+        """Feed the learner one loss vector per position whose window is complete (or closed)
+        -> how many it took."""
         start, end = self._released, self._verified
         source = self._gamma[start:end] if self._depth is None else self._depth[start:end]  # (m, N[, K])
         losses = self._losses(source, close=close)
         if losses.shape[0]:  # learning is token-level: one step per position, in order
             self.learner.update_many(losses)
         self._released = start + losses.shape[0]
+        return losses.shape[0]
 
 
 def _grown(buf: np.ndarray, used: int, need: int) -> np.ndarray:

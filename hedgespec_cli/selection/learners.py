@@ -20,8 +20,9 @@ from hedgespec_cli.selection.base import check_finite
 class Learner(Protocol):
     """An experts algorithm over N experts.
 
-    acts_at_boundaries: True when `begin_segment` and `preview` change what it plays (a
-    tracking learner); False for a learner with one comparator for the whole stream.
+    acts_at_boundaries: True when `begin_segment` changes what it plays (a tracking
+    learner), so losses seen at a boundary (HedgeSpec's `prompt=preview`: the query's prompt)
+    are worth its steps; False for a learner with one comparator for the whole stream.
     """
 
     acts_at_boundaries: bool
@@ -45,12 +46,6 @@ class Learner(Protocol):
     def begin_segment(self) -> None:
         """A boundary where the best expert may change (a new query, when state is kept across
         queries). Only a tracking learner acts on it; the others keep learning as before."""
-        ...
-
-    def preview(self, losses: np.ndarray) -> None:
-        """Loss vectors (m, N) of the new segment scored before its play begins (HedgeSpec: every
-        drafter's losses on the query's prompt, teacher-forced), after `begin_segment`. Only a
-        learner that acts at boundaries uses them; the others ignore them, as they ignore the boundary."""
         ...
 
 
@@ -133,7 +128,7 @@ def one_positive_scale(R: float, n: int) -> float:
 class NormalHedge:
     """NormalHedge (Chaudhuri, Freund & Hsu 2009), parameter-free."""
 
-    acts_at_boundaries = False  # begin_segment and preview are no-ops
+    acts_at_boundaries = False  # begin_segment is a no-op
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -146,9 +141,6 @@ class NormalHedge:
 
     def begin_segment(self) -> None:
         pass  # one comparator for the whole stream: a boundary changes nothing
-
-    def preview(self, losses: np.ndarray) -> None:
-        pass  # nor does what is seen at one
 
     def probs(self) -> np.ndarray:
         return self._p.copy()
@@ -190,7 +182,7 @@ class NormalHedge:
 class Hedge:
     """Hedge / exponential weights (Freund & Schapire 1997) with an anytime step size."""
 
-    acts_at_boundaries = False  # begin_segment and preview are no-ops
+    acts_at_boundaries = False  # begin_segment is a no-op
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -202,9 +194,6 @@ class Hedge:
 
     def begin_segment(self) -> None:
         pass  # one comparator for the whole stream: a boundary changes nothing
-
-    def preview(self, losses: np.ndarray) -> None:
-        pass  # nor does what is seen at one
 
     @property
     def eta(self) -> float:
@@ -244,7 +233,7 @@ def adanormalhedge_log_weights(R: np.ndarray, C: np.ndarray) -> np.ndarray:
 class AdaNormalHedge:
     """AdaNormalHedge (Luo & Schapire 2015), uniform prior, parameter-free."""
 
-    acts_at_boundaries = False  # begin_segment and preview are no-ops
+    acts_at_boundaries = False  # begin_segment is a no-op
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -257,9 +246,6 @@ class AdaNormalHedge:
 
     def begin_segment(self) -> None:
         pass  # one comparator for the whole stream: a boundary changes nothing
-
-    def preview(self, losses: np.ndarray) -> None:
-        pass  # nor does what is seen at one
 
     def probs(self) -> np.ndarray:
         return self._p.copy()
@@ -309,14 +295,15 @@ class SleepingAdaNormalHedge:
       start keeps a positive share however long the stream runs.
     Cost per step O(S N); the state grows by one (N,) row per segment.
 
-    `preview` (HedgeSpec: every drafter's losses on the query's prompt) is
-    taken as the segment's first steps: the copies started at the boundary
+    A preview (HedgeSpec's `prompt=preview`: every drafter's losses on the
+    query's prompt, right after `begin_segment`) is simply the segment's first
+    `update_many` steps: the copies started at the boundary
     learn from them before the first round. The bound above holds for any
     loss sequence in [0, 1]^N, so it holds on the segment with its preview
     prepended (the comparator is then scored on the preview too).
     """
 
-    acts_at_boundaries = True  # begin_segment / preview change what it plays
+    acts_at_boundaries = True  # begin_segment changes what it plays
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -342,10 +329,6 @@ class SleepingAdaNormalHedge:
         self.C = np.vstack([self.C, np.zeros(self.n)])
         self.log_prior = np.append(self.log_prior, -2.0 * math.log(s))
         self._p = self._weights()
-
-    def preview(self, losses: np.ndarray) -> None:
-        # The segment's first steps, as if played: the copies started at this boundary learn from them.
-        self.update_many(losses)
 
     def probs(self) -> np.ndarray:
         return self._p.copy()
@@ -411,10 +394,10 @@ class Tracking:
     prior 1/s^2 must be earned back) is ready for the block's next queries.
     No numeric parameter: every part is parameter-free.
 
-    `preview`: loss vectors of the new segment known before its play begins
-    (HedgeSpec: every drafter's EAL losses on the query's prompt, scored
-    teacher-forced from the prefill, `prompt=preview`), taken as the segment's
-    first steps by all four parts. So the referee weighs fresh against kept on
+    A preview: loss vectors of the new segment known before its play begins
+    (HedgeSpec's `prompt=preview`: every drafter's EAL losses on the query's
+    prompt, scored teacher-forced from the prefill), given right after
+    `begin_segment` as the segment's first steps, by all four parts. So the referee weighs fresh against kept on
     the prompt before the first round (a shift: kept's old expert does badly
     on the new prompt and fresh, already concentrated on the prompt's best
     expert, leads; inside a block kept leads), the opening rarely decides, and
@@ -425,7 +408,7 @@ class Tracking:
     This reads the query's own tokens, never its domain label.
     """
 
-    acts_at_boundaries = True  # begin_segment / preview change what it plays
+    acts_at_boundaries = True  # begin_segment changes what it plays
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -445,9 +428,6 @@ class Tracking:
         self.fresh.reset()
         self.referee.reset()
         self.kept.begin_segment()
-
-    def preview(self, losses: np.ndarray) -> None:
-        self.update_many(losses)
 
     @property
     def lead(self) -> int:
