@@ -199,6 +199,19 @@ def test_a_sweep_pool_size_is_a_bench_pass(tiny_bench, tmp_path):
     assert len(sweep) == len(bench) == 4 * 3 and decoded(sweep) == decoded(bench)
 
 
+def test_a_sweep_warms_up_the_engine_of_every_pool_size(tiny_bench, tmp_path, monkeypatch):
+    """Each pool size decodes on engines of its own (new groups, new stacks): each is warmed up before
+    it is timed, not only the full pool's, which only `ar` runs on."""
+    import hedgespec_cli.bench.sweep as sweep
+
+    warmed = []
+    real = sweep.warm_up
+    monkeypatch.setattr(sweep, "warm_up", lambda step, methods, *a: (
+        warmed.append((step.engine.n_drafters, list(methods))), real(step, methods, *a))[-1])
+    sweep.run_sweep(settings(tiny_bench, tmp_path, methods="ar,hedgespec", prompts=2), [1, 2])
+    assert warmed == [(3, ["ar"]), (1, ["hedgespec"]), (2, ["hedgespec"])]
+
+
 def test_a_fixed_drafter_missing_from_the_pool_fails_before_the_run_dir(tiny_bench, tmp_path):
     from hedgespec_cli.bench.sweep import run_sweep
     from hedgespec_cli.errors import ConfigError

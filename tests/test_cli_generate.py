@@ -51,6 +51,8 @@ def test_generate_errors_are_one_line(tiny_models, tmp_path):
         (["--target", str(tmp_path / "missing")], "does not exist"),
         (["--target", str(tiny_models["target"]), "--method", "nonsense"], "unknown method 'nonsense'"),
         (["--target", str(tiny_models["target"]), "-K", "0"], "K must be at least 1"),
+        (["--target", str(tiny_models["target"]), "--method", "ar", "--trace", str(tmp_path / "t.jsonl")],
+         "ar selects none"),
     ]:
         res = run_main("generate", "x", *args, *pool)
         assert res.returncode == 2, res.stderr

@@ -8,6 +8,7 @@ from hedgespec_cli.bench.query import run_query
 from hedgespec_cli.decoding.engine import Engine
 from hedgespec_cli.errors import ConfigError
 from hedgespec_cli.runner import adhoc_profile, check_router, open_pool
+from hedgespec_cli.selection.base import registration
 
 
 def generate_once(
@@ -45,12 +46,16 @@ def generate_once(
     settings = DecodeSettings.of(resolve_knobs(flags, prof.decoding))  # flag > profile > default
     method = method or f"fixed:{prof.generic().name}"
     check_router([method], prof)  # before any model loads
+    if trace is not None and not registration(method).selects:
+        raise ConfigError(f"--trace records every drafter's gamma while a method selects drafters; {method} "
+                          "selects none: pass a method such as hedgespec or fixed:NAME")
     pool = open_pool(prof, device=device, dtype=dtype)
     engine = Engine(pool, settings, seed=seed)
     ids = pool.tokenizer(prompt, verbose=False)["input_ids"]  # the context check says it better
     record = run_query(
         engine, ids, method, domain=domain, seed=seed, record_gamma=trace is not None
     )
+    tree = settings.tree.to_dict() if settings.tree else None
     payload = {
         "profile": prof.name,
         "method": method,
@@ -59,7 +64,7 @@ def generate_once(
         "new_tokens": record.new_tokens,
         "rounds": len(record.rounds),
         "mat": record.mat,
-        "tree": settings.tree.to_dict() if settings.tree else None,
+        "tree": tree,
         "tokens_per_s": record.tokens_per_s,
         "wall_ms": record.wall_ns / 1e6,
         "phase_ms": {k: v / 1e6 for k, v in record.phase_ns.items()},
@@ -69,10 +74,7 @@ def generate_once(
     if trace is not None:
         from hedgespec_cli.selection.trace import Trace, TraceQuery, write_trace
 
-        assert record.gamma is not None  # record_gamma: the engine scored every drafter
-        query = TraceQuery("prompt-0", domain, tuple(record.output_ids), record.gamma, None, method,
-                           record.gamma_depth, record.prompt_gamma)
+        query = TraceQuery.of_record("prompt-0", domain, record, source=method)
         write_trace(trace, Trace(settings.K, settings.temperature, settings.max_new_tokens,
-                                 pool.names, pool.domains, (query,),
-                                 settings.tree.to_dict() if settings.tree else None, None, engine.counterfactual))
+                                 pool.names, pool.domains, (query,), tree, None, engine.counterfactual))
     return payload

@@ -46,8 +46,9 @@ def _in_order(methods: Sequence[str]) -> list[str]:
 def warm_up(step: QueryStep, methods: Sequence[str], prompts: Sequence[Prompt], ids: list[list[int]],
             n: int) -> None:
     """Untimed queries (first-call costs, allocator, caches) on the first n prompts; nothing is kept."""
+    order = _in_order(methods)
     for i, p in enumerate(prompts[:n]):
-        for m in _in_order(methods):
+        for m in order:
             step(m, ids[i], p, 0, i, selector=None, keep_trace=False)
 
 
@@ -60,8 +61,9 @@ def run_pass(step: QueryStep, methods: Sequence[str], prompts: Sequence[Prompt],
     (method, query_id, repeat) already measured (a resumed run)."""
     selectors = SelectorBank(step.engine.pool.names, step.seed, repeat)  # `reset: never` methods learn across prompts
     K = step.engine.settings.K
+    order = _in_order(methods)
     for i, p in enumerate(prompts):
-        for m in _in_order(methods):
+        for m in order:
             if (m, p.id, repeat) in done:
                 continue
             record, energy_j = step(m, ids[i], p, repeat, i, selectors.get(m, i))

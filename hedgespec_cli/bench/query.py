@@ -118,5 +118,4 @@ class QueryStep:
     def _keep(self, key: tuple[str, int], prompt: Prompt, index: int, record: QueryRecord, source: str) -> None:
         """The first gamma recorded for a query is its trace, and every later reference's hindsight."""
         if record.gamma is not None and key not in self.trace:
-            self.trace[key] = TraceQuery(prompt.id, prompt.domain, tuple(record.output_ids), record.gamma, index,
-                                         source, record.gamma_depth, record.prompt_gamma)
+            self.trace[key] = TraceQuery.of_record(prompt.id, prompt.domain, record, index, source)

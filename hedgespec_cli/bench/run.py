@@ -77,7 +77,9 @@ class BenchRun:
         self.engine = Engine(self.pool, plan.decode, seed=settings.seed)
         self.ids = checked_prompt_ids(self.engine, self.workload.prompts)
         self._footprint = self.pool.memory()
-        # The stacked drafters share their weights with the pool, except tied LM heads, kept transposed too.
+        # The stacked drafters share their weights with the pool, except the copies of their LM heads: a
+        # tied head kept transposed too, and the T = 0 screen's (models/screen.py: bf16, and an untied
+        # head's float32 rows).
         self._footprint["stacked_extra_mib"] = sum(getattr(getattr(g, "stack", None), "extra_bytes", 0)
                                                    for g in self.engine.groups) / 2**20
         # NVML samples the run's own GPUs (by UUID), not every GPU of the machine.

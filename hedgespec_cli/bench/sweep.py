@@ -93,7 +93,7 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
     focus = "hedgespec" if "hedgespec" in methods else methods[-1]
     if progress:
         progress.start([f"N={n} {focus}" for n in sizes] + plain, len(prompts))
-    warm_up(full, settings.methods, prompts, ids, settings.warmup)
+    warm_up(full, plain, prompts, ids, settings.warmup)  # each pool size warms its own engine below
 
     def write(by_n: dict, complete: bool) -> dict:
         payload = {
@@ -138,8 +138,9 @@ def run_sweep(settings: BenchSettings, sizes: list[int], *, progress: Progress |
             ar_lines += one_pass(full, [m], None, m, m)
         for n in sizes:
             sub = padded_pool(pool, profile.generic().name, n, settings.seed)
-            mine = one_pass(QueryStep(Engine(sub, decode, seed=settings.seed), settings.seed), methods, n,
-                            f"N={n} {focus}", focus)
+            step = QueryStep(Engine(sub, decode, seed=settings.seed), settings.seed)  # new groups and stacks
+            warm_up(step, methods, prompts, ids, settings.warmup)
+            mine = one_pass(step, methods, n, f"N={n} {focus}", focus)
             by_n[str(n)] = {
                 "drafters": list(sub.names),
                 "methods": S.summarize_methods(ar_lines + mine, list(settings.methods), list(sub.names),

@@ -130,10 +130,7 @@ def resolve_specs(target: ModelSpec, drafters: list[ModelSpec]) -> tuple[ModelSp
 
 
 def _load_lm(spec: ModelSpec, target: CausalLM, dtype: torch.dtype, device: torch.device) -> CausalLM:
-    if _is_eagle3(spec.path):  # a head under kind: lm that resolve_specs did not see
-        raise ConfigError(
-            f"drafter {spec.name!r} in {spec.path} is an EAGLE-3 head; give it `kind: eagle3` in the profile"
-        )
+    """A causal LM on the transformers path (an EAGLE-3 head under kind `lm` was re-kinded by resolve_specs)."""
     return CausalLM(spec.name, _load_model(spec, dtype, {"device_map": None}).to(device))
 
 

@@ -228,7 +228,7 @@ def telemetry_lines(payload: dict[str, Any]) -> Text:
             f"\n  memory: target weights {mem['target']['weights_mib']:.1f} MiB; per drafter "
             f"{d[0]['weights_mib']:.1f} MiB weights + {d[0]['kv_kib_per_token']:.1f} KiB KV per cached token "
             f"(x{len(d)} drafters)"
-            + (f"; stacked LM-head copies (tied heads transposed, the T = 0 screen's bf16) "
+            + (f"; stacked LM-head copies (tied heads transposed; T = 0 screen: bf16, untied float32 rows) "
                f"{mem['stacked_extra_mib']:.1f} MiB" if mem.get("stacked_extra_mib") else "")
             + (f"; CUDA allocator peak {mem['peak_cuda_allocated_mib']:,.0f} MiB"
                if mem.get("peak_cuda_allocated_mib") else "")

@@ -27,7 +27,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -50,6 +50,15 @@ class TraceError(HedgespecError):
     """A trace file is missing, malformed or inconsistent."""
 
 
+class Recorded(Protocol):
+    """What a trace keeps of a decoded query (decoding/engine.py QueryRecord)."""
+
+    output_ids: list[int]
+    gamma: np.ndarray | None
+    gamma_depth: np.ndarray | None
+    prompt_gamma: np.ndarray | None
+
+
 @dataclass(frozen=True)
 class TraceQuery:
     """One decoded query. gamma: (L, N) float64, one row per generated token."""
@@ -67,6 +76,16 @@ class TraceQuery:
     def acceptance(self) -> np.ndarray:
         """What the estimators read: gamma by depth when recorded, else gamma."""
         return self.gamma if self.gamma_depth is None else self.gamma_depth
+
+    @classmethod
+    def of_record(
+        cls, id: str, domain: str | None, record: Recorded, index: int | None = None, source: str | None = None
+    ) -> TraceQuery:
+        """A decoded query's trace entry (the engine's QueryRecord of a full-information run)."""
+        if record.gamma is None:
+            raise ValueError(f"query {id!r} was decoded without full information: it has no gamma to trace")
+        return cls(id, domain, tuple(record.output_ids), record.gamma, index, source, record.gamma_depth,
+                   record.prompt_gamma)
 
     def __post_init__(self) -> None:
         if self.gamma_depth is not None:

@@ -42,7 +42,7 @@ def acceptance_matrix(
     for i, p in enumerate(prompts):
         record = run_query(engine, pool.tokenizer(p.text)["input_ids"], f"fixed:{prof.generic().name}",
                            domain=p.domain, record_gamma=True)
-        queries.append(TraceQuery(p.id, p.domain, record.output_ids, record.gamma, gamma_depth=record.gamma_depth))
+        queries.append(TraceQuery.of_record(p.id, p.domain, record))
         if progress is not None:
             progress(i + 1, len(prompts))
     trace = Trace(K, 0.0, max_new_tokens, pool.names, pool.domains, queries, counterfactual=engine.counterfactual)
