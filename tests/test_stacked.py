@@ -53,6 +53,16 @@ def test_stacking_changes_no_token_and_no_gamma(tiny_pool):
             np.testing.assert_array_equal(a.gamma, b.gamma)
 
 
+def test_only_a_greedy_run_builds_the_screen(tiny_pool):
+    """The T = 0 screen (a bf16 copy of the heads) is only read at T = 0: a sampling run does not pay for it."""
+    def stacks(**kw):
+        engine = Engine(tiny_pool, DecodeSettings(K=3, max_new_tokens=8, **kw))
+        return [g.stack for g in engine.groups if isinstance(g, StackedGroup)]
+
+    assert all(st.screen is not None for st in stacks())
+    assert all(st.screen is None and st.extra_bytes == 0 for st in stacks(temperature=0.8))
+
+
 def test_stacked_eagle3_heads_match_the_heads_one_by_one(zoo_eagle_pool):
     from hedgespec_cli.decoding.drafters import StackedEagle3Group
     from hedgespec_cli.models.stacked import StackedEagle3

@@ -248,9 +248,9 @@ class StackedGroup:
     needs_target_features = False
     scores_prompt = True
 
-    def __init__(self, indices: list[int], lms: list[CausalLM]) -> None:
+    def __init__(self, indices: list[int], lms: list[CausalLM], greedy: bool = True) -> None:
         self.members: tuple[int, ...] = tuple(indices)
-        self.stack = StackedLlama([lm.model for lm in lms])
+        self.stack = StackedLlama([lm.model for lm in lms], screen=greedy)  # the screen serves T = 0 only
 
     def new_state(self, capacity: int) -> _LMState[StackedCache]:
         return _LMState(self.stack.new_cache(capacity))

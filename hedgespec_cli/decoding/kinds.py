@@ -63,7 +63,7 @@ def _lm_stack_key(lm: Any) -> Hashable | None:
 
 KINDS: dict[str, DrafterKind] = {k.name: k for k in (
     DrafterKind(LOADERS["lm"], lambda j, lm, s: LMGroup(j, lm),
-                _lm_stack_key, lambda js, lms, s: StackedGroup(js, lms)),
+                _lm_stack_key, lambda js, lms, s: StackedGroup(js, lms, s.greedy)),
     # Heads with their own embeddings have no key (eagle3_shape_key): never stacked.
     DrafterKind(LOADERS["eagle3"], lambda j, head, s: Eagle3Group(j, head, s.counterfactual),
                 eagle3_shape_key, lambda js, heads, s: StackedEagle3Group(js, heads, s.counterfactual, s.K, s.greedy),

@@ -67,7 +67,8 @@ class StackedCache:
 class StackedLlama:
     """Weights of N same-shape Llama models stacked on dim 0; forward over all or one of them."""
 
-    def __init__(self, models: list[PreTrainedModel]) -> None:
+    def __init__(self, models: list[PreTrainedModel], *, screen: bool = True) -> None:
+        """screen: build the T = 0 screen of the heads (models/screen.py; only T = 0 reads it)."""
         c = models[0].config
         self.n, self.layers = len(models), c.num_hidden_layers
         self.heads, self.kv_heads = c.num_attention_heads, c.num_key_value_heads
@@ -103,7 +104,7 @@ class StackedLlama:
         # Full information at T = 0 asks only whether each head's argmax is the verified token:
         # answered exactly from a bf16 copy of the heads where that pays (models/screen.py).
         # A tied head's rows are the embedding table; an untied one's are copied (rows gather fast).
-        self.screen = Screen.build(self.embed if tied else self.lm_head.mT.contiguous())
+        self.screen = Screen.build(self.embed if tied else self.lm_head.mT.contiguous()) if screen else None
         self.extra_bytes += self.screen.extra_bytes(shared=tied) if self.screen is not None else 0
         self._share(models)
 
