@@ -34,6 +34,27 @@ def test_stacked_forward_matches_transformers(tiny_pool):
     assert torch.allclose(stack.forward(ids[12:15], cache, member=1)[0], want, atol=1e-4)
 
 
+def test_rotary_tables_grow_with_the_query(tiny_pool):
+    """Rotary cos/sin are tabulated once per position and the table doubles as a query grows: a stacked
+    forward far past the first table (64 rows), in uneven blocks, still matches transformers."""
+    lms = [tiny_pool.drafters[j] for j in range(3)]
+    stack = StackedLlama([lm.model for lm in lms])
+    text = " ".join(["the cat sat on the mat and looked at the dog"] * 12)
+    ids = torch.tensor(tiny_pool.tokenizer(text)["input_ids"])
+    assert ids.numel() > 130
+    cache = stack.new_cache(ids.numel())
+    rows, a = [], 0
+    for b in (5, 70, 71, 100, ids.numel()):
+        rows.append(stack.forward(ids[a:b], cache))
+        a = b
+    got = torch.cat(rows, dim=1)
+    for j, lm in enumerate(lms):
+        with torch.inference_mode():
+            want = lm.model(ids.view(1, -1)).logits[0]
+        assert torch.allclose(got[j], want, atol=1e-4)
+    assert stack.rotary.cos.shape[0] >= ids.numel()
+
+
 def test_pool_grouping(tiny_pool):
     groups = group_drafters(tiny_pool)
     assert sorted(g.members for g in groups) == [(0, 1, 2), (3,)]

@@ -35,6 +35,8 @@ _LAYER_PARTS = {
     "down_proj": "mlp.down_proj", "input_layernorm": "input_layernorm",
     "post_attention_layernorm": "post_attention_layernorm",
 }
+# Projections that read the same input, stored side by side as one (N, in, sum of outs) tensor.
+_FUSED = {"qkv": ("q_proj", "k_proj", "v_proj"), "gate_up": ("gate_proj", "up_proj")}
 
 
 def stackable(config: PretrainedConfig) -> bool:
@@ -79,22 +81,31 @@ class StackedLlama:
         self.dtype = models[0].get_input_embeddings().weight.dtype
         theta = c.rope_parameters["rope_theta"]
         d = self.head_dim
-        self.inv_freq = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.float32, device=self.device) / d))
 
         def stack(get) -> torch.Tensor:
             return torch.stack([get(m).detach() for m in models])
 
-        # Linear weights are stored transposed, (N, in, out), so x @ W batches over drafters.
+        # Linear weights are stored transposed, (N, in, out), so x @ W batches over drafters. q, k, v
+        # share one tensor and so do gate and up (one batched matmul each: fewer calls per step, the
+        # same products, bit for bit); the named entries are views of their columns.
         self.embed = stack(lambda m: m.model.embed_tokens.weight)  # (N, V, H)
         self.blocks = []
         for i in range(self.layers):
             def part(m, name, i=i):
                 return m.model.layers[i].get_submodule(_LAYER_PARTS[name]).weight
 
-            self.blocks.append({
-                name: stack(lambda m, name=name: part(m, name) if name.endswith("norm") else part(m, name).T)
-                for name in _LAYER_PARTS
-            })
+            w = {name: stack(lambda m, name=name: part(m, name) if name.endswith("norm") else part(m, name).T)
+                 for name in _LAYER_PARTS}
+            for fused, names in _FUSED.items():
+                w[fused] = torch.cat([w[name] for name in names], dim=-1)
+                at = 0
+                for name in names:
+                    width = w[name].shape[-1]
+                    w[name] = w[fused][..., at : at + width]
+                    at += width
+            self.blocks.append(w)
+        self.rotary = _Rotary(1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.float32, device=self.device) / d)),
+                              self.dtype)
         self.norm = stack(lambda m: m.model.norm.weight)  # (N, H)
         self.lm_head = stack(lambda m: m.lm_head.weight.T)  # (N, H, V)
         tied = all(m.lm_head.weight is m.model.embed_tokens.weight for m in models)
@@ -115,7 +126,8 @@ class StackedLlama:
             for i, m in enumerate(models):
                 m.model.embed_tokens.weight.data = self.embed[i]
                 for layer, w in zip(m.model.layers, self.blocks):
-                    for name, tensor in w.items():  # norms (N, H); linears stored transposed (N, in, out)
+                    for name in _LAYER_PARTS:  # norms (N, H); linears stored transposed (N, in, out)
+                        tensor = w[name]
                         weight = tensor[i] if name.endswith("norm") else tensor[i].T
                         layer.get_submodule(_LAYER_PARTS[name]).weight.data = weight
                 m.model.norm.weight.data = self.norm[i]
@@ -166,26 +178,26 @@ class StackedLlama:
         last: int | None = None,
     ) -> torch.Tensor:
         """`forward` up to the vocabulary projection: the final normed hidden states (B, T or last, H)."""
-        b = _block(cache, member, ids.numel(), positions, visible, self.inv_freq, self.dtype)
+        b = _block(cache, member, ids.numel(), positions, visible, self.rotary)
         sel, start, end, B, T = b.sel, b.start, b.end, b.B, b.T
-        cos, sin, mask = b.cos, b.sin, b.mask
+        heads, kv = self.heads, self.kv_heads
         # (B, T, H): each drafter embeds the same ids with its own table.
         x = self.embed[sel][:, ids.to(self.device)]
         for layer, w in enumerate(self.blocks):
             h = _rms(x, w["input_layernorm"][sel], self.eps)
-            q = (h @ w["q_proj"][sel]).view(B, T, self.heads, self.head_dim).transpose(1, 2)
-            k = (h @ w["k_proj"][sel]).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
-            v = (h @ w["v_proj"][sel]).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
-            q, k = _rope(q, cos, sin), _rope(k, cos, sin)
+            qkv = (h @ w["qkv"][sel]).view(B, T, heads + 2 * kv, self.head_dim).transpose(1, 2)
+            qk = _rope(qkv[:, : heads + kv], b.cos, b.sin)  # q's heads and k's, rotated together
+            q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, heads + kv :]
             cache.k[layer, sel, :, start:end] = k
             cache.v[layer, sel, :, start:end] = v
             keys, values = cache.k[layer, sel, :, :end], cache.v[layer, sel, :, :end]
             att = F.scaled_dot_product_attention(
-                q, keys, values, attn_mask=mask, enable_gqa=self.heads != self.kv_heads
+                q, keys, values, attn_mask=b.mask, enable_gqa=heads != kv
             )  # (B, heads, T, d)
             x = x + att.transpose(1, 2).reshape(B, T, -1) @ w["o_proj"][sel]
             h = _rms(x, w["post_attention_layernorm"][sel], self.eps)
-            x = x + (F.silu(h @ w["gate_proj"][sel]) * (h @ w["up_proj"][sel])) @ w["down_proj"][sel]
+            gate, up = (h @ w["gate_up"][sel]).chunk(2, dim=-1)
+            x = x + (F.silu(gate) * up) @ w["down_proj"][sel]
         for j in range(self.n)[sel]:
             cache.lengths[j] = end
         if last is not None:
@@ -207,8 +219,35 @@ class _Block:
     mask: torch.Tensor | None  # (T, end) bool; None: every row sees everything
 
 
+class _Rotary:
+    """Rotary cos/sin tables (positions, d) in the half-split layout, computed once per position and
+    grown by doubling as queries get longer (per call they were ~7 small ops of every drafting step)."""
+
+    def __init__(self, inv_freq: torch.Tensor, dtype: torch.dtype) -> None:
+        self.inv_freq, self.dtype = inv_freq, dtype
+        self.cos = self.sin = inv_freq.new_empty(0, 2 * inv_freq.numel(), dtype=dtype)
+
+    def _cover(self, end: int) -> None:
+        if end > self.cos.shape[0]:
+            pos = torch.arange(max(end, 2 * self.cos.shape[0], 64), device=self.inv_freq.device)
+            freqs = pos.float()[:, None] * self.inv_freq[None, :]  # (P, d/2)
+            table = torch.cat([freqs, freqs], -1)
+            self.cos, self.sin = table.cos().to(self.dtype), table.sin().to(self.dtype)
+
+    def rows(self, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(end - start, d) cos and sin at positions start..end-1 (views)."""
+        self._cover(end)
+        return self.cos[start:end], self.sin[start:end]
+
+    def at(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T, d) cos and sin at explicit positions (T,) (a draft tree's)."""
+        positions = positions.to(self.inv_freq.device)
+        self._cover(int(positions.max()) + 1)
+        return self.cos[positions], self.sin[positions]
+
+
 def _block(cache: StackedCache, member: int | None, T: int, positions: torch.Tensor | None,
-           visible: torch.Tensor | None, inv_freq: torch.Tensor, dtype: torch.dtype) -> _Block:
+           visible: torch.Tensor | None, rotary: _Rotary) -> _Block:
     """The shared bookkeeping of a stacked call: equal cache lengths, rotary tables and the attention mask
     (causal after the cache by default; a draft tree's explicit positions and visibility otherwise)."""
     sel = slice(None) if member is None else slice(member, member + 1)
@@ -217,17 +256,15 @@ def _block(cache: StackedCache, member: int | None, T: int, positions: torch.Ten
     if any(n != start for n in lengths):
         raise ValueError(f"a stacked call needs equal cache lengths, got {lengths}")
     end = start + T
-    device = inv_freq.device
-    pos = torch.arange(start, end, device=device) if positions is None else positions.to(device)
-    freqs = pos.float()[:, None] * inv_freq[None, :]  # (T, d/2)
-    table = torch.cat([freqs, freqs], -1)  # (T, d): the half-split layout
+    device = rotary.inv_freq.device
+    cos, sin = rotary.rows(start, end) if positions is None else rotary.at(positions)
     if visible is not None:
         mask = visible.to(device)
     elif T == 1:
         mask = None
     else:
         mask = torch.ones(T, end, dtype=torch.bool, device=device).tril(diagonal=start)
-    return _Block(sel, start, end, len(lengths), T, table.cos().to(dtype), table.sin().to(dtype), mask)
+    return _Block(sel, start, end, len(lengths), T, cos, sin, mask)
 
 
 def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -267,7 +304,7 @@ class StackedEagle3:
         self.vocab_size = c.vocab_size
         self.embed = heads[0].embed_weight
         self.dtype, self.device = heads[0].fc.weight.dtype, heads[0].fc.weight.device
-        self.inv_freq = heads[0]._inv_freq.to(self.device)
+        self.rotary = _Rotary(heads[0]._inv_freq.to(self.device), self.dtype)
 
         def stack(get, transpose: bool = True) -> torch.Tensor:
             return torch.stack([(get(h).T if transpose else get(h)).detach() for h in heads])
@@ -318,7 +355,7 @@ class StackedEagle3:
         Positions follow the cache and attention is causal unless a draft tree
         passes `positions` (T,) and `visible` (T, length + T) bool.
         """
-        b = _block(cache, member, ids.numel(), positions, visible, self.inv_freq, self.dtype)
+        b = _block(cache, member, ids.numel(), positions, visible, self.rotary)
         sel, start, end, B, T = b.sel, b.start, b.end, b.B, b.T
         w = {k: v[sel] for k, v in self.w.items()}
         emb = F.embedding(ids.to(self.device), self.embed).to(self.dtype)  # (T, H), shared by the heads
