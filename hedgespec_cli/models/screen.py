@@ -55,9 +55,10 @@ class Screen:
         self.col_max = Wt.norm(dim=-1).amax(dim=-1)  # (N,) max_v ||W[:, v]||
         H = Wt.shape[2]
         self.gamma = H * 2.0**-24 / (1.0 - H * 2.0**-24)
-        # 2^-10 of margin for the float32 arithmetic of the tests themselves (S, l_t - 3 delta, top + slack)
+        # 2^-10 of margin for the float32 arithmetic of the tests themselves (S, l_t - U, the bound)
         self.alpha = (2 * U + U * U + self.gamma * (1 + U) ** 2) * (1 + 2.0**-10)
         self.beta = U / (1 - U)
+        self.spread = self.alpha + 3 * self.gamma  # alpha S + 3 delta = spread S (+ 3 TINY)
 
     def extra_bytes(self, *, shared: bool) -> int:
         """Memory the screen adds: its bf16 copy, and the float32 rows unless they are `shared` (a tied head)."""
@@ -88,28 +89,34 @@ class Screen:
         (N, T) bool, argmax of the float32 logits h W == target (the first maximum on ties)."""
         N, T, _ = h.shape
         approx = h.to(torch.bfloat16) @ self.W16.mT  # (N, T, V) bf16
-        V = approx.shape[-1]
-        approx.view(N, T * V)[:, torch.arange(T, device=h.device) * V + target] = float("-inf")
+        approx.scatter_(-1, target.view(1, T, 1).expand(N, T, 1), float("-inf"))  # t's own entry out
         top = approx.amax(dim=-1).float()  # U: the largest other logit, approximately
         l_t = (h * self.Wt[:, target]).sum(-1)  # (N, T) float32, exact to delta
         S = h.norm(dim=-1) * self.col_max[:, None]
-        delta = self.gamma * S + TINY
-        slack = self.beta * top.abs() + self.alpha * S
-        hit = l_t - 3 * delta > top + slack
-        unsure = ~hit & ~(top - slack - delta > l_t + 2 * delta)
-        odd = ~(torch.isfinite(l_t) & torch.isfinite(top))  # NaN / inf: no bound holds; argmax decides
+        bound = self._bound(top, S)
+        lead = l_t - top  # hit: lead > bound; miss: -lead > bound (module docstring)
+        hit = lead > bound
+        unsure = lead.abs() <= bound
         if unsure.any():
-            hit[unsure] = self._near_ties(h, target, approx, l_t, S, delta, unsure)
-        for j, s in odd.nonzero().tolist():
-            hit[j, s] = (h[j, s] @ self.Wt[j].mT).argmax() == target[s]
+            hit[unsure] = self._near_ties(h, target, approx, l_t, S, unsure)
+        odd = ~torch.isfinite(lead)  # NaN / inf in l_t or U: no bound holds; argmax decides
+        if odd.any():
+            for j, s in odd.nonzero().tolist():
+                hit[j, s] = (h[j, s] @ self.Wt[j].mT).argmax() == target[s]
         return hit
 
-    def _near_ties(self, h, target, approx, l_t, S, delta, unsure) -> torch.Tensor:
+    def _bound(self, x: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+        """beta |x| + alpha S + 3 delta: the hit and miss tests of the module docstring with their terms
+        gathered on one side. A logit whose approximation is x is below l_t if l_t - x exceeds it, above
+        if x - l_t does; in between, float32 decides."""
+        return self.beta * x.abs() + self.spread * S + 3 * TINY
+
+    def _near_ties(self, h, target, approx, l_t, S, unsure) -> torch.Tensor:
         """The rows the bound leaves open, in float32: t against every token that could beat it (its
         bf16 logit within the bound of l_t, a handful), each token's logit h . W[:, v] summed as l_t's."""
         j, s = unsure.nonzero(as_tuple=True)  # (u,) rows
         rows = approx[j, s].float()  # (u, V), t's own entry -inf
-        reach = rows + self.beta * rows.abs() + (self.alpha * S[j, s] + 3 * delta[j, s])[:, None]
+        reach = rows + self._bound(rows, S[j, s][:, None])
         i, v = (reach >= l_t[j, s][:, None]).nonzero(as_tuple=True)  # candidate v of row i
         logit = (h[j[i], s[i]] * self.Wt[j[i], v]).sum(-1)  # (c,) float32
         mine = l_t[j[i], s[i]]
