@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -23,9 +25,10 @@ PROMPTS = ["the cat sat on", "a, b. c", "zzz", "hello world and more words here"
 class Fixed:
     """A chooser that always plays one drafter and records what it was told."""
 
-    def __init__(self, arm: int, n: int, full: bool = True) -> None:
+    def __init__(self, arm: int, n: int, full: bool = True, reads_prompt: bool = True) -> None:
         self.arm, self.n, self.needs_full_feedback = arm, n, full
         self.needs_block_reward = False
+        self.reads_prompt = reads_prompt
         self.seen: list = []
         self.prompt_gamma: np.ndarray | None = None
 
@@ -360,6 +363,29 @@ def test_prompt_gamma_is_each_drafters_agreement_with_the_target_on_the_prompt(t
     assert bandit.prompt_gamma is None  # ... but the bandit never sees it
     one = engine.decode(tiny_pool.tokenizer("a")["input_ids"][:1], Fixed(1, 4))
     assert one.prompt_gamma is None  # a one-token prompt has no position to score
+
+
+def test_a_prompt_the_chooser_does_not_read_is_scored_off_the_clock(tiny_pool, monkeypatch):
+    """A full-information chooser that does not learn from the prompt (`reads_prompt` False: per-query
+    HedgeSpec) is not handed it, the record still carries it (for replay), and its scoring is not
+    in the prefill phase or the wall time; a chooser that reads it pays for it."""
+    engine = Engine(tiny_pool, DecodeSettings(K=3, max_new_tokens=8))
+    ids = tiny_pool.tokenizer(PROMPTS[3])["input_ids"]
+    want = engine.decode(ids, Fixed(1, 4)).prompt_gamma
+    score = engine._prompt_gamma
+
+    def slow(*args):
+        time.sleep(0.3)
+        return score(*args)
+
+    monkeypatch.setattr(engine, "_prompt_gamma", slow)
+    blind, reader = Fixed(1, 4, reads_prompt=False), Fixed(1, 4)
+    off, on = engine.decode(ids, blind), engine.decode(ids, reader)
+    np.testing.assert_array_equal(off.prompt_gamma, want)
+    assert blind.prompt_gamma is None
+    np.testing.assert_array_equal(reader.prompt_gamma, want)
+    assert off.phase_ns["prefill"] < 0.2e9 and off.wall_ns < 0.25e9
+    assert on.phase_ns["prefill"] >= 0.3e9
 
 
 @pytest.mark.parametrize("stack", [False, True])

@@ -57,6 +57,7 @@ class Recorder:
         self.inner, self.decisions = inner, []
         self.name, self.needs_full_feedback = inner.name, inner.needs_full_feedback
         self.needs_block_reward = inner.needs_block_reward
+        self.reads_prompt = getattr(inner, "reads_prompt", False)
         self.wants_feedback = inner.wants_feedback
 
     def begin_query(self, c):
@@ -509,6 +510,12 @@ def test_hedgespec_hands_the_prompt_to_the_learner_where_it_is_asked_to():
         assert _prompt_run(method, prompts) == _prompt_run(method + ",prompt=ignore", prompts)
     # prompt=learn: any learner takes the prompt as its first steps, per query too.
     assert _prompt_run("hedgespec:play=argmax,prompt=learn", prompts) == [0, 0, 0, 2]
+    # reads_prompt (the engine scores the prompt off the clock where it is False) is True exactly where
+    # the prompt changed a play above.
+    reads = {m: make_selector(m, 3, NAMES).reads_prompt for m in (
+        "hedgespec:reset=never,learner=tracking", "hedgespec:prompt=learn", "hedgespec:reset=never",
+        "hedgespec", "hedgespec:reset=never,learner=tracking,prompt=ignore")}
+    assert list(reads.values()) == [True, True, False, False, False]
     sel = make_selector("hedgespec", 3, NAMES)
     with pytest.raises(ValueError, match="before begin_query"):
         sel.observe_prompt(towards_2)

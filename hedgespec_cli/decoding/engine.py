@@ -60,10 +60,13 @@ class Chooser(Protocol):
     wants_feedback: with full feedback, whether to evaluate the drafters after
     this round (else the round waits for a later evaluation, and the chosen
     drafter catches up when it drafts next); always after the query's last.
+    reads_prompt: with full feedback, whether `observe_prompt` can change what
+    it plays (else the prompt is scored for the trace alone, off the clock).
     """
 
     needs_full_feedback: bool
     needs_block_reward: bool
+    reads_prompt: bool
 
     def choose(self, position: int) -> Decision: ...
 
@@ -212,9 +215,11 @@ class Engine:
         ctx = Prefix(x, x.new_empty(x.numel(), self._feat_width, dtype=torch.float32) if self._fused else None)
         t_start = now()
         t_cache = pool.target.new_cache()
-        # (P-1, V) at positions 1..P-1: full-information runs score every drafter on the prompt
-        scored = full and P > 1 and self._scores_prompt  # else the prefill projects no logits
-        p_prompt = self._target(ctx, 0, P - 1, t_cache, last=None if scored else 0) if P > 1 else None
+        # Full-information runs score every drafter on the prompt, (P-1, V) target logits at positions
+        # 1..P-1: on the clock when the chooser learns from them, else for the trace alone (below).
+        scored = full and P > 1 and self._scores_prompt
+        reads = scored and chooser.needs_full_feedback and chooser.reads_prompt
+        p_prompt = self._target(ctx, 0, P - 1, t_cache, last=None if reads else 0) if P > 1 else None
         extra = s.tree.fed_rows(s.K) if s.tree else 0  # drafter rows a growing tree occupies
         if self._by_depth:  # the exact counterfactual's chains: at most 2K rows per depth, K depths
             extra = max(extra, 2 * s.K * s.K)
@@ -222,10 +227,14 @@ class Engine:
         prompt_gamma = None
         if full:  # bandit methods prefill a drafter only when they first choose it
             q_prompt = [run.group.prefill(run.state, ctx, P) for run in live]
-            if scored:
+            if reads:
                 prompt_gamma = self._prompt_gamma(p_prompt, q_prompt)
-                if chooser.needs_full_feedback:  # never to a bandit (record_gamma)
-                    chooser.observe_prompt(prompt_gamma)
+                chooser.observe_prompt(prompt_gamma)
+            elif scored:  # the trace's copy (replay of a method that reads it): its time is taken off the clock
+                t_off = now()
+                p_trace = pool.target.forward(ctx.x[: P - 1], pool.target.new_cache()).logits
+                prompt_gamma = self._prompt_gamma(p_trace, q_prompt)
+                t_start += now() - t_off
         phase = dict.fromkeys(PHASES, 0)
         t0 = now()  # end of the previous step: `other` is the gap since then
         phase["prefill"] = t0 - t_start

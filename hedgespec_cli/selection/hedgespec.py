@@ -140,6 +140,15 @@ class HedgeSpec:
         """Rows a position's loss needs: K for EAL, 1 for TAP."""
         return self.K if self.loss == "eal" else 1
 
+    @property
+    def reads_prompt(self) -> bool:
+        """Whether `observe_prompt` can change the play (`prompt` parameter): `learn`, or `preview` with a
+        learner kept across queries that acts at boundaries. Else the engine scores the prompt for the
+        trace alone, off the clock: a per-query HedgeSpec does not pay for losses it never reads."""
+        if self.prompt == "learn":
+            return True
+        return self.prompt == "preview" and self.reset == "never" and self.learner.acts_at_boundaries
+
     def begin_query(self, ctx: QueryContext) -> None:
         check_context(self.name, ctx, self.n)
         if self.reset == "query":
@@ -162,8 +171,7 @@ class HedgeSpec:
         learner as its first steps; `ignore` drops them."""
         if self.K is None:
             raise ValueError(f"{self.name}: observe_prompt before begin_query")
-        boundary = self.reset == "never" and self.learner.acts_at_boundaries
-        if self.prompt == "ignore" or (self.prompt == "preview" and not boundary):
+        if not self.reads_prompt:
             return
         rows = np.clip(np.asarray(gamma, dtype=np.float64), 0.0, 1.0)
         if rows.ndim != 2 or rows.shape[1] != self.n:
