@@ -9,9 +9,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-
-def _f(value: float | None, spec: str, suffix: str = "") -> str:
-    return "-" if value is None else f"{value:{spec}}{suffix}"
+from hedgespec_cli.report.cells import cell
 
 
 def _speedup(s: dict | None) -> str:
@@ -40,12 +38,12 @@ def main_table(payload: dict[str, Any]) -> Table:
     rows = [
         (
             name,
-            _f(m["tokens_per_s"], ",.1f"),
+            cell(m["tokens_per_s"], ",.1f"),
             _speedup(m["speedup_vs_ar"]),
-            _f(m["mat"], ".2f"),
-            _f(m["acceptance_rate"], ".1%"),
-            _f(m["eval_overhead_frac"] * 100 if m["eval_overhead_frac"] is not None else None, ".1f"),
-            _f(m["regret_vs_oracle"], "+.2f"),
+            cell(m["mat"], ".2f"),
+            cell(m["acceptance_rate"], ".1%"),
+            cell(m["eval_overhead_frac"] * 100 if m["eval_overhead_frac"] is not None else None, ".1f"),
+            cell(m["regret_vs_oracle"], "+.2f"),
         )
         for name, m in payload["methods"].items()
     ]
@@ -86,7 +84,7 @@ def domain_table(payload: dict[str, Any]) -> Table:
     for d in domains:
         t.add_column(d, justify="right", min_width=4)
     for name, m in methods.items():
-        t.add_row(name, *(_f(m["by_domain"].get(d, {}).get("mat"), ".2f") for d in domains))
+        t.add_row(name, *(cell(m["by_domain"].get(d, {}).get("mat"), ".2f") for d in domains))
     return t
 
 
@@ -130,7 +128,7 @@ def position_table(payload: dict[str, Any]) -> Table:
         t.add_column(f"k={k}", justify="right")
     for name, m in payload["methods"].items():
         if m["acceptance_rate"] is not None:
-            t.add_row(name, *(_f(v, ".2f") for v in m["per_position_acceptance"]))
+            t.add_row(name, *(cell(v, ".2f") for v in m["per_position_acceptance"]))
     return t
 
 
@@ -212,11 +210,11 @@ def telemetry_lines(payload: dict[str, Any]) -> Text:
     if tel.get("gpu_available"):
         for d in tel["devices"]:
             out.append(
-                f"\n  {d.get('name', 'gpu')}: util mean {_f(d.get('util_mean_pct'), '.0f', '%')}, "
-                f"memory peak {_f(d.get('mem_peak_mib'), ',.0f', ' MiB')}, "
-                f"power mean {_f(d.get('power_mean_w'), '.0f', ' W')}, "
-                f"energy {_f(d.get('energy_j'), ',.0f', ' J')}, "
-                f"SM clock mean {_f(d.get('sm_clock_mean_mhz'), ',.0f', ' MHz')}, "
+                f"\n  {d.get('name', 'gpu')}: util mean {cell(d.get('util_mean_pct'), '.0f', '%')}, "
+                f"memory peak {cell(d.get('mem_peak_mib'), ',.0f', ' MiB')}, "
+                f"power mean {cell(d.get('power_mean_w'), '.0f', ' W')}, "
+                f"energy {cell(d.get('energy_j'), ',.0f', ' J')}, "
+                f"SM clock mean {cell(d.get('sm_clock_mean_mhz'), ',.0f', ' MHz')}, "
                 f"throttled: {d.get('throttled')} {d.get('throttle_reasons') or ''}"
             )
     else:
@@ -235,8 +233,8 @@ def telemetry_lines(payload: dict[str, Any]) -> Text:
         )
     cpu = tel.get("cpu") or {}
     out.append(
-        f"\n  CPU: mean {_f(cpu.get('cpu_mean_pct'), '.0f', '%')} of one core ({cpu.get('cpu_count')} cores), "
-        f"peak RSS {_f(cpu.get('peak_rss_mib'), ',.0f', ' MiB')}; {tel.get('samples', 0)} samples every "
+        f"\n  CPU: mean {cell(cpu.get('cpu_mean_pct'), '.0f', '%')} of one core ({cpu.get('cpu_count')} cores), "
+        f"peak RSS {cell(cpu.get('peak_rss_mib'), ',.0f', ' MiB')}; {tel.get('samples', 0)} samples every "
         f"{tel.get('interval_s', 0) * 1000:.0f} ms"
     )
     return out
@@ -282,7 +280,7 @@ def sweep_table(payload: dict[str, Any]) -> Table:
         ms = block["methods"]
         cells = [f"{ms[m]['mat']:.2f} | {ms[m]['tokens_per_s']:,.0f}" if m in ms else "-" for m in first]
         hs = ms.get("hedgespec")
-        t.add_row(n, *cells, _f(hs["eval_overhead_frac"] * 100, ".1f") if hs else "-")
+        t.add_row(n, *cells, cell(hs["eval_overhead_frac"] * 100, ".1f") if hs else "-")
     return t
 
 

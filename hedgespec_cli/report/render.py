@@ -12,6 +12,8 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from hedgespec_cli.report.cells import cell
+
 _GOOD, _BAD = "green", "red"
 
 
@@ -139,18 +141,15 @@ def telemetry_table(summary: dict[str, Any]) -> Table | str:
     for name in ("gpu", "util %", "mem MiB", "power W", "energy J", "SM MHz", "throttling"):
         table.add_column(name, justify="left" if name in ("gpu", "throttling") else "right")
 
-    def num(v: float | None, spec: str) -> str:
-        return "-" if v is None else format(v, spec)
-
     for d in summary.get("devices", []):
         reasons = [r for r in d["throttle_reasons"] if r != "gpu_idle"]
         flag = ", ".join(reasons) if reasons else "none"
         table.add_row(
             f"{d['index']}: {d['name']}",
-            f"{num(d['util_mean_pct'], '.0f')} / {num(d['util_max_pct'], '.0f')}",
-            num(d["mem_peak_mib"], ",.0f"), num(d["power_mean_w"], ".0f"),
-            num(d["energy_j"], ",.0f") + (" (integ.)" if d["energy_source"] == "power_integral" else ""),
-            num(d["sm_clock_min_mhz"], ".0f"),
+            f"{cell(d['util_mean_pct'], '.0f')} / {cell(d['util_max_pct'], '.0f')}",
+            cell(d["mem_peak_mib"], ",.0f"), cell(d["power_mean_w"], ".0f"),
+            cell(d["energy_j"], ",.0f") + (" (integ.)" if d["energy_source"] == "power_integral" else ""),
+            cell(d["sm_clock_min_mhz"], ".0f"),
             f"[{_BAD}]{flag}[/]" if d["throttled"] else flag,
         )
     return table

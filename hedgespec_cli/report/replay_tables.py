@@ -8,9 +8,7 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-
-def _num(x: float | None, fmt: str = ".2f") -> str:
-    return "-" if x is None else format(x, fmt)
+from hedgespec_cli.report.cells import cell
 
 
 def replay_tables(payload: dict[str, Any]) -> list[RenderableType]:
@@ -39,11 +37,11 @@ def replay_tables(payload: dict[str, Any]) -> list[RenderableType]:
     for label, m in payload["methods"].items():
         o, r = m["vs_oracle"], m["vs_oracle_round"]
         name = label if m["fidelity"] == "exact" else f"{label} ({m['fidelity']})"
-        main.add_row(name, _num(m["mat"]), str(m["rounds"]), _num(m["acceptance_rate"], ".3f"),
-                     _num(m["regret_per_round"], "+.3f"))
+        main.add_row(name, cell(m["mat"]), str(m["rounds"]), cell(m["acceptance_rate"], ".3f"),
+                     cell(m["regret_per_round"], "+.3f"))
         refs.add_row(
-            name, _num(o["mat_gap"], "+.3f"), f"{o['extra_rounds']:+d} ({o['extra_rounds_pct']:+.0f}%)",
-            _num(r["mat_gap"], "+.3f"), f"{r['extra_rounds']:+d} ({r['extra_rounds_pct']:+.0f}%)",
+            name, cell(o["mat_gap"], "+.3f"), f"{o['extra_rounds']:+d} ({o['extra_rounds_pct']:+.0f}%)",
+            cell(r["mat_gap"], "+.3f"), f"{r['extra_rounds']:+d} ({r['extra_rounds_pct']:+.0f}%)",
         )
     out += [main, refs]
     live = payload.get("live")
@@ -59,8 +57,8 @@ def replay_tables(payload: dict[str, Any]) -> list[RenderableType]:
         for label, a in live["methods"].items():
             e = a["error_per_query"]
             diff = "-" if a["queries_differing"] is None else f"{len(a['queries_differing'])}/{a['queries']}"
-            lt.add_row(label, a["fidelity"], _num(a["live_mat"], ".3f"), _num(a["replay_mat"], ".3f"),
-                       _num(e["mean"], "+.3f"), f"[{e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f}]", diff)
+            lt.add_row(label, a["fidelity"], cell(a["live_mat"], ".3f"), cell(a["replay_mat"], ".3f"),
+                       cell(e["mean"], "+.3f"), f"[{e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f}]", diff)
         out.append(lt)
         if live["exact_claims_hold"] is False:
             out.append(Text("replay claims exactness for a method whose live run it does not reproduce",
@@ -75,7 +73,7 @@ def replay_tables(payload: dict[str, Any]) -> list[RenderableType]:
         freq.add_column("MAT", justify="right")
         for domain, row in m["selection_freq"].items():
             freq.add_row(domain, *(f"{100 * row[d]:.0f}" for d in t["drafters"]),
-                         _num(m["by_domain"][domain]["mat"]))
+                         cell(m["by_domain"][domain]["mat"]))
         out.append(freq)
     out += [Text(f"note: {note}") for note in payload["notes"]]
     return out
