@@ -74,6 +74,9 @@ class DrafterGroup(Protocol[S]):
     members: tuple[int, ...]  # pool indices of the group's drafters, in order
     needs_target_features: bool  # True: drafts from the target's hidden states (EAGLE-3), so the engine keeps them
     counterfactual: str  # how full-information feedback scores its members (selection/trace.py COUNTERFACTUALS)
+    # True: q at a position depends on the committed prefix alone, so one `observe` scores positions of several
+    # rounds; False (round-aligned counterfactuals: aligned, exact): the engine observes one round at a time
+    by_position: bool
     scores_prompt: bool  # True: `prefill` returns q on the prompt, so the engine scores it (prompt gamma)
 
     def new_state(self, capacity: int) -> S: ...
@@ -180,6 +183,7 @@ class LMGroup:
     """One independent causal LM on the transformers path (any architecture)."""
 
     counterfactual = "positional"  # q at a position depends on the committed prefix alone
+    by_position = True
     needs_target_features = False
     scores_prompt = True
 
@@ -245,6 +249,7 @@ class StackedGroup:
     """Plain-Llama drafters of one shape: one batched forward evaluates them all."""
 
     counterfactual = "positional"
+    by_position = True
     needs_target_features = False
     scores_prompt = True
 
@@ -333,6 +338,7 @@ class Eagle3Group:
         self.members: tuple[int, ...] = (index,)
         self.head = head
         self.counterfactual = "aligned" if counterfactual == "exact" else counterfactual
+        self.by_position = self.counterfactual == "depth1"  # every position scored as a round's first draft
 
     def new_state(self, capacity: int) -> _EagleState:
         return _EagleState(self.head.new_cache())
@@ -461,6 +467,7 @@ class StackedEagle3Group:
         self.members: tuple[int, ...] = tuple(indices)
         self.stack = StackedEagle3(heads)
         self.counterfactual, self.K = counterfactual, K  # K: the exact mode's chain depth
+        self.by_position = counterfactual == "depth1"  # every position scored as a round's first draft
         self.greedy = greedy  # T = 0: the exact mode prunes chains that missed
 
     def new_state(self, capacity: int) -> _StackedEagleState:

@@ -417,7 +417,7 @@ class Engine:
         for gi, run in enumerate(live):
             g, state = run.group, run.state
             mine = gi == g_chosen
-            if one is not None or g.counterfactual in ("positional", "depth1"):
+            if one is not None or g.by_position:
                 q = g.observe(state, ctx, L, n, m_chosen if mine else None, one.q_logits if mine else None)
             else:  # round-aligned counterfactuals: one round at a time
                 q = Logits(torch.cat([g.observe(state, ctx, r.L, r.n, None, None).logits() for r in pending], dim=1))
