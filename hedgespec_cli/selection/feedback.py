@@ -68,8 +68,9 @@ class Decision:
 
     probs: (N,) float64, sums to 1; a deterministic rule puts mass 1 on `arm`.
     weights: (N,) the learner's weights behind the choice, where it keeps
-        any (HedgeSpec plays the argmax of its weights: probs is one-hot,
-        weights is what it believes); None otherwise.
+        any (HedgeSpec: probs are its weights when it samples, the default,
+        uniform over their argmax (one-hot unless tied) with `play=argmax`);
+        None otherwise.
     """
 
     arm: int
