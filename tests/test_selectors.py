@@ -888,6 +888,22 @@ def test_hedgespec_decisions_hold_read_only_weights():
     sel = make_selector("hedgespec:every=4", 2, TWO)
     sel.begin_query(QueryContext(None, TWO, (None, None), 3))
     a, b = sel.choose(0), sel.choose(0)
-    assert a.weights is b.weights
+    assert a.weights is b.weights and a.probs is b.probs
     with pytest.raises(ValueError, match="read-only"):
         a.weights[0] = 1.0
+    with pytest.raises(ValueError, match="read-only"):
+        a.probs[0] = 1.0
+
+
+def test_hedgespec_draws_from_its_cached_law_what_a_fresh_draw_gives():
+    """HedgeSpec builds its sampling law once per update: the arms and probs it plays equal
+    `sample_decision` on its weights with the same generator, round after round."""
+    rng = np.random.default_rng(5)
+    sel = make_selector("hedgespec:every=1", 4, NAMES + ("d",), seed=11)
+    twin = np.random.default_rng(11)
+    sel.begin_query(QueryContext(None, NAMES + ("d",), (None,) * 4, 3))
+    for s in range(40):
+        d, want = sel.choose(s), sample_decision(sel.weights, twin)
+        assert d.arm == want.arm
+        np.testing.assert_array_equal(d.probs, want.probs)
+        sel.update(FullFeedback(rng.random((1, 4)), d.arm, 3))

@@ -442,14 +442,32 @@ def argmax_decision(scores: np.ndarray, rng: np.random.Generator) -> Decision:
     return Decision(arm, probs)
 
 
+@dataclass(frozen=True)
+class Law:
+    """A distribution over arms, ready to draw from: probs renormalised against rounding and their
+    CDF. A selector whose distribution changes only when it learns (HedgeSpec) builds it then, not
+    every round."""
+
+    probs: np.ndarray
+    cdf: np.ndarray
+
+    @staticmethod
+    def of(probs: np.ndarray) -> Law:
+        probs = probs / probs.sum()
+        cdf = probs.cumsum()
+        cdf /= cdf[-1]
+        probs.setflags(write=False)  # every Decision drawn from the law holds it
+        return Law(probs, cdf)
+
+    def draw(self, rng: np.random.Generator, weights: np.ndarray | None = None) -> Decision:
+        """One arm by inverse CDF with one uniform: the draw `rng.choice(N, p=probs)` makes (so runs and
+        traces from before replay alike), at a fraction of its cost (choice validates probs each time)."""
+        return Decision(int(self.cdf.searchsorted(rng.random(), side="right")), self.probs, weights)
+
+
 def sample_decision(probs: np.ndarray, rng: np.random.Generator) -> Decision:
-    """Draw an arm from probs (renormalised against rounding) by inverse CDF with one uniform:
-    the draw `rng.choice(N, p=probs)` makes (so runs and traces from before replay alike), at
-    about half its cost (it runs every round; choice validates probs each time)."""
-    probs = probs / probs.sum()
-    cdf = probs.cumsum()
-    cdf /= cdf[-1]
-    return Decision(int(cdf.searchsorted(rng.random(), side="right")), probs)
+    """Draw an arm from probs (`Law.draw`)."""
+    return Law.of(probs).draw(rng)
 
 
 def require_bandit(name: str, feedback: Feedback, n_drafters: int) -> None:

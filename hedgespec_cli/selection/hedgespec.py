@@ -22,13 +22,13 @@ import numpy as np
 from hedgespec_cli.selection.base import (
     RESET,
     FeedbackTypeError,
+    Law,
     Param,
     SelectorSetup,
     argmax_decision,
     check_context,
     check_finite,
     register,
-    sample_decision,
 )
 from hedgespec_cli.selection.estimators import acceptance_lengths, eal_loss, tap_loss
 from hedgespec_cli.selection.feedback import Decision, Feedback, FullFeedback, QueryContext
@@ -192,8 +192,9 @@ class HedgeSpec:
         p = self._p
         # Sampling i_t ~ w_t is the play the experts' regret bounds are about (the expected loss
         # <w_t, l_t>); argmax is kept as an option, follow-the-leader in disguise (FTL_UNDER_ARGMAX).
-        decision = sample_decision(p, self.rng) if self.play == "sample" else argmax_decision(p, self.rng)
-        return replace(decision, weights=p)
+        if self.play == "sample":
+            return self._law.draw(self.rng, weights=p)
+        return replace(argmax_decision(p, self.rng), weights=p)
 
     def update(self, feedback: Feedback) -> None:
         if self.K is None:
@@ -240,6 +241,7 @@ class HedgeSpec:
         self._p = self.learner.probs()
         self._p.setflags(write=False)
         self._top = float(self._p.max())
+        self._law = Law.of(self._p)  # what `choose` draws from until the next refresh
 
     def _append(self, rows: np.ndarray, depth: np.ndarray | None) -> None:
         """Append a round's rows (and gamma by depth) to buffers that double when full: amortised O(1)."""
