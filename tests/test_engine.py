@@ -25,10 +25,10 @@ PROMPTS = ["the cat sat on", "a, b. c", "zzz", "hello world and more words here"
 class Fixed:
     """A chooser that always plays one drafter and records what it was told."""
 
-    def __init__(self, arm: int, n: int, full: bool = True, reads_prompt: bool = True) -> None:
+    def __init__(self, arm: int, n: int, full: bool = True, reads_prompt: bool = True, carries_over: bool = True) -> None:
         self.arm, self.n, self.needs_full_feedback = arm, n, full
         self.needs_block_reward = False
-        self.reads_prompt = reads_prompt
+        self.reads_prompt, self.carries_over = reads_prompt, carries_over
         self.seen: list = []
         self.prompt_gamma: np.ndarray | None = None
 
@@ -363,6 +363,31 @@ def test_prompt_gamma_is_each_drafters_agreement_with_the_target_on_the_prompt(t
     assert bandit.prompt_gamma is None  # ... but the bandit never sees it
     one = engine.decode(tiny_pool.tokenizer("a")["input_ids"][:1], Fixed(1, 4))
     assert one.prompt_gamma is None  # a one-token prompt has no position to score
+
+
+def test_the_last_evaluation_of_a_chooser_that_does_not_carry_over_is_off_the_clock(tiny_pool, monkeypatch):
+    """A chooser whose learning ends with the query (`carries_over` False: per-query HedgeSpec) still gets
+    the evaluation after the last round (the trace's gamma is whole), but its time is in no phase and
+    not in the wall time; a chooser kept across queries pays for it."""
+    engine = Engine(tiny_pool, DecodeSettings(K=3, max_new_tokens=12, stop_at_eos=False))
+    ids = tiny_pool.tokenizer(PROMPTS[0])["input_ids"]
+    want = engine.decode(ids, Fixed(1, 4))
+    evaluate = engine._evaluate
+
+    def slow(pending, *args):
+        if pending[-1].L - len(ids) >= 12:  # the evaluation after the last round
+            time.sleep(0.3)
+        return evaluate(pending, *args)
+
+    monkeypatch.setattr(engine, "_evaluate", slow)
+    ends, kept = Fixed(1, 4, carries_over=False), Fixed(1, 4)
+    off, on = engine.decode(ids, ends), engine.decode(ids, kept)
+    for rec in (off, on):
+        np.testing.assert_array_equal(rec.gamma, want.gamma)
+        assert rec.output_ids == want.output_ids
+    assert len(ends.seen) == len(kept.seen) == len(want.rounds)  # fed back after every round, the last too
+    assert off.rounds[-1].evaluate_ns == off.rounds[-1].learn_ns == 0 and off.wall_ns < 0.25e9
+    assert on.rounds[-1].evaluate_ns >= 0.3e9 and on.wall_ns >= 0.3e9
 
 
 def test_a_prompt_the_chooser_does_not_read_is_scored_off_the_clock(tiny_pool, monkeypatch):

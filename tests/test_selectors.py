@@ -58,6 +58,7 @@ class Recorder:
         self.name, self.needs_full_feedback = inner.name, inner.needs_full_feedback
         self.needs_block_reward = inner.needs_block_reward
         self.reads_prompt = getattr(inner, "reads_prompt", False)
+        self.carries_over = getattr(inner, "carries_over", False)
         self.wants_feedback = inner.wants_feedback
 
     def begin_query(self, c):
@@ -516,6 +517,8 @@ def test_hedgespec_hands_the_prompt_to_the_learner_where_it_is_asked_to():
         "hedgespec:reset=never,learner=tracking", "hedgespec:prompt=learn", "hedgespec:reset=never",
         "hedgespec", "hedgespec:reset=never,learner=tracking,prompt=ignore")}
     assert list(reads.values()) == [True, True, False, False, False]
+    # carries_over (the evaluation after a query's last round is off the clock where it is False): kept learners only
+    assert [make_selector(m, 3, NAMES).carries_over for m in reads] == [True, False, True, False, True]
     sel = make_selector("hedgespec", 3, NAMES)
     with pytest.raises(ValueError, match="before begin_query"):
         sel.observe_prompt(towards_2)

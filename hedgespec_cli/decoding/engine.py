@@ -62,11 +62,15 @@ class Chooser(Protocol):
     drafter catches up when it drafts next); always after the query's last.
     reads_prompt: with full feedback, whether `observe_prompt` can change what
     it plays (else the prompt is scored for the trace alone, off the clock).
+    carries_over: with full feedback, whether what it learns after a query's
+    last round can change a later decision (a learner kept across queries;
+    else that evaluation is for the trace alone, off the clock).
     """
 
     needs_full_feedback: bool
     needs_block_reward: bool
     reads_prompt: bool
+    carries_over: bool
 
     def choose(self, position: int) -> Decision: ...
 
@@ -202,7 +206,11 @@ class Engine:
         """Decode one prompt. chooser None is plain autoregressive decoding (`ar`).
 
         record_gamma forces full-information evaluation (for traces) even when
-        the chooser is a bandit; its cost is then part of the measured time.
+        the chooser is a bandit; its evaluations are then part of the measured
+        time (they also bring the drafter it plays up to date), its prompt's
+        scoring is not. Work that only the trace reads is off the clock: the
+        prompt's scores for a chooser that does not `reads_prompt`, and the
+        evaluation after the last round for one that does not `carries_over`.
         """
         s, pool, now = self.settings, self.pool, self._now
         self.check_prompt(prompt_ids)
@@ -280,8 +288,14 @@ class Engine:
             if spec and (gamma is not None or not chooser.needs_full_feedback):
                 chooser.update(self._feedback(chooser, arm, gamma, depth, n, k, q_logits, p_logits))
             t5 = now()
+            evaluate_ns, learn_ns = t4 - t3, t5 - t4
+            if asks and gamma is not None and last and not chooser.carries_over:
+                # What a chooser learns after the query's last round dies with it (a learner not kept
+                # across queries): that evaluation serves the trace alone and is taken off the clock.
+                t_start += evaluate_ns + learn_ns
+                evaluate_ns = learn_ns = 0
             nodes = draft.size if isinstance(draft, DraftTree) else 0
-            rounds.append(RoundRecord(arm, n, k, a, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t1 - t0, decision, nodes))
+            rounds.append(RoundRecord(arm, n, k, a, t2 - t1, t3 - t2, evaluate_ns, learn_ns, t1 - t0, decision, nodes))
             t0 = t5
             if stop == "eos":
                 break

@@ -149,6 +149,13 @@ class HedgeSpec:
             return True
         return self.prompt == "preview" and self.reset == "never" and self.learner.acts_at_boundaries
 
+    @property
+    def carries_over(self) -> bool:
+        """Whether what it learns after a query's last round can change a later decision: only with a
+        learner kept across queries (`reset=never`). Else the engine evaluates that round for the trace
+        alone, off the clock."""
+        return self.reset == "never"
+
     def begin_query(self, ctx: QueryContext) -> None:
         check_context(self.name, ctx, self.n)
         if self.reset == "query":
