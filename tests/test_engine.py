@@ -411,6 +411,16 @@ def test_a_prompt_the_chooser_does_not_read_is_scored_off_the_clock(tiny_pool, m
     np.testing.assert_array_equal(reader.prompt_gamma, want)
     assert off.phase_ns["prefill"] < 0.2e9 and off.wall_ns < 0.25e9
     assert on.phase_ns["prefill"] >= 0.3e9
+    # ... while the drafters' own prefill (they need the prompt in their caches) stays on the clock
+    group = engine.groups[0]
+    prefill = group.prefill
+
+    def slow_prefill(*args):
+        time.sleep(0.3)
+        return prefill(*args)
+
+    monkeypatch.setattr(group, "prefill", slow_prefill)
+    assert engine.decode(ids, Fixed(1, 4, reads_prompt=False)).phase_ns["prefill"] >= 0.3e9
 
 
 @pytest.mark.parametrize("stack", [False, True])

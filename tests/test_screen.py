@@ -64,7 +64,9 @@ def test_near_ties_and_exact_ties_are_settled_as_argmax_settles_them():
         assert torch.equal(screen.hits(h, t), want), target
     assert reference(h, Wt, torch.tensor([10] * 6))[:, :3].all()  # the tie goes to the first index
     h[1, 2] = float("nan")  # no bound holds: the row goes to the float32 argmax
-    for target in ([0] * 6, [5] * 6):
+    h[0, 4] = 0.0
+    h[0, 4, 0] = float("inf")  # logits of +-inf (U and l_t infinite): likewise
+    for target in ([0] * 6, [5] * 6, Wt[0, :, 0].argsort()[:6].tolist(), Wt[0, :, 0].argsort()[-6:].tolist()):
         t = torch.tensor(target)
         assert torch.equal(screen.hits(h, t), reference(h, Wt, t)), target
 

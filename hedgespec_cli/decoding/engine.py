@@ -64,13 +64,13 @@ class Chooser(Protocol):
     it plays (else the prompt is scored for the trace alone, off the clock).
     carries_over: with full feedback, whether what it learns after a query's
     last round can change a later decision (a learner kept across queries;
-    else that evaluation is for the trace alone, off the clock).
+    else that evaluation is for the trace alone, off the clock). Both are
+    optional: a chooser without them is taken to read and keep everything,
+    and pays for it.
     """
 
     needs_full_feedback: bool
     needs_block_reward: bool
-    reads_prompt: bool
-    carries_over: bool
 
     def choose(self, position: int) -> Decision: ...
 
@@ -226,7 +226,7 @@ class Engine:
         # Full-information runs score every drafter on the prompt, (P-1, V) target logits at positions
         # 1..P-1: on the clock when the chooser learns from them, else for the trace alone (below).
         scored = full and P > 1 and self._scores_prompt
-        reads = scored and chooser.needs_full_feedback and chooser.reads_prompt
+        reads = scored and chooser.needs_full_feedback and getattr(chooser, "reads_prompt", True)
         p_prompt = self._target(ctx, 0, P - 1, t_cache, last=None if reads else 0) if P > 1 else None
         extra = s.tree.fed_rows(s.K) if s.tree else 0  # drafter rows a growing tree occupies
         if self._by_depth:  # the exact counterfactual's chains: at most 2K rows per depth, K depths
@@ -289,7 +289,7 @@ class Engine:
                 chooser.update(self._feedback(chooser, arm, gamma, depth, n, k, q_logits, p_logits))
             t5 = now()
             evaluate_ns, learn_ns = t4 - t3, t5 - t4
-            if asks and gamma is not None and last and not chooser.carries_over:
+            if asks and gamma is not None and last and not getattr(chooser, "carries_over", True):
                 # What a chooser learns after the query's last round dies with it (a learner not kept
                 # across queries): that evaluation serves the trace alone and is taken off the clock.
                 t_start += evaluate_ns + learn_ns

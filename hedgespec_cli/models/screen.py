@@ -95,11 +95,11 @@ class Screen:
         S = h.norm(dim=-1) * self.col_max[:, None]
         bound = self._bound(top, S)
         lead = l_t - top  # hit: lead > bound; miss: -lead > bound (module docstring)
+        odd = ~torch.isfinite(lead)  # NaN / inf in l_t or U: no bound holds; argmax decides
         hit = lead > bound
-        unsure = lead.abs() <= bound
+        unsure = (lead.abs() <= bound) & ~odd
         if unsure.any():
             hit[unsure] = self._near_ties(h, target, approx, l_t, S, unsure)
-        odd = ~torch.isfinite(lead)  # NaN / inf in l_t or U: no bound holds; argmax decides
         if odd.any():
             for j, s in odd.nonzero().tolist():
                 hit[j, s] = (h[j, s] @ self.Wt[j].mT).argmax() == target[s]

@@ -239,11 +239,11 @@ class _Rotary:
         self._cover(end)
         return self.cos[start:end], self.sin[start:end]
 
-    def at(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(T, d) cos and sin at explicit positions (T,) (a draft tree's)."""
-        positions = positions.to(self.inv_freq.device)
-        self._cover(int(positions.max()) + 1)
-        return self.cos[positions], self.sin[positions]
+    def at(self, positions: torch.Tensor, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T, d) cos and sin at explicit positions (T,) below `end` (a draft tree's, each at most its
+        row's index: the table is grown from `end`, with no device-to-host read of the positions)."""
+        self._cover(end)
+        return self.cos[positions.to(self.inv_freq.device)], self.sin[positions.to(self.inv_freq.device)]
 
 
 def _block(cache: StackedCache, member: int | None, T: int, positions: torch.Tensor | None,
@@ -257,7 +257,7 @@ def _block(cache: StackedCache, member: int | None, T: int, positions: torch.Ten
         raise ValueError(f"a stacked call needs equal cache lengths, got {lengths}")
     end = start + T
     device = rotary.inv_freq.device
-    cos, sin = rotary.rows(start, end) if positions is None else rotary.at(positions)
+    cos, sin = rotary.rows(start, end) if positions is None else rotary.at(positions, end)
     if visible is not None:
         mask = visible.to(device)
     elif T == 1:

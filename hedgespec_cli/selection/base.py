@@ -14,6 +14,11 @@ engine (and `replay`) drive every selector the same way, per query:
             selector.update(FullFeedback(...))  # every drafter scored on the rounds waiting
     selector.end_query()                      # flush delayed feedback
 
+A full-information selector may also declare `reads_prompt` (observe_prompt
+can change its play) and `carries_over` (what it learns after a query's last
+round can change a later decision); where either is False the engine does
+that work for the trace alone, off the clock. Without them it pays for both.
+
 Methods are chosen by name through `REGISTRY`, never an if/elif chain. Each
 selector module registers its classes with `@register(...)`; importing the
 `hedgespec_cli.selection` package imports them all. `ar` (plain decoding) is
