@@ -7,6 +7,9 @@
 #   trees   EAGLE-3 heads with dynamic trees on cuda (validity)
 #   evalshare  HedgeSpec's evaluation share against target step time on cuda
 #           (benchmarks/eval_share.py; OUT/eval_share.json and .png)
+#   syncs   host-device synchronisations per round and the lines that make them
+#           (benchmarks/sync_check.py under torch.cuda.set_sync_debug_mode("warn");
+#           OUT/syncs.json)
 #   zoo     (not in the default set) a candidate next zoo: the shipped recipe with
 #           the `chat` domain for `dialogue`, built on cuda, and its acceptance
 #           matrix (OUT/zoo/matrix.json). Needs data/corpora, or data/corpora.tgz to
@@ -23,7 +26,7 @@
 # Runs from a checkout without installing (PYTHONPATH); needs torch with CUDA,
 # transformers, typer, rich, pyyaml, nvidia-ml-py and pytest.
 set -uo pipefail
-all="tests bench peer sweep trees evalshare"
+all="tests bench peer sweep trees evalshare syncs"
 known="$all zoo"
 out=$(realpath -m "${1:-gpu-check}")
 shift || true
@@ -52,6 +55,7 @@ trees() {
 evalshare() {
   $py benchmarks/eval_share.py --device cuda --json "$out/eval_share.json" --plot "$out/eval_share.png"
 }
+syncs() { $py benchmarks/sync_check.py --device cuda --json "$out/syncs.json"; }
 zoo() {
   local z="$out/zoo" domains=${ZOO_DOMAINS:-code,math,biology,legal,scripture,chat,manuals} d
   [ -f data/corpora/chat.jsonl ] || tar -xzf data/corpora.tgz -C data || return 1
