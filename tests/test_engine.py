@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import make_llama, make_tokenizer
 
+from hedgespec_cli.decoding.drafters import StackedGroup
 from hedgespec_cli.decoding.engine import DecodeSettings, Engine
 from hedgespec_cli.errors import (
     CheckpointError,
@@ -415,12 +416,35 @@ def test_a_prompt_the_chooser_does_not_read_is_scored_off_the_clock(tiny_pool, m
     group = engine.groups[0]
     prefill = group.prefill
 
-    def slow_prefill(*args):
+    def slow_prefill(*args, **kwargs):
         time.sleep(0.3)
-        return prefill(*args)
+        return prefill(*args, **kwargs)
 
     monkeypatch.setattr(group, "prefill", slow_prefill)
     assert engine.decode(ids, Fixed(1, 4, reads_prompt=False)).phase_ns["prefill"] >= 0.3e9
+
+
+@pytest.mark.parametrize("stack", [False, True])
+def test_the_prefill_projects_the_prompt_only_for_a_chooser_that_reads_it(tiny_pool, stack, monkeypatch):
+    """On the clock a drafter's prefill computes prompt rows only where they are read: an unstacked
+    drafter is asked for them by a reader alone, and for a trace-only prompt gamma it is asked again,
+    on a fresh cache, off the clock; a stack's rows (hidden states) come with the call, unasked."""
+    engine = Engine(tiny_pool, DecodeSettings(K=3, max_new_tokens=8), stack_drafters=stack)
+    ids = tiny_pool.tokenizer(PROMPTS[3])["input_ids"]
+    asked: dict[int, list[bool]] = {}
+    for gi, g in enumerate(engine.groups):
+        def spy(state, ctx, L, *, rows=False, gi=gi, prefill=g.prefill):
+            asked.setdefault(gi, []).append(rows)
+            return prefill(state, ctx, L, rows=rows)
+
+        monkeypatch.setattr(g, "prefill", spy)
+    want = engine.decode(ids, Fixed(1, 4)).prompt_gamma
+    assert all(calls == [True] for calls in asked.values())
+    asked.clear()
+    blind = engine.decode(ids, Fixed(1, 4, reads_prompt=False))
+    np.testing.assert_array_equal(blind.prompt_gamma, want)
+    stacked = [isinstance(g, StackedGroup) for g in engine.groups]
+    assert [asked[gi] for gi in range(len(engine.groups))] == [[False] if s else [False, True] for s in stacked]
 
 
 @pytest.mark.parametrize("stack", [False, True])

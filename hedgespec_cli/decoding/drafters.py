@@ -81,10 +81,11 @@ class DrafterGroup(Protocol[S]):
 
     def new_state(self, capacity: int) -> S: ...
 
-    def prefill(self, state: S, ctx: Prefix, L: int) -> QRows | None:
+    def prefill(self, state: S, ctx: Prefix, L: int, *, rows: bool = False) -> QRows | None:
         """Every member consumes the committed prefix x[:L-1] (full-information runs) -> q at
-        positions 1..L-1 from that call (members, L-1; the engine's prompt gamma) where the group
-        `scores_prompt`, else None (EAGLE-3 heads)."""
+        positions 1..L-1 from that call (members, L-1; the engine's prompt gamma) when `rows` is
+        asked and the group `scores_prompt`, else None (EAGLE-3 heads never). A group whose rows
+        cost nothing beyond the call (a stack's hidden states) may return them unasked."""
 
     def draft(
         self, state: S, member: int, ctx: Prefix, L: int, k: int, pick: Pick
@@ -194,8 +195,11 @@ class LMGroup:
     def new_state(self, capacity: int) -> _LMState[KVCache]:
         return _LMState(self.lm.new_cache())
 
-    def prefill(self, state: _LMState[KVCache], ctx: Prefix, L: int) -> QRows | None:
-        return Logits(self.lm.forward(ctx.x[: L - 1], state.cache).logits.unsqueeze(0)) if L > 1 else None
+    def prefill(self, state: _LMState[KVCache], ctx: Prefix, L: int, *, rows: bool = False) -> QRows | None:
+        if L < 2:
+            return None
+        out = self.lm.forward(ctx.x[: L - 1], state.cache, last=None if rows else 0)  # rows: the prompt's projection
+        return Logits(out.logits.unsqueeze(0)) if rows else None
 
     def _root(self, state: _LMState[KVCache], ctx: Prefix, L: int) -> torch.Tensor:
         """(V,) q at position L: the row `observe` left, or one catch-up call."""
@@ -260,7 +264,8 @@ class StackedGroup:
     def new_state(self, capacity: int) -> _LMState[StackedCache]:
         return _LMState(self.stack.new_cache(capacity))
 
-    def prefill(self, state: _LMState[StackedCache], ctx: Prefix, L: int) -> QRows | None:
+    def prefill(self, state: _LMState[StackedCache], ctx: Prefix, L: int, *, rows: bool = False) -> QRows | None:
+        # Unasked too: the rows are the hidden states the call computes anyway (projected only when read).
         return Hidden(self.stack.hidden(ctx.x[: L - 1], state.cache), self.stack) if L > 1 else None
 
     def _root(self, state: _LMState[StackedCache], member: int, ctx: Prefix, L: int) -> torch.Tensor:
@@ -355,7 +360,7 @@ class Eagle3Group:
             self.head.forward(ctx.x[a + 1 : upto + 1], self._fc(ctx.fused[a:upto]), state.cache)
             state.target_rows = upto
 
-    def prefill(self, state: _EagleState, ctx: Prefix, L: int) -> None:
+    def prefill(self, state: _EagleState, ctx: Prefix, L: int, *, rows: bool = False) -> None:
         self._feed_target(state, ctx, L - 2)
 
     def _depth_one(self, state: _EagleState, ctx: Prefix, L: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -473,7 +478,7 @@ class StackedEagle3Group:
     def new_state(self, capacity: int) -> _StackedEagleState:
         return _StackedEagleState(self.stack.new_cache(capacity), [0] * self.stack.n)
 
-    def prefill(self, state: _StackedEagleState, ctx: Prefix, L: int) -> None:
+    def prefill(self, state: _StackedEagleState, ctx: Prefix, L: int, *, rows: bool = False) -> None:
         if L > 2:  # rows 0..L-3 for every head
             hidden = self.stack.layer(ctx.x[1 : L - 1], self.stack.fuse(ctx.fused[: L - 2]), state.cache)
             state.target_rows[:] = [L - 2] * self.stack.n

@@ -234,14 +234,16 @@ class Engine:
         live = [Live.start(g, x.numel() + extra) for g in self.groups]  # the groups with this query's caches
         prompt_gamma = None
         if full:  # bandit methods prefill a drafter only when they first choose it
-            q_prompt = [run.group.prefill(run.state, ctx, P) for run in live]
+            q_prompt = [run.group.prefill(run.state, ctx, P, rows=reads) for run in live]
             if reads:
                 prompt_gamma = self._prompt_gamma(p_prompt, q_prompt)
                 chooser.observe_prompt(prompt_gamma)
             elif scored:  # the trace's copy (replay of a method that reads it): its time is taken off the clock
                 t_off = now()
                 p_trace = pool.target.forward(ctx.x[: P - 1], pool.target.new_cache()).logits
-                prompt_gamma = self._prompt_gamma(p_trace, q_prompt)
+                q_trace = [q if q is not None else g.prefill(g.new_state(P), ctx, P, rows=True)
+                           for g, q in zip(self.groups, q_prompt)]  # a fresh call where the prefill kept none
+                prompt_gamma = self._prompt_gamma(p_trace, q_trace)
                 t_start += now() - t_off
         phase = dict.fromkeys(PHASES, 0)
         t0 = now()  # end of the previous step: `other` is the gap since then
