@@ -15,10 +15,14 @@ against transformers'.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypedDict
 
 import torch
 import torch.nn.functional as F
 from transformers import PretrainedConfig, PreTrainedModel
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 from hedgespec_cli.models.screen import Screen
 
@@ -55,6 +59,14 @@ def shape_key(config: PretrainedConfig) -> tuple:
     """Drafters with equal keys can share one stack."""
     rope = (getattr(config, "rope_parameters", None) or {}).get("rope_theta")
     return tuple(getattr(config, k, None) for k in _SHAPE_KEYS) + (rope,)
+
+
+class Where(TypedDict, total=False):
+    """Where a stacked call's rows go and which it keeps (`StackedLlama.hidden`'s keywords)."""
+
+    positions: torch.Tensor | None
+    visible: torch.Tensor | None
+    last: int | None
 
 
 @dataclass
@@ -141,25 +153,11 @@ class StackedLlama:
 
     @torch.inference_mode()
     def forward(
-        self,
-        ids: torch.Tensor,
-        cache: StackedCache,
-        member: int | None = None,
-        *,
-        positions: torch.Tensor | None = None,
-        visible: torch.Tensor | None = None,
-        last: int | None = None,
+        self, ids: torch.Tensor, cache: StackedCache, member: int | None = None, **where: Unpack[Where]
     ) -> torch.Tensor:
-        """Feed ids (T,) to every drafter (member None) or to one -> logits (B, T, V).
-
-        Every fed drafter must hold the same number of cached tokens; the new
-        tokens take the positions after them and attend causally, unless a
-        draft tree passes `positions` (T,) and `visible` (T, length + T) bool.
-        last: logits of the last `last` rows only, (B, min(last, T), V) (0: none, a prefill):
-        the vocabulary projection is most of a small drafter's cost.
-        """
-        h = self.hidden(ids, cache, member, positions=positions, visible=visible, last=last)
-        return self.project(h, member)
+        """Feed ids (T,) to every drafter (member None) or to one -> logits (B, T or last, V):
+        `project(hidden(...))`, the projection being most of a small drafter's cost."""
+        return self.project(self.hidden(ids, cache, member, **where), member)
 
     def project(self, h: torch.Tensor, member: int | None = None) -> torch.Tensor:
         """Final hidden states (B, T, H) of every drafter (member None) or of one -> logits (B, T, V) float32."""
@@ -177,7 +175,13 @@ class StackedLlama:
         visible: torch.Tensor | None = None,
         last: int | None = None,
     ) -> torch.Tensor:
-        """`forward` up to the vocabulary projection: the final normed hidden states (B, T or last, H)."""
+        """Feed ids (T,) to every drafter (member None) or to one -> the final normed hidden states
+        (B, T, H), or of the last `last` rows only (0: none, a prefill).
+
+        Every fed drafter must hold the same number of cached tokens; the new
+        tokens take the positions after them and attend causally, unless a
+        draft tree passes `positions` (T,) and `visible` (T, length + T) bool.
+        """
         b = _block(cache, member, ids.numel(), positions, visible, self.rotary)
         sel, start, end, B, T = b.sel, b.start, b.end, b.B, b.T
         heads, kv = self.heads, self.kv_heads
@@ -243,7 +247,8 @@ class _Rotary:
         """(T, d) cos and sin at explicit positions (T,) below `end` (a draft tree's, each at most its
         row's index: the table is grown from `end`, with no device-to-host read of the positions)."""
         self._cover(end)
-        return self.cos[positions.to(self.inv_freq.device)], self.sin[positions.to(self.inv_freq.device)]
+        positions = positions.to(self.inv_freq.device)
+        return self.cos[positions], self.sin[positions]
 
 
 def _block(cache: StackedCache, member: int | None, T: int, positions: torch.Tensor | None,

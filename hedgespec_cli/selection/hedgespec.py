@@ -42,7 +42,7 @@ def _describe(params) -> str:
     prompt = ""
     if params["prompt"] == "learn":
         prompt = ", the prompt's losses as its first steps"
-    elif params["prompt"] == "preview" and params["reset"] == "never" and LEARNERS[learner].acts_at_boundaries:
+    elif reads_prompt(params["prompt"], params["reset"], LEARNERS[learner].acts_at_boundaries):
         prompt = ", the prompt's losses previewed at each query"
     if params["every"] == 1:
         schedule = "every drafter evaluated after every round"
@@ -56,6 +56,12 @@ def _describe(params) -> str:
                 f"(the top {learner} weight is the least cumulative loss, so {learner} never changes a "
                 f"decision); {schedule}")
     return f"HedgeSpec: {learner} on delayed {loss} losses{prompt}, top weight played; {schedule}"
+
+
+def reads_prompt(prompt: str, reset: str, acts_at_boundaries: bool) -> bool:
+    """Whether the prompt's losses can change the play (the `prompt` parameter): `learn`, or `preview`
+    with a learner kept across queries that acts at boundaries."""
+    return prompt == "learn" or (prompt == "preview" and reset == "never" and acts_at_boundaries)
 
 
 EVERY = 8  # lazy evaluation's longest wait, in rounds (`wants_feedback`)
@@ -142,12 +148,10 @@ class HedgeSpec:
 
     @property
     def reads_prompt(self) -> bool:
-        """Whether `observe_prompt` can change the play (`prompt` parameter): `learn`, or `preview` with a
-        learner kept across queries that acts at boundaries. Else the engine scores the prompt for the
-        trace alone, off the clock: a per-query HedgeSpec does not pay for losses it never reads."""
-        if self.prompt == "learn":
-            return True
-        return self.prompt == "preview" and self.reset == "never" and self.learner.acts_at_boundaries
+        """Whether `observe_prompt` can change the play (module `reads_prompt`). Else the engine scores
+        the prompt for the trace alone, off the clock: a per-query HedgeSpec does not pay for losses it
+        never reads."""
+        return reads_prompt(self.prompt, self.reset, self.learner.acts_at_boundaries)
 
     @property
     def carries_over(self) -> bool:

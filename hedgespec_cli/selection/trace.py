@@ -234,6 +234,14 @@ def _field(record: dict[str, Any], key: str, where: str) -> Any:
     return record[key]
 
 
+def _numbers(value: Any, what: str, shape: str) -> np.ndarray:
+    """A JSON list of numbers as a float64 array; TraceError naming `what` (and its `shape`) if it is not one."""
+    try:
+        return np.array(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TraceError(f"{what} must be a rectangular{shape} list of numbers") from None
+
+
 def read_trace(path: str | os.PathLike[str]) -> Trace:
     """Read and validate a trace; any problem raises TraceError naming the file and line."""
     path = Path(path)
@@ -275,23 +283,14 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
             gamma = _field(rec, "gamma", where)
             if not isinstance(tokens, list) or not isinstance(gamma, list):
                 raise TraceError(f"{where}: tokens and gamma must be JSON lists")
-            try:
-                g = np.array(gamma, dtype=np.float64)
-            except (TypeError, ValueError):
-                raise TraceError(f"{where}: gamma must be a rectangular list of numbers") from None
+            g = _numbers(gamma, f"{where}: gamma", "")
             index = rec.get("index")
             if index is not None and (isinstance(index, bool) or not isinstance(index, int) or index < 0):
                 raise TraceError(f"{where}: index must be an integer >= 0, got {index!r}")
             depth = rec.get("gamma_depth")
-            try:
-                depth = None if depth is None else np.array(depth, dtype=np.float64)
-            except (TypeError, ValueError):
-                raise TraceError(f"{where}: gamma_depth must be a rectangular (L, K, N) list of numbers") from None
+            depth = None if depth is None else _numbers(depth, f"{where}: gamma_depth", " (L, K, N)")
             prompt = rec.get("prompt_gamma")
-            try:
-                prompt = None if prompt is None else np.array(prompt, dtype=np.float64)
-            except (TypeError, ValueError):
-                raise TraceError(f"{where}: prompt_gamma must be a rectangular (P-1, N) list of numbers") from None
+            prompt = None if prompt is None else _numbers(prompt, f"{where}: prompt_gamma", " (P-1, N)")
             queries.append(TraceQuery(str(_field(rec, "id", where)), rec.get("domain"), tokens, g,
                                       index, rec.get("source"), depth, prompt))
         where = f"{path}"
