@@ -5,7 +5,8 @@ On a CUDA device every `.item()`, `.tolist()`, `.cpu()`, `bool(tensor)` or
 queue. This script decodes a few prompts of a workload with each method under
 `torch.cuda.set_sync_debug_mode("warn")`, which makes PyTorch warn at every
 synchronising call, and tallies the warnings by the Python line that made them:
-syncs per round in all, then the lines, most frequent first. Some are inherent
+all of a query's syncs (its prefill and end included) per round, then the lines,
+most frequent first. Some are inherent
 (the accepted length decides the next round; the learner runs on the host and
 reads gamma); the table says which lines to look at.
 
@@ -101,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             lines += counts
         total = sum(lines.values())
         report[method] = {"rounds": rounds, "syncs": total, "per_round": total / rounds, "lines": dict(lines)}
-        print(f"{method}: {total} synchronisations in {rounds} rounds, {total / rounds:.2f} a round")
+        print(f"{method}: {total} synchronisations over {rounds} rounds, prefill and query end included: "
+              f"{total / rounds:.2f} per round")
         for line, n in lines.most_common(args.top):
             print(f"  {n / rounds:6.2f} a round  {line}")
     if args.json:
